@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Properties of the reference scoring that hold by construction, checked independently."""
+import math
+import unittest
+
+import numpy as np
+
+import reference
+
+
+class ReferenceProperties(unittest.TestCase):
+    def test_resize_to_same_size_is_identity(self):
+        image = np.random.default_rng(0).uniform(0, 255, (7, 9, 3))
+        np.testing.assert_allclose(reference.resize(image, 7, 9), image, atol=1e-12)
+
+    def test_resize_keeps_a_constant_image_constant(self):
+        image = np.full((31, 45, 3), 77.0)
+        np.testing.assert_allclose(reference.resize(image, 8, 13), 77.0, atol=1e-9)
+        np.testing.assert_allclose(reference.resize(image, 50, 70), 77.0, atol=1e-9)
+
+    def test_halving_averages_pixel_pairs_with_neighbours(self):
+        # Reducing by 2: tent of half-width 2 centred between pixels 2o and 2o+1 -> weights 1,3,3,1.
+        taps = reference.resize_taps(8, 4)
+        lo, w = taps[1]
+        self.assertEqual(lo, 1)
+        np.testing.assert_allclose(w, np.array([1, 3, 3, 1]) / 8)
+
+    def test_upsample_identity_and_constant(self):
+        grid = np.random.default_rng(1).uniform(size=(5, 6))
+        np.testing.assert_allclose(reference.upsample(grid, 5, 6), grid)
+        np.testing.assert_allclose(reference.upsample(np.full((3, 4), 0.3), 30, 17), 0.3)
+
+    def test_upsample_doubling_interpolates_quarter_steps(self):
+        up = reference.upsample(np.array([[0.0, 1.0]]), 1, 4)
+        np.testing.assert_allclose(up[0], [0.0, 0.25, 0.75, 1.0])
+
+    def test_gaussian_kernel_sums_to_one_and_smooth_keeps_constants(self):
+        self.assertAlmostEqual(reference.gaussian_kernel(2.3).sum(), 1.0)
+        self.assertEqual(len(reference.gaussian_kernel(1.2)), 2 * math.ceil(3.6) + 1)
+        np.testing.assert_allclose(reference.smooth(np.full((9, 11), 0.4), 1.7), 0.4)
+
+    def test_smooth_preserves_mass_away_from_edges(self):
+        impulse = np.zeros((41, 41))
+        impulse[20, 20] = 1.0
+        self.assertAlmostEqual(reference.smooth(impulse, 2.0).sum(), 1.0)
+
+    def test_layer_probability_is_sigmoid_of_logit_difference(self):
+        z = np.random.default_rng(2).normal(0, 5, (3, 2, 4, 4))
+        expected = 1 / (1 + np.exp(z[:, 0] - z[:, 1]))
+        np.testing.assert_allclose(reference.layer_probabilities(z), expected)
+
+    def _features(self, h, w, seed=3):
+        f = np.random.default_rng(seed).normal(size=(2, h * w, 8))
+        return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+    def test_refine_keeps_constant_maps_and_cold_temperature_is_identity(self):
+        feats = self._features(5, 4)
+        np.testing.assert_allclose(reference.refine(np.full((5, 4), 0.6), feats, 2, 0.1), 0.6)
+        coarse = np.random.default_rng(4).uniform(size=(5, 4))
+        np.testing.assert_allclose(reference.refine(coarse, feats, 2, 1e-4), coarse, atol=1e-9)
+
+    def test_refine_pools_only_over_alike_patches(self):
+        # Two feature clusters: the left column looks like one thing, the rest like another.
+        h, w = 3, 3
+        feats = np.zeros((1, h * w, 2))
+        for i in range(h * w):
+            feats[0, i] = [1, 0] if i % w == 0 else [0, 1]
+        coarse = np.zeros((h, w))
+        coarse[:, 0] = [0.9, 0.3, 0.9]
+        refined = reference.refine(coarse, feats, 1, 0.05)
+        self.assertAlmostEqual(refined[1, 0], 0.7)  # mean of its alike neighbours 0.9, 0.3, 0.9
+        self.assertLess(refined[1, 1], 1e-6)  # unlike neighbours carry (almost) no weight
+
+    def test_image_score_top_k_and_logit_blend(self):
+        m = np.arange(100, dtype=float).reshape(10, 10) / 100
+        self.assertAlmostEqual(reference.image_score(m, 0.03), (0.99 + 0.98 + 0.97) / 3)
+        self.assertAlmostEqual(reference.image_score(m, 1e-9), 0.99)
+        blended = reference.image_score(m, 0.01, np.array([[0.0, 0.0]]), 0.5)
+        self.assertAlmostEqual(blended, 0.5 * 0.99 + 0.5 * 0.5)
+
+    def test_verdict(self):
+        self.assertEqual(reference.verdict(0.5, 0.5), "fail")
+        self.assertEqual(reference.verdict(0.49, 0.5), "pass")
+        self.assertEqual(reference.verdict(float("nan"), 0.5), "error")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,15 @@
+//! clipada: the runtime of a standalone visual-inspection camera running CLIP-ADA.
+//!
+//! Data flows one way (docs/ARCHITECTURE.md): frames ([`source`]) are preprocessed
+//! ([`preprocess`]), run through a model ([`model`]), scored into an anomaly map and score
+//! ([`score`]), judged ([`verdict`]), and handed to sinks ([`sink`]). [`pipeline`] wires one
+//! frame through; [`commands`] are the subcommands, as library functions.
+
+pub mod commands;
+pub mod model;
+pub mod pipeline;
+pub mod preprocess;
+pub mod score;
+pub mod sink;
+pub mod source;
+pub mod verdict;

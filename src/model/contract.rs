@@ -1,0 +1,324 @@
+//! The model contract: the `clipada` JSON document in an ONNX file's `metadata_props`.
+//!
+//! Owns reading the ONNX protobuf far enough to find that document, and turning it into a
+//! validated [`ModelSpec`]. Knows nothing of how a model is run or how its outputs are scored.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::Framework;
+
+/// The contract version this runtime understands.
+pub const CONTRACT_VERSION: u64 = 1;
+/// The `metadata_props` key that holds the contract document.
+pub const METADATA_KEY: &str = "clipada";
+
+/// A model file that could not be used, with the file and, where there is one, the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file is missing, unreadable or not an ONNX protobuf.
+    #[error("{path}: cannot read the ONNX model: {reason}")]
+    Unreadable {
+        /// The model file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The contract metadata is absent, of an unknown version, or a field is missing or wrong.
+    #[error("{path}: contract field `{field}`: {reason}")]
+    Contract {
+        /// The model file.
+        path: PathBuf,
+        /// Dotted path of the field inside the `clipada` document (or the graph part at fault).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ModelError {
+    fn contract(path: &Path, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ModelError::Contract { path: path.to_path_buf(), field: field.into(), reason: reason.into() }
+    }
+}
+
+/// Everything the runtime knows about a model, read from its contract and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Human-readable model name.
+    pub name: String,
+    /// What the model takes.
+    pub input: InputSpec,
+    /// Patch grid `[h, w]`.
+    pub grid: [usize; 2],
+    /// Encoder layers that feed the maps (informative; their count `L` sizes the outputs).
+    pub layers: Vec<u32>,
+    /// Size `D` of one patch feature, present when the model has `patch_features`.
+    pub feature_dim: Option<usize>,
+    /// Graph output names for each role the model provides.
+    pub outputs: OutputNames,
+    /// Anomaly region refinement parameters; refinement needs `patch_features`.
+    pub refine: Option<RefineParams>,
+    /// Map smoothing and image-score parameters.
+    pub score: ScoreParams,
+}
+
+/// The model input: one RGB image, NCHW float32.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Graph input name.
+    pub name: String,
+    /// Tensor layout; only `NCHW` exists in contract version 1.
+    pub layout: String,
+    /// Input size `[H, W]`.
+    pub size: [usize; 2],
+    /// Element type; only `f32` exists in contract version 1.
+    pub dtype: String,
+    /// Per-channel mean on the 0..1 scale.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation on the 0..1 scale.
+    pub std: [f32; 3],
+    /// When true the graph normalises itself and receives raw 0..255 values.
+    pub normalized_in_graph: bool,
+}
+
+/// Graph output names, by role. At least one of the two map sources is present.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputNames {
+    /// `[L, 2, h, w]` normal/abnormal logits of the adapted patch tokens.
+    pub patch_logits: Option<String>,
+    /// `[1, 2]` normal/abnormal logits of the class token.
+    pub image_logits: Option<String>,
+    /// `[L, h*w, D]` L2-normalised patch features.
+    pub patch_features: Option<String>,
+}
+
+/// Parameters of the anomaly region refinement (docs/ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefineParams {
+    /// Half-width of the square window of patches that pool their evidence.
+    pub radius: usize,
+    /// Affinity temperature: smaller means only very similar patches share scores.
+    pub temperature: f32,
+}
+
+/// Map smoothing, image score and default threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreParams {
+    /// Gaussian sigma in model-input pixels; 0 disables smoothing.
+    pub sigma: f32,
+    /// Fraction of the map's pixels whose mean is the map score (at least one pixel).
+    pub top_k: f64,
+    /// Weight of the class-token probability in the image score, in [0, 1].
+    pub image_logits_weight: f32,
+    /// Default decision threshold on the image score.
+    pub threshold: f32,
+}
+
+/// The document as written in the file, before cross-field checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(rename = "contract")]
+    _version: u64, // checked before deserialising, so its error can name the version
+    name: String,
+    input: InputSpec,
+    grid: [usize; 2],
+    layers: Vec<u32>,
+    feature_dim: Option<usize>,
+    outputs: OutputNames,
+    refine: Option<RefineParams>,
+    score: ScoreParams,
+}
+
+/// An ONNX model file, parsed once, with its validated contract.
+pub struct ModelFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The parsed protobuf, for the engines.
+    pub proto: ModelProto,
+    /// The validated contract.
+    pub spec: ModelSpec,
+}
+
+impl ModelFile {
+    /// Reads `path` and validates its contract; graph shapes are checked by the engine at load.
+    pub fn open(path: &Path) -> Result<ModelFile, ModelError> {
+        let proto = tract_onnx::onnx()
+            .proto_model_for_path(path)
+            .map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), reason: format!("{e:#}") })?;
+        let json =
+            proto.metadata_props.iter().find(|p| p.key == METADATA_KEY).map(|p| p.value.as_str()).ok_or_else(|| {
+                ModelError::contract(path, METADATA_KEY, "no such metadata_props entry: not a clipada model")
+            })?;
+        let spec = parse_contract(path, json)?;
+        Ok(ModelFile { path: path.to_path_buf(), proto, spec })
+    }
+
+    /// The graph's output names, in the order engines return them.
+    pub fn graph_outputs(&self) -> Vec<String> {
+        self.proto.graph.as_ref().map(|g| g.output.iter().map(|o| o.name.clone()).collect()).unwrap_or_default()
+    }
+}
+
+/// Parses and validates a contract document; errors name `path` and the field.
+pub fn parse_contract(path: &Path, json: &str) -> Result<ModelSpec, ModelError> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| ModelError::contract(path, METADATA_KEY, format!("not JSON: {e}")))?;
+    match value.get("contract") {
+        None => return Err(ModelError::contract(path, "contract", "missing (the contract version number)")),
+        Some(v) if v.as_u64() != Some(CONTRACT_VERSION) => {
+            return Err(ModelError::contract(
+                path,
+                "contract",
+                format!("unsupported contract version {v}; this runtime knows version {CONTRACT_VERSION}"),
+            ))
+        }
+        Some(_) => {}
+    }
+    let doc: Document = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut field = e.path().to_string();
+        let reason = e.inner().to_string();
+        // serde reports a missing field at its parent: name the field itself.
+        if let Some(missing) = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            field = if field == "." { missing.to_string() } else { format!("{field}.{missing}") };
+        }
+        ModelError::contract(path, field, reason)
+    })?;
+    validate(path, doc)
+}
+
+fn validate(path: &Path, doc: Document) -> Result<ModelSpec, ModelError> {
+    let fail = |field: &str, reason: &str| Err(ModelError::contract(path, field, reason));
+    let input = &doc.input;
+    if input.layout != "NCHW" {
+        return fail("input.layout", "only \"NCHW\" is supported");
+    }
+    if input.dtype != "f32" {
+        return fail("input.dtype", "only \"f32\" is supported");
+    }
+    if input.size.contains(&0) {
+        return fail("input.size", "sizes must be positive");
+    }
+    if input.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+        return fail("input.std", "each value must be finite and positive");
+    }
+    if input.mean.iter().any(|m| !m.is_finite()) {
+        return fail("input.mean", "each value must be finite");
+    }
+    if doc.grid.contains(&0) {
+        return fail("grid", "sizes must be positive");
+    }
+    if doc.grid[0] > input.size[0] || doc.grid[1] > input.size[1] {
+        return fail("grid", "the patch grid cannot be finer than the input");
+    }
+    if doc.layers.is_empty() {
+        return fail("layers", "at least one layer is needed");
+    }
+    let outputs = &doc.outputs;
+    if outputs.patch_logits.is_none() && outputs.patch_features.is_none() {
+        return fail("outputs", "needs `patch_logits` or `patch_features` to make an anomaly map");
+    }
+    match (&outputs.patch_features, doc.feature_dim) {
+        (Some(_), None) => return fail("feature_dim", "required when `outputs.patch_features` is present"),
+        (_, Some(0)) => return fail("feature_dim", "must be positive"),
+        _ => {}
+    }
+    if let Some(refine) = doc.refine {
+        if outputs.patch_features.is_none() {
+            return fail("refine", "refinement needs `outputs.patch_features`");
+        }
+        if !(refine.temperature.is_finite() && refine.temperature > 0.0) {
+            return fail("refine.temperature", "must be finite and positive");
+        }
+    }
+    let score = doc.score;
+    if !(score.sigma.is_finite() && score.sigma >= 0.0) {
+        return fail("score.sigma", "must be finite and not negative");
+    }
+    if !(score.top_k > 0.0 && score.top_k <= 1.0) {
+        return fail("score.top_k", "must be in (0, 1]");
+    }
+    if !(0.0..=1.0).contains(&score.image_logits_weight) {
+        return fail("score.image_logits_weight", "must be in [0, 1]");
+    }
+    if !score.threshold.is_finite() {
+        return fail("score.threshold", "must be finite");
+    }
+    Ok(ModelSpec {
+        name: doc.name,
+        input: doc.input,
+        grid: doc.grid,
+        layers: doc.layers,
+        feature_dim: doc.feature_dim,
+        outputs: doc.outputs,
+        refine: doc.refine,
+        score,
+    })
+}
+
+impl ModelSpec {
+    /// Number of tapped layers `L`.
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Number of patches `h*w`.
+    pub fn patch_count(&self) -> usize {
+        self.grid[0] * self.grid[1]
+    }
+
+    /// Number of elements of the NCHW input tensor.
+    pub fn input_len(&self) -> usize {
+        3 * self.input.size[0] * self.input.size[1]
+    }
+
+    /// The input tensor's shape, `[1, 3, H, W]`.
+    pub fn input_shape(&self) -> [usize; 4] {
+        [1, 3, self.input.size[0], self.input.size[1]]
+    }
+
+    /// Each present output as (role, graph name, expected shape).
+    pub fn expected_outputs(&self) -> Vec<(OutputRole, &str, Vec<usize>)> {
+        let [h, w] = self.grid;
+        let l = self.layer_count();
+        let mut expected = Vec::new();
+        if let Some(name) = &self.outputs.patch_logits {
+            expected.push((OutputRole::PatchLogits, name.as_str(), vec![l, 2, h, w]));
+        }
+        if let Some(name) = &self.outputs.image_logits {
+            expected.push((OutputRole::ImageLogits, name.as_str(), vec![1, 2]));
+        }
+        if let (Some(name), Some(d)) = (&self.outputs.patch_features, self.feature_dim) {
+            expected.push((OutputRole::PatchFeatures, name.as_str(), vec![l, h * w, d]));
+        }
+        expected
+    }
+}
+
+/// What an output is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputRole {
+    /// `patch_logits`.
+    PatchLogits,
+    /// `image_logits`.
+    ImageLogits,
+    /// `patch_features`.
+    PatchFeatures,
+}
+
+impl OutputRole {
+    /// The contract's name of the role (`outputs.<name>`).
+    pub fn key(self) -> &'static str {
+        match self {
+            OutputRole::PatchLogits => "patch_logits",
+            OutputRole::ImageLogits => "image_logits",
+            OutputRole::PatchFeatures => "patch_features",
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Scoring: raw model outputs to an anomaly map and an image score.
+//!
+//! Owns every step after the engine, each defined by `models/reference.py`: per-layer softmax,
+//! layer fusion, anomaly region refinement, bilinear upsampling to the model input size,
+//! Gaussian smoothing, image score. Takes plain slices; knows nothing of ONNX or engines.
+
+pub mod refine;
+pub mod resample;
+
+use crate::model::{ModelSpec, RawOutputs};
+use refine::Refiner;
+use resample::{GaussianSmoother, Upsampler};
+
+/// Why a frame could not be scored.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    /// The model lacks an output the scoring needs.
+    #[error("the model has no `{0}` output, which scoring needs")]
+    MissingOutput(&'static str),
+    /// The map or score came out NaN or infinite.
+    #[error("the model's output gave a non-finite anomaly score")]
+    NotFinite,
+}
+
+/// An anomaly map at the model input's resolution, row-major, values in [0, 1].
+#[derive(Debug, Clone, Copy)]
+pub struct AnomalyMap<'a> {
+    /// `height * width` values.
+    pub values: &'a [f32],
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+/// Scores raw outputs, reusing its buffers from frame to frame.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    layers: usize,
+    patches: usize,
+    top_k: f64,
+    image_logits_weight: f32,
+    refiner: Option<Refiner>,
+    upsampler: Upsampler,
+    smoother: GaussianSmoother,
+    coarse: Vec<f32>,
+    map: Vec<f32>,
+    size: [usize; 2],
+    ranked: Vec<f32>,
+}
+
+impl Scorer {
+    /// A scorer for `spec`; `refine` turns the anomaly region refinement on where the model has it.
+    pub fn new(spec: &ModelSpec, refine: bool) -> Self {
+        let size = spec.input.size;
+        let refiner = match (refine, spec.refine, spec.feature_dim) {
+            (true, Some(params), Some(dim)) => Some(Refiner::new(params, spec.grid, spec.layer_count(), dim)),
+            _ => None,
+        };
+        Scorer {
+            layers: spec.layer_count(),
+            patches: spec.patch_count(),
+            top_k: spec.score.top_k,
+            image_logits_weight: spec.score.image_logits_weight,
+            refiner,
+            upsampler: Upsampler::new(spec.grid, size),
+            smoother: GaussianSmoother::new(spec.score.sigma, size),
+            coarse: vec![0.0; spec.patch_count()],
+            map: vec![0.0; size[0] * size[1]],
+            size,
+            ranked: vec![0.0; size[0] * size[1]],
+        }
+    }
+
+    /// Scores one frame's outputs; the map is then available from [`Scorer::map`].
+    pub fn score(&mut self, raw: &RawOutputs) -> Result<f32, ScoreError> {
+        let logits = raw.patch_logits.as_deref().ok_or(ScoreError::MissingOutput("patch_logits"))?;
+        fuse_layer_probabilities(logits, self.layers, self.patches, &mut self.coarse);
+        let grid: &[f32] = match (&mut self.refiner, raw.patch_features.as_deref()) {
+            (Some(refiner), Some(features)) => refiner.run(&self.coarse, features),
+            (Some(_), None) => return Err(ScoreError::MissingOutput("patch_features")),
+            (None, _) => &self.coarse,
+        };
+        self.upsampler.run(grid, &mut self.map);
+        self.smoother.run(&mut self.map);
+        let map_score = top_k_mean(&self.map, self.top_k, &mut self.ranked);
+        let score = match raw.image_logits.as_deref() {
+            Some(&[normal, abnormal]) => {
+                let w = self.image_logits_weight;
+                (1.0 - w) * map_score + w * abnormal_probability(normal, abnormal)
+            }
+            _ => map_score,
+        };
+        if score.is_finite() {
+            Ok(score)
+        } else {
+            Err(ScoreError::NotFinite)
+        }
+    }
+
+    /// The last scored frame's anomaly map.
+    pub fn map(&self) -> AnomalyMap<'_> {
+        AnomalyMap { values: &self.map, height: self.size[0], width: self.size[1] }
+    }
+}
+
+/// Softmax over (normal, abnormal), abnormal side: `1 / (1 + exp(normal - abnormal))`.
+#[inline]
+pub fn abnormal_probability(normal: f32, abnormal: f32) -> f32 {
+    1.0 / (1.0 + (normal - abnormal).exp())
+}
+
+/// `[L, 2, N]` logits to the mean over layers of the abnormal probability, into `out` (`N`).
+pub fn fuse_layer_probabilities(logits: &[f32], layers: usize, patches: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for layer in logits.chunks_exact(2 * patches).take(layers) {
+        let (normal, abnormal) = layer.split_at(patches);
+        for ((o, n), a) in out.iter_mut().zip(normal).zip(abnormal) {
+            *o += abnormal_probability(*n, *a);
+        }
+    }
+    let inv = 1.0 / layers as f32;
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Mean of the `ceil(top_k * len)` largest values (at least one); `scratch` is reordered.
+pub fn top_k_mean(values: &[f32], top_k: f64, scratch: &mut Vec<f32>) -> f32 {
+    let k = ((top_k * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    scratch.clear();
+    scratch.extend_from_slice(values);
+    if scratch.iter().any(|v| !v.is_finite()) {
+        return f32::NAN;
+    }
+    scratch.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    scratch[..k].iter().map(|v| *v as f64).sum::<f64>() as f32 / k as f32
+}

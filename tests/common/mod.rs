@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: repository paths and the committed goldens.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Agreement required between the runtime and the references (onnxruntime, numpy):
+/// float32 engines differ in summation order, never by more than this on these models.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The committed tiny CLIP-ADA fixture.
+pub fn tiny_model() -> PathBuf {
+    root().join("models/fixtures/tiny-clipada.onnx")
+}
+
+/// A committed sample image.
+pub fn sample(name: &str) -> PathBuf {
+    root().join("models/samples").join(format!("{name}.png"))
+}
+
+/// The samples that have goldens (models/make_goldens.py, GOLDEN_SAMPLES).
+pub const GOLDEN_SAMPLES: [&str; 4] = ["good_1", "scratch_1", "contamination_1", "small_scratch_1"];
+
+/// A tensor as stored in a golden file.
+#[derive(Debug, Deserialize)]
+pub struct Stored {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Raw outputs from onnxruntime.
+#[derive(Debug, Deserialize)]
+pub struct StoredRaw {
+    pub patch_logits: Stored,
+    pub image_logits: Stored,
+    pub patch_features: Stored,
+}
+
+/// The reference scoring of one sample.
+#[derive(Debug, Deserialize)]
+pub struct StoredScore {
+    pub map: Stored,
+    pub score: f32,
+    pub verdict: String,
+}
+
+/// One golden file.
+#[derive(Debug, Deserialize)]
+pub struct Golden {
+    pub image: String,
+    pub input: Stored,
+    pub raw: StoredRaw,
+    pub refined: StoredScore,
+    pub unrefined: StoredScore,
+}
+
+impl Golden {
+    /// The stored onnxruntime outputs as the runtime's raw outputs.
+    pub fn raw_outputs(&self) -> clipada::model::RawOutputs {
+        clipada::model::RawOutputs {
+            patch_logits: Some(self.raw.patch_logits.data.clone()),
+            image_logits: Some(self.raw.image_logits.data.clone()),
+            patch_features: Some(self.raw.patch_features.data.clone()),
+        }
+    }
+}
+
+/// Reads tests/data/goldens/NAME.json.
+pub fn golden(name: &str) -> Golden {
+    let path = root().join("tests/data/goldens").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Largest absolute difference; panics on a length mismatch (that is a failure too).
+pub fn max_abs_diff(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "lengths differ");
+    actual.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+/// Asserts `actual` is within [`TOLERANCE`] of `expected`, naming `what`.
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
+    let diff = max_abs_diff(actual, expected);
+    assert!(diff <= TOLERANCE, "{what}: max abs diff {diff:e} > {TOLERANCE:e}");
+}
+
+/// Copies a file into `dir` under `name`.
+pub fn copy_into(from: &Path, dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(from, &to).unwrap();
+    to
+}

@@ -1,0 +1,158 @@
+//! Bad model files are refused at load, with an error that names the file and the field.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use clipada::model::{ModelError, ModelFile};
+use clipada::pipeline::{InspectOptions, Inspector};
+use prost::Message;
+use serde_json::{json, Value};
+use tract_onnx::pb::ModelProto;
+
+/// The tiny fixture's proto and contract document.
+fn fixture() -> (ModelProto, Value) {
+    let proto = ModelFile::open(&common::tiny_model()).unwrap().proto;
+    let doc = proto.metadata_props.iter().find(|p| p.key == "clipada").unwrap().value.clone();
+    (proto, serde_json::from_str(&doc).unwrap())
+}
+
+/// Writes the fixture with its contract document replaced by `edit(document)`.
+fn model_with_contract(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let (mut proto, mut doc) = fixture();
+    edit(&mut doc);
+    proto.metadata_props.iter_mut().find(|p| p.key == "clipada").unwrap().value = doc.to_string();
+    let path = dir.join("edited.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    path
+}
+
+/// Loads `path` as the runtime does and returns the refusal.
+fn refusal(path: &Path) -> ModelError {
+    match Inspector::load(path, InspectOptions::default()) {
+        Ok(_) => panic!("{} was accepted", path.display()),
+        Err(e) => e,
+    }
+}
+
+/// Asserts the refusal is a contract error on `field` whose message names the file.
+fn assert_refused_on(edit: impl FnOnce(&mut Value), field: &str, reason_part: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_with_contract(dir.path(), edit);
+    let error = refusal(&path);
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "file not named: {message}");
+    assert!(message.contains(reason_part), "reason not given: {message}");
+    match error {
+        ModelError::Contract { field: actual, .. } => assert_eq!(actual, field, "{message}"),
+        other => panic!("not a contract error: {other}"),
+    }
+}
+
+#[test]
+fn the_unmodified_fixture_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_with_contract(dir.path(), |_| {});
+    Inspector::load(&path, InspectOptions::default()).unwrap();
+}
+
+#[test]
+fn unknown_contract_version_is_refused_by_name() {
+    assert_refused_on(|d| d["contract"] = json!(2), "contract", "unsupported contract version 2");
+}
+
+#[test]
+fn missing_contract_version_is_refused() {
+    assert_refused_on(|d| drop(d.as_object_mut().unwrap().remove("contract")), "contract", "missing");
+}
+
+#[test]
+fn missing_field_is_refused_with_its_name() {
+    assert_refused_on(|d| drop(d.as_object_mut().unwrap().remove("grid")), "grid", "missing field `grid`");
+}
+
+#[test]
+fn missing_nested_field_is_refused_with_its_path() {
+    assert_refused_on(|d| drop(d["score"].as_object_mut().unwrap().remove("sigma")), "score.sigma", "missing");
+}
+
+#[test]
+fn ill_typed_nested_field_is_refused_with_its_path() {
+    assert_refused_on(|d| d["input"]["size"] = json!("64x64"), "input.size", "invalid type");
+}
+
+#[test]
+fn negative_standard_deviation_is_refused() {
+    assert_refused_on(|d| d["input"]["std"][1] = json!(-0.2), "input.std", "positive");
+}
+
+#[test]
+fn grid_that_disagrees_with_the_graph_is_refused() {
+    assert_refused_on(|d| d["grid"] = json!([4, 4]), "outputs.patch_logits", "the graph gives shape");
+}
+
+#[test]
+fn layer_count_that_disagrees_with_the_graph_is_refused() {
+    assert_refused_on(|d| d["layers"] = json!([1, 2, 3]), "outputs.patch_logits", "the graph gives shape");
+}
+
+#[test]
+fn feature_size_that_disagrees_with_the_graph_is_refused() {
+    assert_refused_on(|d| d["feature_dim"] = json!(16), "outputs.patch_features", "the graph gives shape");
+}
+
+#[test]
+fn output_name_absent_from_the_graph_is_refused() {
+    assert_refused_on(|d| d["outputs"]["image_logits"] = json!("cls_logits"), "outputs.image_logits", "no output");
+}
+
+#[test]
+fn input_name_absent_from_the_graph_is_refused() {
+    assert_refused_on(|d| d["input"]["name"] = json!("pixels"), "input.name", "first input");
+}
+
+#[test]
+fn refinement_without_patch_features_is_refused() {
+    assert_refused_on(
+        |d| drop(d["outputs"].as_object_mut().unwrap().remove("patch_features")),
+        "refine",
+        "patch_features",
+    );
+}
+
+#[test]
+fn model_without_contract_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proto, _) = fixture();
+    proto.metadata_props.clear();
+    let path = dir.path().join("plain.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let message = refusal(&path).to_string();
+    assert!(message.contains("plain.onnx") && message.contains("`clipada`"), "{message}");
+}
+
+#[test]
+fn file_that_is_not_onnx_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.onnx");
+    std::fs::write(&path, b"this is not a protobuf \xff\xff\xff").unwrap();
+    let error = refusal(&path);
+    assert!(matches!(error, ModelError::Unreadable { .. }), "{error}");
+    assert!(error.to_string().contains("notes.onnx"));
+}
+
+#[test]
+fn cli_exits_1_naming_file_and_field_for_a_bad_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_with_contract(dir.path(), |d| d["contract"] = json!(99));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["infer", "--model"])
+        .arg(&path)
+        .arg(common::sample("good_1"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("edited.onnx") && stderr.contains("`contract`"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing judged, nothing printed");
+}

@@ -1,0 +1,99 @@
+//! The runtime against independent references: onnxruntime for the engine, the numpy
+//! specification (models/reference.py) for preprocessing and scoring. Goldens: tests/data/goldens,
+//! made by models/make_goldens.py.
+
+mod common;
+
+use clipada::model::tract::TractEngine;
+use clipada::model::{Engine, ModelFile, RawOutputs};
+use clipada::pipeline::{InspectOptions, Inspector};
+use clipada::preprocess::Preprocessor;
+use clipada::score::Scorer;
+use clipada::source::files::load_rgb;
+use common::*;
+
+#[test]
+fn tract_raw_outputs_match_onnxruntime_within_1e4() {
+    let file = ModelFile::open(&tiny_model()).unwrap();
+    let mut engine = TractEngine::load(&file).unwrap();
+    let mut raw = RawOutputs::for_spec(&file.spec);
+    for name in GOLDEN_SAMPLES {
+        let golden = golden(name);
+        engine.run(&golden.input.data, &mut raw).unwrap();
+        assert_close(
+            &format!("{name} patch_logits"),
+            raw.patch_logits.as_ref().unwrap(),
+            &golden.raw.patch_logits.data,
+        );
+        assert_close(
+            &format!("{name} image_logits"),
+            raw.image_logits.as_ref().unwrap(),
+            &golden.raw.image_logits.data,
+        );
+        assert_close(
+            &format!("{name} patch_features"),
+            raw.patch_features.as_ref().unwrap(),
+            &golden.raw.patch_features.data,
+        );
+    }
+}
+
+#[test]
+fn preprocessing_matches_reference_resize_and_normalisation() {
+    let spec = ModelFile::open(&tiny_model()).unwrap().spec;
+    let mut preprocessor = Preprocessor::new(&spec.input);
+    for name in GOLDEN_SAMPLES {
+        let golden = golden(name);
+        assert_eq!(golden.input.shape, spec.input_shape().to_vec());
+        let frame = load_rgb(&root().join(&golden.image)).unwrap();
+        assert_close(&format!("{name} input"), preprocessor.run(&frame), &golden.input.data);
+    }
+}
+
+#[test]
+fn scoring_of_onnxruntime_outputs_matches_reference_with_and_without_refinement() {
+    let spec = ModelFile::open(&tiny_model()).unwrap().spec;
+    for refine in [true, false] {
+        let mut scorer = Scorer::new(&spec, refine);
+        for name in GOLDEN_SAMPLES {
+            let golden = golden(name);
+            let expected = if refine { &golden.refined } else { &golden.unrefined };
+            let score = scorer.score(&golden.raw_outputs()).unwrap();
+            let map = scorer.map();
+            assert_eq!([map.height, map.width], [expected.map.shape[0], expected.map.shape[1]]);
+            assert_close(&format!("{name} map (refine {refine})"), map.values, &expected.map.data);
+            assert_close(&format!("{name} score (refine {refine})"), &[score], &[expected.score]);
+        }
+    }
+}
+
+#[test]
+fn image_file_to_verdict_matches_reference_end_to_end() {
+    for refine in [true, false] {
+        let options = InspectOptions { refine, threshold: None };
+        let mut inspector = Inspector::load(&tiny_model(), options).unwrap();
+        for name in GOLDEN_SAMPLES {
+            let golden = golden(name);
+            let expected = if refine { &golden.refined } else { &golden.unrefined };
+            let judged = inspector.inspect(&load_rgb(&sample(name)).unwrap()).unwrap();
+            assert_close(&format!("{name} map (refine {refine})"), inspector.map().values, &expected.map.data);
+            assert_close(&format!("{name} score (refine {refine})"), &[judged.score], &[expected.score]);
+            assert_eq!(judged.verdict.name(), expected.verdict, "{name}");
+        }
+    }
+}
+
+#[test]
+fn refinement_changes_the_map_so_the_switch_is_real() {
+    // Guards against a --no-refine that silently does nothing (or refinement that is a no-op).
+    let golden = golden("scratch_1");
+    let diff = max_abs_diff(&golden.refined.map.data, &golden.unrefined.map.data);
+    assert!(diff > 1e-2, "reference refinement changed the map by only {diff}");
+    let spec = ModelFile::open(&tiny_model()).unwrap().spec;
+    let raw = golden.raw_outputs();
+    let mut with = Scorer::new(&spec, true);
+    let mut without = Scorer::new(&spec, false);
+    with.score(&raw).unwrap();
+    without.score(&raw).unwrap();
+    assert!(max_abs_diff(with.map().values, without.map().values) > 1e-2);
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what it needs, then runs the numpy
+# reference's own tests, checks that the committed fixture and goldens are what the scripts
+# make, formatting and lint, and cargo's tests. CI (.ci/run) runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== Python tooling (models/requirements.txt into models/.venv)"
+[ -x models/.venv/bin/python ] || python3 -m venv models/.venv
+models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements.txt
+
+echo "== reference scoring, fixture and goldens"
+(cd models && .venv/bin/python -m unittest test_reference)
+models/.venv/bin/python models/make_fixtures.py --check
+models/.venv/bin/python models/make_goldens.py --check
+
+echo "== Rust: format, lint, tests"
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --lib --bins --tests
