@@ -5,7 +5,10 @@
 //! ([`score`]), judged ([`verdict`]), and handed to sinks ([`sink`]). [`pipeline`] wires one
 //! frame through; [`commands`] are the subcommands, as library functions.
 
+pub mod calibration;
 pub mod commands;
+pub mod eval;
+pub mod memory;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use clipada::commands::{demo, infer};
+use clipada::calibration::DEFAULT_MEMORY_SIZE;
+use clipada::commands::{calibrate, demo, eval, infer};
+use clipada::eval::EvalOptions;
 use clipada::pipeline::InspectOptions;
 
 /// Exit code when some image could not be judged (or its overlay not written).
@@ -31,6 +33,9 @@ enum Command {
         /// Skip the anomaly region refinement.
         #[arg(long)]
         no_refine: bool,
+        /// Memory of good parts made by `clipada calibrate` (needed by feature-only models).
+        #[arg(long)]
+        memory: Option<PathBuf>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -40,6 +45,48 @@ enum Command {
         /// Image files or directories (searched recursively for png, jpg, jpeg, bmp).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+    },
+    /// Store a memory of good parts (patch features) and a threshold for a model.
+    Calibrate {
+        /// The ONNX model with clipada contract metadata.
+        #[arg(long)]
+        model: PathBuf,
+        /// Folder of good images (searched recursively).
+        #[arg(long)]
+        good: PathBuf,
+        /// The memory file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Patches kept (greedy coreset).
+        #[arg(long, default_value_t = DEFAULT_MEMORY_SIZE)]
+        memory_size: usize,
+        /// Derive the threshold without refinement (when infer will run with --no-refine).
+        #[arg(long)]
+        no_refine: bool,
+    },
+    /// Metrics on a dataset in the MVTec AD layout (calibrating from each category's train/good).
+    Eval {
+        /// The ONNX model with clipada contract metadata.
+        #[arg(long)]
+        model: PathBuf,
+        /// Dataset root: ROOT/CATEGORY/{train/good, test/*, ground_truth/*}.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Category to evaluate (repeatable; default: all).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+        /// Calibrate from K train/good images spread evenly (default: all).
+        #[arg(long)]
+        shots: Option<usize>,
+        /// Skip the anomaly region refinement.
+        #[arg(long)]
+        no_refine: bool,
+        /// Patches kept in memory (greedy coreset).
+        #[arg(long, default_value_t = DEFAULT_MEMORY_SIZE)]
+        memory_size: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the shipped model on the shipped sample images and write overlays.
     Demo {
@@ -53,11 +100,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     let result = match cli.command {
-        Command::Infer { model, threshold, no_refine, json, overlay_dir, inputs } => {
-            let inspect = InspectOptions { refine: !no_refine, threshold };
+        Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, inputs } => {
+            let inspect = InspectOptions { no_refine, threshold, memory };
             infer::infer(&infer::InferOptions { model, inspect, json, overlay_dir, inputs }, &mut out, &mut err)
         }
         Command::Demo { overlay_dir } => demo::demo(&overlay_dir, &mut out, &mut err),
+        Command::Calibrate { model, good, out: file, memory_size, no_refine } => {
+            let options = calibrate::CalibrateOptions { model, good, out: file, memory_size, no_refine };
+            calibrate::calibrate(&options, &mut out).map(|_| Default::default())
+        }
+        Command::Eval { model, dataset, categories, shots, no_refine, memory_size, json } => {
+            let options = EvalOptions { model, dataset, categories, shots, no_refine, memory_size };
+            eval::eval(&options, json, &mut out).map(|_| Default::default())
+        }
     };
     match result {
         Ok(summary) if summary.complete() => ExitCode::SUCCESS,

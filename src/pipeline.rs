@@ -3,10 +3,12 @@
 //! Owns the per-frame buffers (input tensor, raw outputs, maps), allocated once when the
 //! inspector is built. Knows nothing of where frames come from or where results go.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
+use crate::memory::file::{self as memory_file, MemoryFileError};
+use crate::memory::MemoryBank;
 use crate::model::tract::TractEngine;
 use crate::model::{Engine, EngineError, ModelError, ModelFile, ModelSpec, RawOutputs};
 use crate::preprocess::Preprocessor;
@@ -14,18 +16,25 @@ use crate::score::{AnomalyMap, ScoreError, Scorer};
 use crate::verdict::Verdict;
 
 /// How frames are judged.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InspectOptions {
-    /// Apply the anomaly region refinement (where the model has it).
-    pub refine: bool,
-    /// Decision threshold; `None` takes the model's default.
+    /// Skip the anomaly region refinement.
+    pub no_refine: bool,
+    /// Decision threshold; `None` takes the memory's, else the model's.
     pub threshold: Option<f32>,
+    /// Memory file of good parts (`clipada calibrate`), for the memory branch.
+    pub memory: Option<PathBuf>,
 }
 
-impl Default for InspectOptions {
-    fn default() -> Self {
-        InspectOptions { refine: true, threshold: None }
-    }
+/// Why an inspector could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The model file.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The memory file.
+    #[error(transparent)]
+    Memory(#[from] MemoryFileError),
 }
 
 /// Why a frame could not be judged.
@@ -59,29 +68,51 @@ pub struct Inspector {
 }
 
 impl Inspector {
-    /// An inspector running `spec`'s model on `engine`.
-    pub fn new(spec: ModelSpec, engine: Box<dyn Engine>, options: InspectOptions) -> Self {
+    /// An inspector running `spec`'s model on `engine`, with an optional memory bank. The
+    /// threshold is `threshold`, else the memory's, else the model's default.
+    pub fn new(
+        spec: ModelSpec,
+        engine: Box<dyn Engine>,
+        no_refine: bool,
+        threshold: Option<f32>,
+        memory: Option<MemoryBank>,
+    ) -> Self {
+        let threshold = threshold.or(memory.as_ref().and_then(|m| m.threshold)).unwrap_or(spec.score.threshold);
         Inspector {
             preprocessor: Preprocessor::new(&spec.input),
             raw: RawOutputs::for_spec(&spec),
-            scorer: Scorer::new(&spec, options.refine),
-            threshold: options.threshold.unwrap_or(spec.score.threshold),
+            scorer: Scorer::new(&spec, !no_refine, memory),
+            threshold,
             engine,
             spec,
         }
     }
 
-    /// Loads the model at `path` on the tract engine.
-    pub fn load(path: &Path, options: InspectOptions) -> Result<Self, ModelError> {
+    /// Loads the model at `path` on the tract engine, and the memory file if one is given.
+    pub fn load(path: &Path, options: &InspectOptions) -> Result<Self, LoadError> {
         let file = ModelFile::open(path)?;
+        let memory = match &options.memory {
+            Some(memory_path) => {
+                let bank = memory_file::read(memory_path)?;
+                memory_file::check_model(memory_path, &bank, &file.spec.name, &file.sha256)?;
+                Some(bank)
+            }
+            None => None,
+        };
         let engine = TractEngine::load(&file)?;
-        Ok(Inspector::new(file.spec, Box::new(engine), options))
+        Ok(Inspector::new(file.spec, Box::new(engine), options.no_refine, options.threshold, memory))
+    }
+
+    /// Runs the model on one frame without scoring; returns its raw outputs.
+    pub fn extract(&mut self, frame: &RgbImage) -> Result<&RawOutputs, EngineError> {
+        let input = self.preprocessor.run(frame);
+        self.engine.run(input, &mut self.raw)?;
+        Ok(&self.raw)
     }
 
     /// Judges one frame; on success the anomaly map is available from [`Inspector::map`].
     pub fn inspect(&mut self, frame: &RgbImage) -> Result<Judgement, InspectError> {
-        let input = self.preprocessor.run(frame);
-        self.engine.run(input, &mut self.raw)?;
+        self.extract(frame)?;
         let score = self.scorer.score(&self.raw)?;
         Ok(Judgement { score, verdict: Verdict::judge(score, self.threshold) })
     }
@@ -89,11 +120,6 @@ impl Inspector {
     /// The last judged frame's anomaly map (model input resolution).
     pub fn map(&self) -> AnomalyMap<'_> {
         self.scorer.map()
-    }
-
-    /// The last frame's raw model outputs.
-    pub fn raw_outputs(&self) -> &RawOutputs {
-        &self.raw
     }
 
     /// The decision threshold in force.

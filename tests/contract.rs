@@ -4,8 +4,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use clipada::model::tract::TractEngine;
 use clipada::model::{ModelError, ModelFile};
-use clipada::pipeline::{InspectOptions, Inspector};
 use prost::Message;
 use serde_json::{json, Value};
 use tract_onnx::pb::ModelProto;
@@ -29,7 +29,7 @@ fn model_with_contract(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
 
 /// Loads `path` as the runtime does and returns the refusal.
 fn refusal(path: &Path) -> ModelError {
-    match Inspector::load(path, InspectOptions::default()) {
+    match ModelFile::open(path).and_then(|file| TractEngine::load(&file)) {
         Ok(_) => panic!("{} was accepted", path.display()),
         Err(e) => e,
     }
@@ -53,7 +53,7 @@ fn assert_refused_on(edit: impl FnOnce(&mut Value), field: &str, reason_part: &s
 fn the_unmodified_fixture_loads() {
     let dir = tempfile::tempdir().unwrap();
     let path = model_with_contract(dir.path(), |_| {});
-    Inspector::load(&path, InspectOptions::default()).unwrap();
+    TractEngine::load(&ModelFile::open(&path).unwrap()).unwrap();
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn preprocessing_matches_reference_resize_and_normalisation() {
 fn scoring_of_onnxruntime_outputs_matches_reference_with_and_without_refinement() {
     let spec = ModelFile::open(&tiny_model()).unwrap().spec;
     for refine in [true, false] {
-        let mut scorer = Scorer::new(&spec, refine);
+        let mut scorer = Scorer::new(&spec, refine, None);
         for name in GOLDEN_SAMPLES {
             let golden = golden(name);
             let expected = if refine { &golden.refined } else { &golden.unrefined };
@@ -70,8 +70,8 @@ fn scoring_of_onnxruntime_outputs_matches_reference_with_and_without_refinement(
 #[test]
 fn image_file_to_verdict_matches_reference_end_to_end() {
     for refine in [true, false] {
-        let options = InspectOptions { refine, threshold: None };
-        let mut inspector = Inspector::load(&tiny_model(), options).unwrap();
+        let options = InspectOptions { no_refine: !refine, ..InspectOptions::default() };
+        let mut inspector = Inspector::load(&tiny_model(), &options).unwrap();
         for name in GOLDEN_SAMPLES {
             let golden = golden(name);
             let expected = if refine { &golden.refined } else { &golden.unrefined };
@@ -91,8 +91,8 @@ fn refinement_changes_the_map_so_the_switch_is_real() {
     assert!(diff > 1e-2, "reference refinement changed the map by only {diff}");
     let spec = ModelFile::open(&tiny_model()).unwrap().spec;
     let raw = golden.raw_outputs();
-    let mut with = Scorer::new(&spec, true);
-    let mut without = Scorer::new(&spec, false);
+    let mut with = Scorer::new(&spec, true, None);
+    let mut without = Scorer::new(&spec, false, None);
     with.score(&raw).unwrap();
     without.score(&raw).unwrap();
     assert!(max_abs_diff(with.map().values, without.map().values) > 1e-2);

@@ -18,7 +18,7 @@ const SNAPSHOT_CHANNEL_TOLERANCE: u8 = 2;
 /// a region to outline whatever the random fixture weights make of the scratch.
 fn render_scratch() -> (RgbImage, RgbImage, Vec<f32>, f32, Verdict) {
     let frame = load_rgb(&common::sample("scratch_1")).unwrap();
-    let mut inspector = Inspector::load(&common::tiny_model(), InspectOptions::default()).unwrap();
+    let mut inspector = Inspector::load(&common::tiny_model(), &InspectOptions::default()).unwrap();
     let judged = inspector.inspect(&frame).unwrap();
     let mut sorted = inspector.map().values.to_vec();
     sorted.sort_by(f32::total_cmp);

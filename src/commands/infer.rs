@@ -66,7 +66,7 @@ pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn 
     if let Some(t) = options.inspect.threshold {
         anyhow::ensure!(t.is_finite(), "--threshold must be a finite number, not {t}");
     }
-    let mut inspector = Inspector::load(&options.model, options.inspect)?;
+    let mut inspector = Inspector::load(&options.model, &options.inspect)?;
     let mut renderer = OverlayRenderer::default();
     let mut summary = InferSummary::default();
     for input in collect_images(&options.inputs) {

@@ -144,26 +144,36 @@ pub struct ModelFile {
     pub proto: ModelProto,
     /// The validated contract.
     pub spec: ModelSpec,
+    /// SHA-256 of the file's bytes (hex): the model's identity, e.g. for memory files.
+    pub sha256: String,
 }
 
 impl ModelFile {
     /// Reads `path` and validates its contract; graph shapes are checked by the engine at load.
     pub fn open(path: &Path) -> Result<ModelFile, ModelError> {
-        let proto = tract_onnx::onnx()
-            .proto_model_for_path(path)
-            .map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), reason: format!("{e:#}") })?;
+        let unreadable = |reason: String| ModelError::Unreadable { path: path.to_path_buf(), reason };
+        let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+        let sha256 = sha256_hex(&bytes);
+        let proto =
+            tract_onnx::onnx().proto_model_for_read(&mut bytes.as_slice()).map_err(|e| unreadable(format!("{e:#}")))?;
         let json =
             proto.metadata_props.iter().find(|p| p.key == METADATA_KEY).map(|p| p.value.as_str()).ok_or_else(|| {
                 ModelError::contract(path, METADATA_KEY, "no such metadata_props entry: not a clipada model")
             })?;
         let spec = parse_contract(path, json)?;
-        Ok(ModelFile { path: path.to_path_buf(), proto, spec })
+        Ok(ModelFile { path: path.to_path_buf(), proto, spec, sha256 })
     }
 
     /// The graph's output names, in the order engines return them.
     pub fn graph_outputs(&self) -> Vec<String> {
         self.proto.graph.as_ref().map(|g| g.output.iter().map(|o| o.name.clone()).collect()).unwrap_or_default()
     }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses and validates a contract document; errors name `path` and the field.

@@ -1,12 +1,14 @@
 //! Scoring: raw model outputs to an anomaly map and an image score.
 //!
 //! Owns every step after the engine, each defined by `models/reference.py`: per-layer softmax,
-//! layer fusion, anomaly region refinement, bilinear upsampling to the model input size,
-//! Gaussian smoothing, image score. Takes plain slices; knows nothing of ONNX or engines.
+//! layer fusion, memory distances and their fusion with the text map, anomaly region
+//! refinement, bilinear upsampling to the model input size, Gaussian smoothing, image score.
+//! Takes plain slices; knows nothing of ONNX or engines.
 
 pub mod refine;
 pub mod resample;
 
+use crate::memory::{MemoryBank, NearestSearch};
 use crate::model::{ModelSpec, RawOutputs};
 use refine::Refiner;
 use resample::{GaussianSmoother, Upsampler};
@@ -17,6 +19,9 @@ pub enum ScoreError {
     /// The model lacks an output the scoring needs.
     #[error("the model has no `{0}` output, which scoring needs")]
     MissingOutput(&'static str),
+    /// The model has no text branch and no memory was given.
+    #[error("this model scores only against a memory of good parts: run `clipada calibrate` and pass --memory")]
+    NeedsMemory,
     /// The map or score came out NaN or infinite.
     #[error("the model's output gave a non-finite anomaly score")]
     NotFinite,
@@ -41,6 +46,8 @@ pub struct Scorer {
     top_k: f64,
     image_logits_weight: f32,
     refiner: Option<Refiner>,
+    memory: Option<(MemoryBank, NearestSearch)>,
+    distances: Vec<f32>,
     upsampler: Upsampler,
     smoother: GaussianSmoother,
     coarse: Vec<f32>,
@@ -50,8 +57,9 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    /// A scorer for `spec`; `refine` turns the anomaly region refinement on where the model has it.
-    pub fn new(spec: &ModelSpec, refine: bool) -> Self {
+    /// A scorer for `spec`; `refine` turns the anomaly region refinement on where the model has
+    /// it; `memory` adds the memory branch.
+    pub fn new(spec: &ModelSpec, refine: bool, memory: Option<MemoryBank>) -> Self {
         let size = spec.input.size;
         let refiner = match (refine, spec.refine, spec.feature_dim) {
             (true, Some(params), Some(dim)) => Some(Refiner::new(params, spec.grid, spec.layer_count(), dim)),
@@ -63,6 +71,8 @@ impl Scorer {
             top_k: spec.score.top_k,
             image_logits_weight: spec.score.image_logits_weight,
             refiner,
+            memory: memory.map(|bank| (bank, NearestSearch::default())),
+            distances: vec![0.0; spec.patch_count()],
             upsampler: Upsampler::new(spec.grid, size),
             smoother: GaussianSmoother::new(spec.score.sigma, size),
             coarse: vec![0.0; spec.patch_count()],
@@ -74,8 +84,26 @@ impl Scorer {
 
     /// Scores one frame's outputs; the map is then available from [`Scorer::map`].
     pub fn score(&mut self, raw: &RawOutputs) -> Result<f32, ScoreError> {
-        let logits = raw.patch_logits.as_deref().ok_or(ScoreError::MissingOutput("patch_logits"))?;
-        fuse_layer_probabilities(logits, self.layers, self.patches, &mut self.coarse);
+        self.score_excluding(raw, None)
+    }
+
+    /// Like [`Scorer::score`], ignoring memory patches of good image `exclude` (leave-one-out).
+    pub fn score_excluding(&mut self, raw: &RawOutputs, exclude: Option<u32>) -> Result<f32, ScoreError> {
+        if let Some((bank, search)) = &mut self.memory {
+            let features = raw.patch_features.as_deref().ok_or(ScoreError::MissingOutput("patch_features"))?;
+            search.distances(bank, features, exclude, &mut self.distances);
+        }
+        match (raw.patch_logits.as_deref(), self.memory.is_some()) {
+            (Some(logits), with_memory) => {
+                fuse_layer_probabilities(logits, self.layers, self.patches, &mut self.coarse);
+                if with_memory {
+                    // Text and memory maps fused by their mean (docs/ARCHITECTURE.md).
+                    self.coarse.iter_mut().zip(&self.distances).for_each(|(c, d)| *c = 0.5 * (*c + d));
+                }
+            }
+            (None, true) => self.coarse.copy_from_slice(&self.distances),
+            (None, false) => return Err(ScoreError::NeedsMemory),
+        }
         let grid: &[f32] = match (&mut self.refiner, raw.patch_features.as_deref()) {
             (Some(refiner), Some(features)) => refiner.run(&self.coarse, features),
             (Some(_), None) => return Err(ScoreError::MissingOutput("patch_features")),

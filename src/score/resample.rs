@@ -28,6 +28,16 @@ impl BilinearTaps {
     }
 }
 
+/// Bilinear resampling of `map` to `width x height` into `out` (e.g. to a frame or mask size).
+pub fn resample_map(map: super::AnomalyMap<'_>, width: usize, height: usize, out: &mut Vec<f32>) {
+    let rows = BilinearTaps::new(map.height, height);
+    let cols = BilinearTaps::new(map.width, width);
+    out.clear();
+    for y in 0..height {
+        out.extend((0..width).map(|x| rows.interpolate(y, |r| cols.interpolate(x, |c| map.values[r * map.width + c]))));
+    }
+}
+
 /// Upsamples `[h, w]` maps to `[H, W]`, reusing one row buffer.
 #[derive(Debug, Clone)]
 pub struct Upsampler {

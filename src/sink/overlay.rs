@@ -12,7 +12,7 @@ use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 use image::RgbImage;
 
-use crate::score::resample::BilinearTaps;
+use crate::score::resample::resample_map;
 use crate::score::AnomalyMap;
 use crate::verdict::Verdict;
 
@@ -90,7 +90,7 @@ impl OverlayRenderer {
         let mut canvas = ImageCanvas(&mut self.canvas);
         let mut banner_text = verdict.label().to_string();
         if let Some((map, score)) = judged {
-            resample_to(map, w as usize, h as usize, &mut self.frame_map);
+            resample_map(map, w as usize, h as usize, &mut self.frame_map);
             let heat = frame.pixels().zip(&self.frame_map).map(|(p, &m)| {
                 let colour = heat_colour(m);
                 let alpha = HEAT_ALPHA_MIN + HEAT_ALPHA_SPAN * m.clamp(0.0, 1.0);
@@ -106,18 +106,6 @@ impl OverlayRenderer {
         let style = MonoTextStyle::new(&FONT_6X10, Rgb888::WHITE);
         let _ = Text::with_baseline(&banner_text, Point::new(2, 1), style, Baseline::Top).draw(&mut canvas);
         &self.canvas
-    }
-}
-
-/// Bilinear resampling of `map` to `width x height` into `out`.
-fn resample_to(map: AnomalyMap<'_>, width: usize, height: usize, out: &mut Vec<f32>) {
-    let rows = BilinearTaps::new(map.height, height);
-    let cols = BilinearTaps::new(map.width, width);
-    out.resize(width * height, 0.0);
-    for (y, line) in out.chunks_exact_mut(width).enumerate() {
-        for (x, v) in line.iter_mut().enumerate() {
-            *v = rows.interpolate(y, |r| cols.interpolate(x, |c| map.values[r * map.width + c]));
-        }
     }
 }
 

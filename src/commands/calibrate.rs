@@ -1,0 +1,57 @@
+//! `clipada calibrate`: a memory of good parts and a threshold, from a folder of good images.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::calibration::{self, Calibration};
+use crate::memory::file as memory_file;
+use crate::model::ModelFile;
+use crate::source::files::collect_images;
+
+/// What `clipada calibrate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct CalibrateOptions {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Folder of good images (searched recursively).
+    pub good: PathBuf,
+    /// The memory file to write.
+    pub out: PathBuf,
+    /// Patches to keep.
+    pub memory_size: usize,
+    /// Score the good images without refinement (match how `infer` will be run).
+    pub no_refine: bool,
+}
+
+/// Calibrates and writes the memory file atomically; reports to `out`.
+pub fn calibrate(options: &CalibrateOptions, out: &mut dyn Write) -> anyhow::Result<Calibration> {
+    let model = ModelFile::open(&options.model)?;
+    let good: Vec<PathBuf> = collect_images(std::slice::from_ref(&options.good)).into_iter().map(|i| i.path).collect();
+    anyhow::ensure!(!good.is_empty(), "{}: no png, jpg, jpeg or bmp images found", options.good.display());
+    let result = calibration::calibrate(&model, &good, options.memory_size, options.no_refine)?;
+    memory_file::write(&options.out, &result.bank)?;
+    writeln!(
+        out,
+        "calibrated {} from {} good images: kept {} of {} patches",
+        model.spec.name,
+        good.len(),
+        result.bank.len(),
+        result.candidates
+    )?;
+    match result.bank.threshold {
+        Some(t) => {
+            let mut sorted = result.good_scores.clone();
+            sorted.sort_by(f32::total_cmp);
+            writeln!(
+                out,
+                "threshold {t:.6} (leave-one-out good scores: min {:.6}, median {:.6}, max {:.6})",
+                sorted[0],
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1]
+            )?;
+        }
+        None => writeln!(out, "no threshold: it needs at least 2 good images; pass --threshold to infer")?,
+    }
+    writeln!(out, "wrote {}", options.out.display())?;
+    Ok(result)
+}
