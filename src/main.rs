@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use clipada::calibration::DEFAULT_MEMORY_SIZE;
-use clipada::commands::{calibrate, demo, eval, infer};
+use clipada::commands::{bench, calibrate, demo, eval, infer};
 use clipada::eval::EvalOptions;
 use clipada::pipeline::InspectOptions;
 
@@ -88,11 +88,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the shipped model on the shipped sample images and write overlays.
+    /// Per-stage times (preprocess, inference, scoring, overlay): median and p99 after a warm-up.
+    Bench {
+        /// The ONNX model with clipada contract metadata.
+        #[arg(long)]
+        model: PathBuf,
+        /// Memory of good parts made by `clipada calibrate`.
+        #[arg(long)]
+        memory: Option<PathBuf>,
+        /// Folder of images to cycle through (default: one synthetic 640x480 frame).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Skip the anomaly region refinement.
+        #[arg(long)]
+        no_refine: bool,
+        /// Untimed frames first.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Timed frames.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Calibrate the shipped model on the shipped good samples, judge the test samples, write overlays.
     Demo {
-        /// Where to write the overlays.
-        #[arg(long, default_value_os_t = demo::default_overlay_dir())]
-        overlay_dir: PathBuf,
+        /// Where to write the memory file and the overlays.
+        #[arg(long, default_value_os_t = demo::default_output_dir())]
+        output: PathBuf,
     },
 }
 
@@ -104,10 +128,15 @@ fn main() -> ExitCode {
             let inspect = InspectOptions { no_refine, threshold, memory };
             infer::infer(&infer::InferOptions { model, inspect, json, overlay_dir, inputs }, &mut out, &mut err)
         }
-        Command::Demo { overlay_dir } => demo::demo(&overlay_dir, &mut out, &mut err),
+        Command::Demo { output } => demo::demo(&output, &mut out, &mut err),
         Command::Calibrate { model, good, out: file, memory_size, no_refine } => {
             let options = calibrate::CalibrateOptions { model, good, out: file, memory_size, no_refine };
             calibrate::calibrate(&options, &mut out).map(|_| Default::default())
+        }
+        Command::Bench { model, memory, images, no_refine, warmup, iterations, json } => {
+            let inspect = InspectOptions { no_refine, threshold: None, memory };
+            let options = bench::BenchOptions { model, inspect, images, warmup, iterations };
+            bench::bench(&options, json, &mut out).map(|_| Default::default())
         }
         Command::Eval { model, dataset, categories, shots, no_refine, memory_size, json } => {
             let options = EvalOptions { model, dataset, categories, shots, no_refine, memory_size };

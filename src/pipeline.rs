@@ -4,6 +4,7 @@
 //! inspector is built. Knows nothing of where frames come from or where results go.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
@@ -57,8 +58,20 @@ pub struct Judgement {
     pub verdict: Verdict,
 }
 
+/// How long each stage of the last frame took.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StageTimes {
+    /// Resize and normalise.
+    pub preprocess: Duration,
+    /// The engine's run.
+    pub inference: Duration,
+    /// Raw outputs to map and score.
+    pub scoring: Duration,
+}
+
 /// Judges frames with one model; reuses all its buffers.
 pub struct Inspector {
+    times: StageTimes,
     spec: ModelSpec,
     engine: Box<dyn Engine>,
     preprocessor: Preprocessor,
@@ -79,6 +92,7 @@ impl Inspector {
     ) -> Self {
         let threshold = threshold.or(memory.as_ref().and_then(|m| m.threshold)).unwrap_or(spec.score.threshold);
         Inspector {
+            times: StageTimes::default(),
             preprocessor: Preprocessor::new(&spec.input),
             raw: RawOutputs::for_spec(&spec),
             scorer: Scorer::new(&spec, !no_refine, memory),
@@ -105,16 +119,29 @@ impl Inspector {
 
     /// Runs the model on one frame without scoring; returns its raw outputs.
     pub fn extract(&mut self, frame: &RgbImage) -> Result<&RawOutputs, EngineError> {
+        let started = Instant::now();
         let input = self.preprocessor.run(frame);
-        self.engine.run(input, &mut self.raw)?;
+        let preprocessed = Instant::now();
+        let run = self.engine.run(input, &mut self.raw);
+        self.times.preprocess = preprocessed - started;
+        self.times.inference = preprocessed.elapsed();
+        run?;
         Ok(&self.raw)
     }
 
     /// Judges one frame; on success the anomaly map is available from [`Inspector::map`].
     pub fn inspect(&mut self, frame: &RgbImage) -> Result<Judgement, InspectError> {
         self.extract(frame)?;
-        let score = self.scorer.score(&self.raw)?;
+        let started = Instant::now();
+        let score = self.scorer.score(&self.raw);
+        self.times.scoring = started.elapsed();
+        let score = score?;
         Ok(Judgement { score, verdict: Verdict::judge(score, self.threshold) })
+    }
+
+    /// Stage durations of the last frame.
+    pub fn stage_times(&self) -> StageTimes {
+        self.times
     }
 
     /// The last judged frame's anomaly map (model input resolution).

@@ -148,7 +148,7 @@ fn cli_exits_1_naming_file_and_field_for_a_bad_model() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
         .args(["infer", "--model"])
         .arg(&path)
-        .arg(common::sample("good_1"))
+        .arg(common::sample("test/good/000.png"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

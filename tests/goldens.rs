@@ -75,7 +75,7 @@ fn image_file_to_verdict_matches_reference_end_to_end() {
         for name in GOLDEN_SAMPLES {
             let golden = golden(name);
             let expected = if refine { &golden.refined } else { &golden.unrefined };
-            let judged = inspector.inspect(&load_rgb(&sample(name)).unwrap()).unwrap();
+            let judged = inspector.inspect(&load_rgb(&root().join(&golden.image)).unwrap()).unwrap();
             assert_close(&format!("{name} map (refine {refine})"), inspector.map().values, &expected.map.data);
             assert_close(&format!("{name} score (refine {refine})"), &[judged.score], &[expected.score]);
             assert_eq!(judged.verdict.name(), expected.verdict, "{name}");
@@ -86,7 +86,7 @@ fn image_file_to_verdict_matches_reference_end_to_end() {
 #[test]
 fn refinement_changes_the_map_so_the_switch_is_real() {
     // Guards against a --no-refine that silently does nothing (or refinement that is a no-op).
-    let golden = golden("scratch_1");
+    let golden = golden("scratch");
     let diff = max_abs_diff(&golden.refined.map.data, &golden.unrefined.map.data);
     assert!(diff > 1e-2, "reference refinement changed the map by only {diff}");
     let spec = ModelFile::open(&tiny_model()).unwrap().spec;
@@ -96,4 +96,29 @@ fn refinement_changes_the_map_so_the_switch_is_real() {
     with.score(&raw).unwrap();
     without.score(&raw).unwrap();
     assert!(max_abs_diff(with.map().values, without.map().values) > 1e-2);
+}
+
+#[test]
+fn default_model_features_match_onnxruntime_within_1e4() {
+    #[derive(serde::Deserialize)]
+    struct Subsampled {
+        image: String,
+        every: usize,
+        input: Stored,
+        patch_features: Stored,
+    }
+    let path = root().join("tests/data/goldens/default-efficientnet.json");
+    let golden: Subsampled = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let file = ModelFile::open(&default_model()).unwrap();
+    let frame = load_rgb(&root().join(&golden.image)).unwrap();
+    let input = Preprocessor::new(&file.spec.input).run(&frame).to_vec();
+    let every = |v: &[f32]| v.iter().step_by(golden.every).copied().collect::<Vec<f32>>();
+    assert_close("default model input", &every(&input), &golden.input.data);
+    let mut raw = RawOutputs::for_spec(&file.spec);
+    TractEngine::load(&file).unwrap().run(&input, &mut raw).unwrap();
+    assert_close(
+        "default model patch_features",
+        &every(raw.patch_features.as_ref().unwrap()),
+        &golden.patch_features.data,
+    );
 }

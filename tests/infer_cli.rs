@@ -18,10 +18,10 @@ fn json_lines(output: &Output) -> Vec<Value> {
 #[test]
 fn corrupt_image_gets_error_verdict_and_the_others_are_judged() {
     let dir = tempfile::tempdir().unwrap();
-    common::copy_into(&common::sample("good_1"), dir.path(), "a_good.png");
-    let truncated = &std::fs::read(common::sample("scratch_1")).unwrap()[..300];
+    common::copy_into(&common::sample("test/good/000.png"), dir.path(), "a_good.png");
+    let truncated = &std::fs::read(common::sample("test/scratch/000.png")).unwrap()[..300];
     std::fs::write(dir.path().join("b_corrupt.png"), truncated).unwrap();
-    common::copy_into(&common::sample("scratch_1"), dir.path(), "c_scratch.png");
+    common::copy_into(&common::sample("test/scratch/000.png"), dir.path(), "c_scratch.png");
     let model = common::tiny_model();
     let output = clipada(&["infer", "--json", "--model", model.to_str().unwrap()], &[dir.path()]);
 
@@ -56,8 +56,8 @@ fn missing_file_gets_error_verdict_naming_it() {
 #[test]
 fn plain_output_is_path_score_verdict_and_threshold_decides() {
     let model = common::tiny_model();
-    let good = common::sample("good_1");
-    let golden_score = common::golden("good_1").refined.score as f64;
+    let good = common::sample("test/good/000.png");
+    let golden_score = common::golden("good").refined.score as f64;
     for (threshold, verdict) in [(golden_score - 1e-3, "fail"), (golden_score + 1e-3, "pass")] {
         let t = threshold.to_string();
         let output = clipada(&["infer", "--threshold", &t, "--model", model.to_str().unwrap()], &[&good]);
@@ -76,9 +76,9 @@ fn no_refine_flag_gives_the_unrefined_reference_score() {
     let model = common::tiny_model();
     let output = clipada(
         &["infer", "--json", "--no-refine", "--model", model.to_str().unwrap()],
-        &[&common::sample("scratch_1")],
+        &[&common::sample("test/scratch/000.png")],
     );
-    let expected = common::golden("scratch_1").unrefined.score as f64;
+    let expected = common::golden("scratch").unrefined.score as f64;
     let score = json_lines(&output)[0]["score"].as_f64().unwrap();
     assert!((score - expected).abs() < 1e-4, "{score} vs {expected}");
 }
@@ -88,8 +88,8 @@ fn directories_are_searched_recursively_and_overlays_written_per_input() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("line2/cam1");
     std::fs::create_dir_all(&nested).unwrap();
-    common::copy_into(&common::sample("good_2"), dir.path(), "top.PNG");
-    common::copy_into(&common::sample("chip_1"), &nested, "part.png");
+    common::copy_into(&common::sample("test/good/001.png"), dir.path(), "top.PNG");
+    common::copy_into(&common::sample("test/chip/000.png"), &nested, "part.png");
     std::fs::write(nested.join("notes.txt"), "not an image").unwrap();
     let overlays = tempfile::tempdir().unwrap();
     let model = common::tiny_model();

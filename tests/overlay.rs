@@ -17,7 +17,7 @@ const SNAPSHOT_CHANNEL_TOLERANCE: u8 = 2;
 /// Renders the scratch sample with a threshold at the map's upper quartile, so that there is
 /// a region to outline whatever the random fixture weights make of the scratch.
 fn render_scratch() -> (RgbImage, RgbImage, Vec<f32>, f32, Verdict) {
-    let frame = load_rgb(&common::sample("scratch_1")).unwrap();
+    let frame = load_rgb(&common::sample("test/scratch/000.png")).unwrap();
     let mut inspector = Inspector::load(&common::tiny_model(), &InspectOptions::default()).unwrap();
     let judged = inspector.inspect(&frame).unwrap();
     let mut sorted = inspector.map().values.to_vec();
@@ -57,7 +57,7 @@ fn outline_is_drawn_and_heat_map_changes_the_frame() {
 #[test]
 fn overlay_matches_the_reviewed_snapshot() {
     let (_, overlay, _, _, _) = render_scratch();
-    let path = common::root().join("tests/data/snapshots/overlay_scratch_1.png");
+    let path = common::root().join("tests/data/snapshots/overlay_scratch.png");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         overlay.save(&path).unwrap();
     }

@@ -5,14 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== Python tooling (models/requirements.txt into models/.venv)"
+echo "== Python tooling (models/requirements-test.txt into models/.venv)"
 [ -x models/.venv/bin/python ] || python3 -m venv models/.venv
-models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements.txt
+models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-test.txt
 
 echo "== reference scoring, fixture and goldens"
-(cd models && .venv/bin/python -m unittest test_reference)
+(cd models && .venv/bin/python -m unittest test_reference test_efficientnet)
 models/.venv/bin/python models/make_fixtures.py --check
+models/.venv/bin/python models/make_samples.py --check
+models/.venv/bin/python models/export_efficientnet.py --check
 models/.venv/bin/python models/make_goldens.py --check
+models/.venv/bin/python models/make_metric_goldens.py --check
 
 echo "== Rust: format, lint, tests"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

@@ -1,10 +1,13 @@
-//! `clipada demo`: the main job on the embedded default, a model and sample images that the
-//! project ships (models/fixtures, models/samples), with overlays written beside the build.
+//! `clipada demo`: the main job on the embedded default. Calibrates the shipped default model
+//! (EfficientNet-Lite0 features, models/default) from the shipped good sample parts, judges the
+//! shipped test parts (some with defects), prints the verdicts and writes overlays.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::calibrate::{calibrate, CalibrateOptions};
 use super::infer::{infer, InferOptions, InferSummary};
+use crate::calibration::DEFAULT_MEMORY_SIZE;
 use crate::pipeline::InspectOptions;
 
 /// The checkout the binary was built from; the demo's files live there.
@@ -12,29 +15,39 @@ const CHECKOUT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The model the demo runs.
 pub fn default_model() -> PathBuf {
-    Path::new(CHECKOUT).join("models/fixtures/tiny-clipada.onnx")
+    Path::new(CHECKOUT).join("models/default/efficientnet-lite0.onnx")
 }
 
-/// The sample images the demo judges.
+/// The sample product category (MVTec AD layout) the demo calibrates on and judges.
 pub fn default_samples() -> PathBuf {
-    Path::new(CHECKOUT).join("models/samples")
+    Path::new(CHECKOUT).join("models/samples/part")
 }
 
-/// Where the demo writes its overlays unless told otherwise.
-pub fn default_overlay_dir() -> PathBuf {
-    Path::new(CHECKOUT).join("target/demo-overlays")
+/// Where the demo writes its memory file and overlays unless told otherwise.
+pub fn default_output_dir() -> PathBuf {
+    Path::new(CHECKOUT).join("target/demo")
 }
 
-/// Runs `infer` on the shipped model and samples, writing overlays to `overlay_dir`.
-pub fn demo(overlay_dir: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> anyhow::Result<InferSummary> {
+/// Calibrates from `samples/train/good`, judges `samples/test` with overlays in `output/overlays`.
+pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> anyhow::Result<InferSummary> {
+    std::fs::create_dir_all(output)?;
+    let memory = output.join("part.memory");
+    let calibration = CalibrateOptions {
+        model: default_model(),
+        good: default_samples().join("train/good"),
+        out: memory.clone(),
+        memory_size: DEFAULT_MEMORY_SIZE,
+        no_refine: false,
+    };
+    calibrate(&calibration, out)?;
+    let overlay_dir = output.join("overlays");
     let options = InferOptions {
         model: default_model(),
-        inspect: InspectOptions::default(),
+        inspect: InspectOptions { memory: Some(memory), ..InspectOptions::default() },
         json: false,
-        overlay_dir: Some(overlay_dir.to_path_buf()),
-        inputs: vec![default_samples()],
+        overlay_dir: Some(overlay_dir.clone()),
+        inputs: vec![default_samples().join("test")],
     };
-    writeln!(out, "model {} on {}", options.model.display(), options.inputs[0].display())?;
     let summary = infer(&options, out, diagnostics)?;
     writeln!(
         out,

@@ -1,5 +1,6 @@
 //! The subcommands, as library functions: `main.rs` parses arguments and calls these.
 
+pub mod bench;
 pub mod calibrate;
 pub mod demo;
 pub mod eval;

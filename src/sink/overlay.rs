@@ -18,8 +18,10 @@ use crate::verdict::Verdict;
 
 /// Height of the verdict banner in pixels (one line of the 6x10 font plus a margin).
 pub const BANNER_HEIGHT: u32 = 12;
-/// Heat-map opacity where the map is 0; it grows linearly to `HEAT_ALPHA_MIN + HEAT_ALPHA_SPAN` at 1,
-/// so anomalous areas stand out while normal areas stay visible.
+/// Heat-map opacity at the bottom of the colour scale; it grows linearly to
+/// `HEAT_ALPHA_MIN + HEAT_ALPHA_SPAN` at the top, so anomalous areas stand out while normal
+/// areas stay visible. The scale spans map values 0 to twice the threshold, which puts the
+/// threshold mid-scale whatever the map's units (probabilities or memory distances).
 pub const HEAT_ALPHA_MIN: f32 = 0.2;
 /// See [`HEAT_ALPHA_MIN`].
 pub const HEAT_ALPHA_SPAN: f32 = 0.5;
@@ -91,9 +93,11 @@ impl OverlayRenderer {
         let mut banner_text = verdict.label().to_string();
         if let Some((map, score)) = judged {
             resample_map(map, w as usize, h as usize, &mut self.frame_map);
+            let scale = if threshold > 0.0 { 0.5 / threshold } else { 1.0 };
             let heat = frame.pixels().zip(&self.frame_map).map(|(p, &m)| {
-                let colour = heat_colour(m);
-                let alpha = HEAT_ALPHA_MIN + HEAT_ALPHA_SPAN * m.clamp(0.0, 1.0);
+                let t = (m * scale).clamp(0.0, 1.0);
+                let colour = heat_colour(t);
+                let alpha = HEAT_ALPHA_MIN + HEAT_ALPHA_SPAN * t;
                 let mix = |c: usize| ((1.0 - alpha) * p.0[c] as f32 + alpha * colour[c]).round() as u8;
                 Rgb888::new(mix(0), mix(1), mix(2))
             });

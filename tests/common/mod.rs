@@ -19,13 +19,23 @@ pub fn tiny_model() -> PathBuf {
     root().join("models/fixtures/tiny-clipada.onnx")
 }
 
-/// A committed sample image.
-pub fn sample(name: &str) -> PathBuf {
-    root().join("models/samples").join(format!("{name}.png"))
+/// The shipped default model (EfficientNet-Lite0 features).
+pub fn default_model() -> PathBuf {
+    root().join("models/default/efficientnet-lite0.onnx")
 }
 
-/// The samples that have goldens (models/make_goldens.py, GOLDEN_SAMPLES).
-pub const GOLDEN_SAMPLES: [&str; 4] = ["good_1", "scratch_1", "contamination_1", "small_scratch_1"];
+/// The sample dataset's root (MVTec AD layout, one category `part`).
+pub fn samples_root() -> PathBuf {
+    root().join("models/samples")
+}
+
+/// A sample image, by its path under models/samples/part.
+pub fn sample(relative: &str) -> PathBuf {
+    samples_root().join("part").join(relative)
+}
+
+/// The tiny-model goldens (models/make_goldens.py, TINY_GOLDENS).
+pub const GOLDEN_SAMPLES: [&str; 4] = ["good", "scratch", "contamination", "small_scratch"];
 
 /// A tensor as stored in a golden file.
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Draws the project's sample images: a small inspection dataset in the MVTec AD layout.
+
+    models/samples/part/train/good/NNN.png          good parts, for calibration
+    models/samples/part/test/good/NNN.png           good parts to judge
+    models/samples/part/test/<defect>/NNN.png       scratch, contamination, chip
+    models/samples/part/ground_truth/<defect>/NNN_mask.png
+
+A part is a grey machined disc with grooves on a dark textured belt, drawn from seeded noise
+(position, texture and noise vary from part to part). No dataset image is used.
+
+Usage: python models/make_samples.py [--check]   (--check: compare with the files, write nothing)
+"""
+import argparse
+import pathlib
+import struct
+import sys
+import zlib
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+DATASET = HERE / "samples"
+CATEGORY = "part"
+SAMPLE_SIZE = (128, 160)  # rows, columns: not the models' sizes nor their aspect, so resizing is exercised
+TRAIN_GOOD = 10
+TEST = {"good": 4, "scratch": 2, "contamination": 2, "chip": 2}
+
+
+def png_bytes(pixels):
+    """Minimal 8-bit PNG encoder (grey [H,W] or RGB [H,W,3]; filter 0 on every row)."""
+    height, width = pixels.shape[:2]
+    colour_type = 2 if pixels.ndim == 3 else 0
+    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def draw_part(seed, defect=None, size=SAMPLE_SIZE):
+    """Returns (RGB uint8 image, defect mask bool). For another `size`, the part is cut out
+    around its centre from the 128x160 drawing."""
+    rng = np.random.default_rng(seed)
+    h, w = SAMPLE_SIZE
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = h / 2 + rng.uniform(-3, 3), w / 2 + rng.uniform(-3, 3)
+    r = np.hypot(y - cy, x - cx)
+    angle = np.arctan2(y - cy, x - cx)
+    belt = 40 + 8 * np.sin(x / 3.0) + rng.normal(0, 3, (h, w))
+    disc = 150 + 25 * np.cos(r / 2.5) + 10 * np.sin(6 * angle) + rng.normal(0, 3, (h, w))
+    inside = r < 50
+    grey = np.where(inside, disc, belt)
+    rgb = np.stack([grey * 1.0, grey * 0.97, grey * 0.92], axis=-1)
+    mask = np.zeros((h, w), bool)
+    if defect == "scratch":
+        mask = (np.abs((y - cy) * 0.8 - (x - cx) * 0.6 + rng.uniform(-8, 8)) < 1.5) & (r < 35)
+        rgb[mask] = [35, 30, 28]
+    elif defect == "contamination":
+        mask = np.hypot(y - cy - rng.uniform(10, 22), x - cx + rng.uniform(5, 20)) < 7
+        rgb[mask] = [170, 95, 30]
+    elif defect == "chip":
+        mask = (np.hypot(y - cy + 44, x - cx - rng.uniform(15, 30)) < 14) & inside
+        rgb[mask] = np.stack([belt, belt, belt], axis=-1)[mask]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    rgb, mask = rgb[top:top + size[0], left:left + size[1]], mask[top:top + size[0], left:left + size[1]]
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mask
+
+
+def dataset_files():
+    """{relative path: PNG bytes} of the whole sample dataset."""
+    files, seed = {}, 100
+    for i in range(TRAIN_GOOD):
+        files[f"{CATEGORY}/train/good/{i:03d}.png"] = png_bytes(draw_part(seed := seed + 1)[0])
+    for kind, count in TEST.items():
+        for i in range(count):
+            rgb, mask = draw_part(seed := seed + 1, None if kind == "good" else kind)
+            files[f"{CATEGORY}/test/{kind}/{i:03d}.png"] = png_bytes(rgb)
+            if kind != "good":
+                files[f"{CATEGORY}/ground_truth/{kind}/{i:03d}_mask.png"] = png_bytes(mask.astype(np.uint8) * 255)
+    return files
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    files = dataset_files()
+    if args.check:
+        differing = [p for p, data in files.items() if not (DATASET / p).is_file() or (DATASET / p).read_bytes() != data]
+        print(f"{DATASET.name}: {len(files) - len(differing)}/{len(files)} files reproduced")
+        sys.exit(1 if differing else 0)
+    for path, data in files.items():
+        (DATASET / path).parent.mkdir(parents=True, exist_ok=True)
+        (DATASET / path).write_bytes(data)
+    print(f"wrote {len(files)} files under {DATASET}, {sum(map(len, files.values()))} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+//! The memory branch from the user's side: calibrate, infer with the memory, eval, and the
+//! refusals (a memory made for another model, a damaged memory file).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn clipada(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipada")).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn calibrate(model: &Path, memory: &Path) -> Output {
+    let good = common::sample("train/good");
+    clipada(&[
+        "calibrate",
+        "--model",
+        model.to_str().unwrap(),
+        "--good",
+        good.to_str().unwrap(),
+        "--out",
+        memory.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn calibrated_default_model_passes_good_samples_and_fails_defective_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = dir.path().join("part.memory");
+    let calibrated = calibrate(&common::default_model(), &memory);
+    assert!(calibrated.status.success(), "{}", text(&calibrated.stderr));
+    assert!(text(&calibrated.stdout).contains("from 10 good images"), "{}", text(&calibrated.stdout));
+
+    let test = common::sample("test");
+    let model = common::default_model();
+    let output = clipada(&[
+        "infer",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        "--memory",
+        memory.to_str().unwrap(),
+        test.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines: Vec<Value> = text(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 10);
+    for line in &lines {
+        let path = line["path"].as_str().unwrap();
+        let expected = if path.contains("/test/good/") { "pass" } else { "fail" };
+        assert_eq!(line["verdict"], expected, "{line}");
+    }
+}
+
+#[test]
+fn memory_made_for_another_model_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = dir.path().join("tiny.memory");
+    assert!(calibrate(&common::tiny_model(), &memory).status.success());
+    let model = common::default_model();
+    let image = common::sample("test/good/000.png");
+    let output = clipada(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--memory",
+        memory.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("tiny.memory") && stderr.contains("made for model tiny-clipada"), "{stderr}");
+}
+
+#[test]
+fn damaged_memory_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = dir.path().join("part.memory");
+    assert!(calibrate(&common::default_model(), &memory).status.success());
+    let mut bytes = std::fs::read(&memory).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&memory, bytes).unwrap();
+    let model = common::default_model();
+    let image = common::sample("test/good/000.png");
+    let output = clipada(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--memory",
+        memory.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("part.memory") && stderr.contains("checksum"), "{stderr}");
+}
+
+#[test]
+fn feature_only_model_without_memory_gets_error_verdicts_saying_what_is_missing() {
+    let model = common::default_model();
+    let image = common::sample("test/good/000.png");
+    let output = clipada(&["infer", "--json", "--model", model.to_str().unwrap(), image.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let line: Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
+    assert_eq!(line["verdict"], "error");
+    assert!(line["error"].as_str().unwrap().contains("clipada calibrate"), "{line}");
+}
+
+#[test]
+fn eval_on_the_sample_dataset_reports_every_metric_as_json() {
+    let model = common::default_model();
+    let root = common::samples_root();
+    let output = clipada(&["eval", "--json", "--model", model.to_str().unwrap(), "--dataset", root.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
+    let keys = ["image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "aupro", "ms_per_image"];
+    for scope in [&report["categories"]["part"], &report["mean"]] {
+        for key in keys {
+            assert!(scope[key].as_f64().is_some(), "{key} missing in {scope}");
+        }
+    }
+    let part = &report["categories"]["part"];
+    // The synthetic defects are plain to an ImageNet backbone: anything less is a regression.
+    assert_eq!(part["image_auroc"].as_f64(), Some(1.0), "{part}");
+    assert!(part["pixel_auroc"].as_f64().unwrap() > 0.95, "{part}");
+}
+
+#[test]
+fn eval_reports_a_missing_mask_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let category = dir.path().join("widget");
+    for sub in ["train/good", "test/good", "test/dent", "ground_truth/dent"] {
+        std::fs::create_dir_all(category.join(sub)).unwrap();
+    }
+    common::copy_into(&common::sample("train/good/000.png"), &category.join("train/good"), "000.png");
+    common::copy_into(&common::sample("test/good/000.png"), &category.join("test/good"), "000.png");
+    common::copy_into(&common::sample("test/chip/000.png"), &category.join("test/dent"), "000.png");
+    let model = common::default_model();
+    let output = clipada(&["eval", "--model", model.to_str().unwrap(), "--dataset", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("ground_truth/dent/000_mask.png"), "{stderr}");
+}
