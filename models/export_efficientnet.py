@@ -214,7 +214,7 @@ def contract_for(size, grid, dim):
         "layers": [FEATURE_BLOCKS[-1]],
         "feature_dim": dim,
         "outputs": {"patch_features": "patch_features"},
-        "refine": {"radius": 3, "temperature": 0.01},
+        "refine": {"radius": 1, "sharpness": 1.0},
         "score": {"sigma": 4.0, "top_k": 0.01, "image_logits_weight": 0.0, "threshold": 0.5},
     }
 

@@ -212,7 +212,7 @@ def contract_for(name, size, grid, taps, embed):
             "image_logits": "image_logits",
             "patch_features": "patch_features",
         },
-        "refine": {"radius": 2, "temperature": 0.1},
+        "refine": {"radius": 1, "sharpness": 1.0},
         "score": {"sigma": size / 56.0, "top_k": 0.01, "image_logits_weight": 0.5, "threshold": 0.5},
     }
 

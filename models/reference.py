@@ -70,26 +70,22 @@ def fuse_layers(probabilities):
     return probabilities.mean(axis=0)
 
 
-def refine(coarse, patch_features, radius, temperature):
-    """Anomaly region refinement: pools the coarse score over each patch's feature region.
+def refine(coarse, radius, sharpness):
+    """Anomaly region refinement: each region of the coarse map reshaped around its core.
 
-    a_i coarse score of patch i; f_i^l its unit feature at layer l.
-      c_ij = mean_l <f_i^l, f_j^l>                       (feature affinity, in [-1, 1])
-      k_ij = exp((c_ij - 1) / temperature)  for |y_i - y_j| <= radius and |x_i - x_j| <= radius
-      r_i  = sum_j k_ij a_j / sum_j k_ij
-    Patches that look alike share their evidence; the window stops at the grid border.
+    a_i coarse score of patch i; M_i the largest a_j with |y_i - y_j| <= radius and
+    |x_i - x_j| <= radius (the window stops at the grid border).
+      r_i = a_i * (a_i / M_i) ** sharpness        (0 where M_i = 0)
+    A region's core (its local maximum) keeps its score; its shoulders, which the patch grid and
+    feature aggregation blur outwards, drop in proportion to how far below the core they are.
     """
     h, w = coarse.shape
-    feats = patch_features.astype(np.float64).reshape(patch_features.shape[0], h, w, -1)
-    refined = np.empty_like(coarse, dtype=np.float64)
+    refined = np.zeros((h, w))
     for y in range(h):
         for x in range(w):
-            y0, y1 = max(0, y - radius), min(h, y + radius + 1)
-            x0, x1 = max(0, x - radius), min(w, x + radius + 1)
-            window = feats[:, y0:y1, x0:x1, :]
-            affinity = np.einsum("lyxe,le->yx", window, feats[:, y, x, :]) / feats.shape[0]
-            k = np.exp((affinity - 1.0) / temperature)
-            refined[y, x] = (k * coarse[y0:y1, x0:x1]).sum() / k.sum()
+            m = coarse[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1].max()
+            if m > 0:
+                refined[y, x] = coarse[y, x] * (coarse[y, x] / m) ** sharpness
     return refined
 
 
@@ -153,8 +149,8 @@ def verdict(score, threshold):
 def score(raw, spec, refine_enabled=True, threshold=None):
     """Raw model outputs -> (anomaly map [H,W], image score, verdict), as the runtime does it."""
     coarse = fuse_layers(layer_probabilities(raw["patch_logits"]))
-    if refine_enabled:
-        coarse = refine(coarse, raw["patch_features"], spec["refine"]["radius"], spec["refine"]["temperature"])
+    if refine_enabled and spec.get("refine"):
+        coarse = refine(coarse, spec["refine"]["radius"], spec["refine"]["sharpness"])
     height, width = spec["input"]["size"]
     full = smooth(upsample(coarse, height, width), spec["score"]["sigma"])
     s = image_score(full, spec["score"]["top_k"], raw.get("image_logits"), spec["score"]["image_logits_weight"])

@@ -49,27 +49,23 @@ class ReferenceProperties(unittest.TestCase):
         expected = 1 / (1 + np.exp(z[:, 0] - z[:, 1]))
         np.testing.assert_allclose(reference.layer_probabilities(z), expected)
 
-    def _features(self, h, w, seed=3):
-        f = np.random.default_rng(seed).normal(size=(2, h * w, 8))
-        return f / np.linalg.norm(f, axis=-1, keepdims=True)
+    def test_refine_keeps_peaks_and_flat_maps_and_lowers_shoulders(self):
+        coarse = np.array([[0.1, 0.4, 0.8, 0.4, 0.1]])
+        refined = reference.refine(coarse, 1, 1.0)
+        np.testing.assert_allclose(refined, [[0.1 * 0.1 / 0.4, 0.4 * 0.4 / 0.8, 0.8, 0.4 * 0.4 / 0.8, 0.1 * 0.1 / 0.4]])
+        np.testing.assert_allclose(reference.refine(np.full((3, 4), 0.3), 2, 1.0), 0.3)
+        np.testing.assert_allclose(reference.refine(np.zeros((2, 2)), 1, 1.0), 0.0)
 
-    def test_refine_keeps_constant_maps_and_cold_temperature_is_identity(self):
-        feats = self._features(5, 4)
-        np.testing.assert_allclose(reference.refine(np.full((5, 4), 0.6), feats, 2, 0.1), 0.6)
+    def test_refine_with_zero_sharpness_is_identity(self):
         coarse = np.random.default_rng(4).uniform(size=(5, 4))
-        np.testing.assert_allclose(reference.refine(coarse, feats, 2, 1e-4), coarse, atol=1e-9)
+        np.testing.assert_allclose(reference.refine(coarse, 2, 0.0), coarse)
 
-    def test_refine_pools_only_over_alike_patches(self):
-        # Two feature clusters: the left column looks like one thing, the rest like another.
-        h, w = 3, 3
-        feats = np.zeros((1, h * w, 2))
-        for i in range(h * w):
-            feats[0, i] = [1, 0] if i % w == 0 else [0, 1]
-        coarse = np.zeros((h, w))
-        coarse[:, 0] = [0.9, 0.3, 0.9]
-        refined = reference.refine(coarse, feats, 1, 0.05)
-        self.assertAlmostEqual(refined[1, 0], 0.7)  # mean of its alike neighbours 0.9, 0.3, 0.9
-        self.assertLess(refined[1, 1], 1e-6)  # unlike neighbours carry (almost) no weight
+    def test_refine_window_is_square_and_clipped(self):
+        coarse = np.zeros((4, 4))
+        coarse[0, 0], coarse[2, 2], coarse[3, 3] = 0.5, 1.0, 0.5
+        refined = reference.refine(coarse, 1, 1.0)
+        self.assertAlmostEqual(refined[0, 0], 0.5)  # the 1.0 at (2,2) is outside its window
+        self.assertAlmostEqual(refined[3, 3], 0.25)  # (2,2) is a diagonal neighbour
 
     def test_image_score_top_k_and_logit_blend(self):
         m = np.arange(100, dtype=float).reshape(10, 10) / 100

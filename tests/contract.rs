@@ -112,12 +112,13 @@ fn input_name_absent_from_the_graph_is_refused() {
 }
 
 #[test]
-fn refinement_without_patch_features_is_refused() {
-    assert_refused_on(
-        |d| drop(d["outputs"].as_object_mut().unwrap().remove("patch_features")),
-        "refine",
-        "patch_features",
-    );
+fn negative_refinement_sharpness_is_refused() {
+    assert_refused_on(|d| d["refine"]["sharpness"] = json!(-1.0), "refine.sharpness", "not negative");
+}
+
+#[test]
+fn unknown_key_is_refused_so_typos_do_not_fall_back_silently() {
+    assert_refused_on(|d| d["score"]["treshold"] = json!(0.3), "score.treshold", "unknown field `treshold`");
 }
 
 #[test]

@@ -58,7 +58,7 @@ pub struct ModelSpec {
     pub feature_dim: Option<usize>,
     /// Graph output names for each role the model provides.
     pub outputs: OutputNames,
-    /// Anomaly region refinement parameters; refinement needs `patch_features`.
+    /// Anomaly region refinement parameters; none: the model has no refinement.
     pub refine: Option<RefineParams>,
     /// Map smoothing and image-score parameters.
     pub score: ScoreParams,
@@ -100,10 +100,10 @@ pub struct OutputNames {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefineParams {
-    /// Half-width of the square window of patches that pool their evidence.
+    /// Half-width, in patches, of the square window whose maximum is a region's core.
     pub radius: usize,
-    /// Affinity temperature: smaller means only very similar patches share scores.
-    pub temperature: f32,
+    /// Exponent of the reshaping: 0 leaves the map as it is, larger sharpens more.
+    pub sharpness: f32,
 }
 
 /// Map smoothing, image score and default threshold.
@@ -240,11 +240,8 @@ fn validate(path: &Path, doc: Document) -> Result<ModelSpec, ModelError> {
         _ => {}
     }
     if let Some(refine) = doc.refine {
-        if outputs.patch_features.is_none() {
-            return fail("refine", "refinement needs `outputs.patch_features`");
-        }
-        if !(refine.temperature.is_finite() && refine.temperature > 0.0) {
-            return fail("refine.temperature", "must be finite and positive");
+        if !(refine.sharpness.is_finite() && refine.sharpness >= 0.0) {
+            return fail("refine.sharpness", "must be finite and not negative");
         }
     }
     let score = doc.score;

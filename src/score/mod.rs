@@ -61,10 +61,7 @@ impl Scorer {
     /// it; `memory` adds the memory branch.
     pub fn new(spec: &ModelSpec, refine: bool, memory: Option<MemoryBank>) -> Self {
         let size = spec.input.size;
-        let refiner = match (refine, spec.refine, spec.feature_dim) {
-            (true, Some(params), Some(dim)) => Some(Refiner::new(params, spec.grid, spec.layer_count(), dim)),
-            _ => None,
-        };
+        let refiner = spec.refine.filter(|_| refine).map(|params| Refiner::new(params, spec.grid));
         Scorer {
             layers: spec.layer_count(),
             patches: spec.patch_count(),
@@ -104,10 +101,9 @@ impl Scorer {
             (None, true) => self.coarse.copy_from_slice(&self.distances),
             (None, false) => return Err(ScoreError::NeedsMemory),
         }
-        let grid: &[f32] = match (&mut self.refiner, raw.patch_features.as_deref()) {
-            (Some(refiner), Some(features)) => refiner.run(&self.coarse, features),
-            (Some(_), None) => return Err(ScoreError::MissingOutput("patch_features")),
-            (None, _) => &self.coarse,
+        let grid: &[f32] = match &mut self.refiner {
+            Some(refiner) => refiner.run(&self.coarse),
+            None => &self.coarse,
         };
         self.upsampler.run(grid, &mut self.map);
         self.smoother.run(&mut self.map);

@@ -1,54 +1,77 @@
-//! Anomaly region refinement: the coarse patch map, pooled over each patch's feature region.
+//! Anomaly region refinement: each region of the coarse map reshaped around its core.
 //!
-//! With `a_i` the coarse score of patch `i` and `f_i^l` its unit feature at layer `l`:
-//! `c_ij = mean_l <f_i^l, f_j^l>`, `k_ij = exp((c_ij - 1) / T)` for `j` within `radius` patches
-//! of `i` (both axes), and `r_i = sum_j k_ij a_j / sum_j k_ij`. docs/ARCHITECTURE.md says why;
-//! `models/reference.py::refine` is the same computation.
+//! With `a_i` the coarse score of patch `i` and `M_i` the largest coarse score within `radius`
+//! patches of it (both axes, clipped at the border): `r_i = a_i (a_i / M_i)^sharpness`
+//! (`r_i = 0` where `M_i = 0`). docs/ARCHITECTURE.md says why; `models/reference.py::refine` is
+//! the same computation.
 
 use crate::model::contract::RefineParams;
 
-/// Refines coarse grid maps, reusing its output buffer.
+/// Refines coarse grid maps, reusing its buffers.
 #[derive(Debug, Clone)]
 pub struct Refiner {
     params: RefineParams,
     grid: [usize; 2],
-    layers: usize,
-    dim: usize,
+    /// Window maxima along rows, then the refined map.
+    row_max: Vec<f32>,
     refined: Vec<f32>,
 }
 
 impl Refiner {
-    /// A refiner for `[h, w]` grids of `layers` x `dim` features.
-    pub fn new(params: RefineParams, grid: [usize; 2], layers: usize, dim: usize) -> Self {
-        Refiner { params, grid, layers, dim, refined: vec![0.0; grid[0] * grid[1]] }
+    /// A refiner for `[h, w]` grids.
+    pub fn new(params: RefineParams, grid: [usize; 2]) -> Self {
+        let n = grid[0] * grid[1];
+        Refiner { params, grid, row_max: vec![0.0; n], refined: vec![0.0; n] }
     }
 
-    /// Refines `coarse` (`h*w`) using `features` (`[L, h*w, D]`); returns the refined map.
-    pub fn run(&mut self, coarse: &[f32], features: &[f32]) -> &[f32] {
+    /// Refines `coarse` (`h*w`); returns the refined map.
+    pub fn run(&mut self, coarse: &[f32]) -> &[f32] {
         let [h, w] = self.grid;
-        let (n, d, r) = (h * w, self.dim, self.params.radius);
-        let inv_layers = 1.0 / self.layers as f32;
-        let inv_t = 1.0 / self.params.temperature;
-        let feature = |l: usize, i: usize| &features[(l * n + i) * d..(l * n + i + 1) * d];
+        let r = self.params.radius;
+        // The square window's maximum, separably: along rows, then along columns.
         for y in 0..h {
             for x in 0..w {
-                let i = y * w + x;
-                let (mut weighted, mut total) = (0.0f32, 0.0f32);
-                for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
-                    for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
-                        let j = yy * w + xx;
-                        let affinity: f32 = (0..self.layers)
-                            .map(|l| feature(l, i).iter().zip(feature(l, j)).map(|(a, b)| a * b).sum::<f32>())
-                            .sum::<f32>()
-                            * inv_layers;
-                        let k = ((affinity - 1.0) * inv_t).exp();
-                        weighted += k * coarse[j];
-                        total += k;
-                    }
-                }
-                self.refined[i] = weighted / total;
+                let row = &coarse[y * w..(y + 1) * w];
+                self.row_max[y * w + x] =
+                    row[x.saturating_sub(r)..(x + r + 1).min(w)].iter().copied().fold(f32::MIN, f32::max);
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                let local_max = (y.saturating_sub(r)..(y + r + 1).min(h))
+                    .map(|yy| self.row_max[yy * w + x])
+                    .fold(f32::MIN, f32::max);
+                let a = coarse[y * w + x];
+                self.refined[y * w + x] =
+                    if local_max > 0.0 { a * (a / local_max).powf(self.params.sharpness) } else { 0.0 };
             }
         }
         &self.refined
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refine(coarse: &[f32], grid: [usize; 2], radius: usize, sharpness: f32) -> Vec<f32> {
+        Refiner::new(RefineParams { radius, sharpness }, grid).run(coarse).to_vec()
+    }
+
+    #[test]
+    fn peaks_stay_and_shoulders_drop_in_proportion() {
+        let coarse = [0.1, 0.4, 0.8, 0.4, 0.1];
+        let refined = refine(&coarse, [1, 5], 1, 1.0);
+        assert_eq!(refined[2], 0.8, "a local maximum keeps its score");
+        assert!((refined[1] - 0.2).abs() < 1e-6, "0.4 * 0.4 / 0.8");
+        assert!((refined[0] - 0.025).abs() < 1e-6, "0.1 * 0.1 / 0.4");
+    }
+
+    #[test]
+    fn flat_maps_and_zero_sharpness_are_unchanged() {
+        let flat = [0.3; 6];
+        assert_eq!(refine(&flat, [2, 3], 1, 1.0), flat);
+        let coarse = [0.2, 0.9, 0.5, 0.0, 0.7, 0.1];
+        assert_eq!(refine(&coarse, [2, 3], 1, 0.0), coarse);
     }
 }
