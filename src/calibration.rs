@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::memory::coreset::greedy_coreset;
 use crate::memory::MemoryBank;
-use crate::model::tract::TractEngine;
+use crate::model::backend::{load_engine, EngineConfig};
 use crate::model::{ModelFile, RawOutputs};
 use crate::pipeline::Inspector;
 use crate::score::Scorer;
@@ -36,12 +36,13 @@ pub struct Calibration {
     pub candidates: usize,
 }
 
-/// Calibrates `model` from `good` images, keeping at most `memory_size` patches.
+/// Calibrates `model` from `good` images on `engine`, keeping at most `memory_size` patches.
 pub fn calibrate(
     model: &ModelFile,
     good: &[PathBuf],
     memory_size: usize,
     no_refine: bool,
+    engine: &EngineConfig,
 ) -> anyhow::Result<Calibration> {
     let spec = &model.spec;
     anyhow::ensure!(!good.is_empty(), "no good images to calibrate from");
@@ -51,8 +52,8 @@ pub fn calibrate(
     })?;
     let (layers, patches) = (spec.layer_count(), spec.patch_count());
     let width = layers * dim;
-    let engine = TractEngine::load(model)?;
-    let mut extractor = Inspector::new(spec.clone(), Box::new(engine), no_refine, None, None);
+    let engine = load_engine(model, engine)?.engine;
+    let mut extractor = Inspector::new(spec.clone(), engine, no_refine, None, None);
     let mut outputs: Vec<RawOutputs> = Vec::with_capacity(good.len());
     let mut candidates = Vec::with_capacity(good.len() * patches * width);
     for path in good {

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use clipada::calibration::DEFAULT_MEMORY_SIZE;
-use clipada::commands::{bench, calibrate, demo, eval, infer};
+use clipada::commands::{bench, calibrate, check, demo, eval, infer};
 use clipada::eval::EvalOptions;
+use clipada::model::backend::{Backend, EngineConfig};
 use clipada::pipeline::InspectOptions;
 
 /// Exit code when some image could not be judged (or its overlay not written).
@@ -20,14 +21,30 @@ struct Cli {
     command: Command,
 }
 
+/// The model and the engine that runs it.
+#[derive(Args)]
+struct ModelArgs {
+    /// The ONNX model with clipada contract metadata.
+    #[arg(long)]
+    model: PathBuf,
+    /// Engine: ONNX Runtime if it loads (library from ORT_DYLIB_PATH), else tract; or insist on one.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+}
+
+impl ModelArgs {
+    fn engine(&self) -> EngineConfig {
+        EngineConfig { backend: self.backend, ..EngineConfig::default() }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Judge image files: one line per image, `PATH SCORE VERDICT` (or JSON).
     Infer {
-        /// The ONNX model with clipada contract metadata.
-        #[arg(long)]
-        model: PathBuf,
-        /// Decision threshold on the image score (default: the model's).
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Decision threshold on the image score (default: the memory's, else the model's).
         #[arg(long)]
         threshold: Option<f32>,
         /// Skip the anomaly region refinement.
@@ -48,9 +65,8 @@ enum Command {
     },
     /// Store a memory of good parts (patch features) and a threshold for a model.
     Calibrate {
-        /// The ONNX model with clipada contract metadata.
-        #[arg(long)]
-        model: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Folder of good images (searched recursively).
         #[arg(long)]
         good: PathBuf,
@@ -66,9 +82,8 @@ enum Command {
     },
     /// Metrics on a dataset in the MVTec AD layout (calibrating from each category's train/good).
     Eval {
-        /// The ONNX model with clipada contract metadata.
-        #[arg(long)]
-        model: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Dataset root: ROOT/CATEGORY/{train/good, test/*, ground_truth/*}.
         #[arg(long)]
         dataset: PathBuf,
@@ -90,9 +105,8 @@ enum Command {
     },
     /// Per-stage times (preprocess, inference, scoring, overlay): median and p99 after a warm-up.
     Bench {
-        /// The ONNX model with clipada contract metadata.
-        #[arg(long)]
-        model: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Memory of good parts made by `clipada calibrate`.
         #[arg(long)]
         memory: Option<PathBuf>,
@@ -112,6 +126,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a model, run one input, and say which engine and provider ran it (exit 0 only if it ran).
+    Check {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Calibrate the shipped model on the shipped good samples, judge the test samples, write overlays.
     Demo {
         /// Where to write the memory file and the overlays.
@@ -120,32 +139,41 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Runs the command; `Ok(false)` when it completed but some input was not judged.
+fn run(command: Command) -> anyhow::Result<bool> {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
-    let result = match cli.command {
+    match command {
         Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, inputs } => {
-            let inspect = InspectOptions { no_refine, threshold, memory };
-            infer::infer(&infer::InferOptions { model, inspect, json, overlay_dir, inputs }, &mut out, &mut err)
+            let inspect = InspectOptions { no_refine, threshold, memory, engine: model.engine() };
+            let options = infer::InferOptions { model: model.model, inspect, json, overlay_dir, inputs };
+            Ok(infer::infer(&options, &mut out, &mut err)?.complete())
         }
-        Command::Demo { output } => demo::demo(&output, &mut out, &mut err),
         Command::Calibrate { model, good, out: file, memory_size, no_refine } => {
-            let options = calibrate::CalibrateOptions { model, good, out: file, memory_size, no_refine };
-            calibrate::calibrate(&options, &mut out).map(|_| Default::default())
-        }
-        Command::Bench { model, memory, images, no_refine, warmup, iterations, json } => {
-            let inspect = InspectOptions { no_refine, threshold: None, memory };
-            let options = bench::BenchOptions { model, inspect, images, warmup, iterations };
-            bench::bench(&options, json, &mut out).map(|_| Default::default())
+            let engine = model.engine();
+            let options =
+                calibrate::CalibrateOptions { model: model.model, good, out: file, memory_size, no_refine, engine };
+            calibrate::calibrate(&options, &mut out).map(|_| true)
         }
         Command::Eval { model, dataset, categories, shots, no_refine, memory_size, json } => {
-            let options = EvalOptions { model, dataset, categories, shots, no_refine, memory_size };
-            eval::eval(&options, json, &mut out).map(|_| Default::default())
+            let engine = model.engine();
+            let options =
+                EvalOptions { model: model.model, dataset, categories, shots, no_refine, memory_size, engine };
+            eval::eval(&options, json, &mut out).map(|_| true)
         }
-    };
-    match result {
-        Ok(summary) if summary.complete() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(EXIT_INCOMPLETE),
+        Command::Bench { model, memory, images, no_refine, warmup, iterations, json } => {
+            let inspect = InspectOptions { no_refine, threshold: None, memory, engine: model.engine() };
+            let options = bench::BenchOptions { model: model.model, inspect, images, warmup, iterations };
+            bench::bench(&options, json, &mut out).map(|_| true)
+        }
+        Command::Check { model } => check::check(&model.model, &model.engine(), &mut out).map(|_| true),
+        Command::Demo { output } => Ok(demo::demo(&output, &mut out, &mut err)?.complete()),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
         Err(e) => {
             eprintln!("clipada: {e:#}");
             ExitCode::FAILURE

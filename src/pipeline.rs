@@ -10,7 +10,7 @@ use image::RgbImage;
 
 use crate::memory::file::{self as memory_file, MemoryFileError};
 use crate::memory::MemoryBank;
-use crate::model::tract::TractEngine;
+use crate::model::backend::{load_engine, EngineConfig, EngineLoadError};
 use crate::model::{Engine, EngineError, ModelError, ModelFile, ModelSpec, RawOutputs};
 use crate::preprocess::Preprocessor;
 use crate::score::{AnomalyMap, ScoreError, Scorer};
@@ -25,6 +25,8 @@ pub struct InspectOptions {
     pub threshold: Option<f32>,
     /// Memory file of good parts (`clipada calibrate`), for the memory branch.
     pub memory: Option<PathBuf>,
+    /// Which engine runs the model.
+    pub engine: EngineConfig,
 }
 
 /// Why an inspector could not be built.
@@ -36,6 +38,18 @@ pub enum LoadError {
     /// The memory file.
     #[error(transparent)]
     Memory(#[from] MemoryFileError),
+    /// No engine could run the model.
+    #[error("no engine: {0}")]
+    Engine(String),
+}
+
+impl From<EngineLoadError> for LoadError {
+    fn from(e: EngineLoadError) -> Self {
+        match e {
+            EngineLoadError::Model(e) => LoadError::Model(e),
+            EngineLoadError::Unavailable(why) | EngineLoadError::Config(why) => LoadError::Engine(why),
+        }
+    }
 }
 
 /// Why a frame could not be judged.
@@ -72,6 +86,7 @@ pub struct StageTimes {
 /// Judges frames with one model; reuses all its buffers.
 pub struct Inspector {
     times: StageTimes,
+    engine_name: &'static str,
     spec: ModelSpec,
     engine: Box<dyn Engine>,
     preprocessor: Preprocessor,
@@ -93,6 +108,7 @@ impl Inspector {
         let threshold = threshold.or(memory.as_ref().and_then(|m| m.threshold)).unwrap_or(spec.score.threshold);
         Inspector {
             times: StageTimes::default(),
+            engine_name: "custom",
             preprocessor: Preprocessor::new(&spec.input),
             raw: RawOutputs::for_spec(&spec),
             scorer: Scorer::new(&spec, !no_refine, memory),
@@ -102,7 +118,7 @@ impl Inspector {
         }
     }
 
-    /// Loads the model at `path` on the tract engine, and the memory file if one is given.
+    /// Loads the model at `path` on the configured engine, and the memory file if one is given.
     pub fn load(path: &Path, options: &InspectOptions) -> Result<Self, LoadError> {
         let file = ModelFile::open(path)?;
         let memory = match &options.memory {
@@ -113,8 +129,14 @@ impl Inspector {
             }
             None => None,
         };
-        let engine = TractEngine::load(&file)?;
-        Ok(Inspector::new(file.spec, Box::new(engine), options.no_refine, options.threshold, memory))
+        let chosen = load_engine(&file, &options.engine)?;
+        for why in &chosen.skipped {
+            eprintln!("clipada: {why}");
+        }
+        let engine_name = chosen.name;
+        let mut inspector = Inspector::new(file.spec, chosen.engine, options.no_refine, options.threshold, memory);
+        inspector.engine_name = engine_name;
+        Ok(inspector)
     }
 
     /// Runs the model on one frame without scoring; returns its raw outputs.
@@ -152,6 +174,11 @@ impl Inspector {
     /// The decision threshold in force.
     pub fn threshold(&self) -> f32 {
         self.threshold
+    }
+
+    /// The engine running the model (`tract`, `ort`).
+    pub fn engine_name(&self) -> &'static str {
+        self.engine_name
     }
 
     /// The model's contract.

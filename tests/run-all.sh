@@ -17,6 +17,10 @@ models/.venv/bin/python models/export_efficientnet.py --check
 models/.venv/bin/python models/make_goldens.py --check
 models/.venv/bin/python models/make_metric_goldens.py --check
 
+# The ONNX Runtime engine loads libonnxruntime at run time: the one from the pinned wheel.
+ORT_DYLIB_PATH=$(models/.venv/bin/python -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')
+export ORT_DYLIB_PATH
+
 echo "== Rust: format, lint, tests"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 cargo fmt --all -- --check

@@ -94,7 +94,7 @@ pub fn bench(options: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow:
     let [preprocess, inference, scoring, overlay] = times.map(|mut t| summarise(&mut t));
     let report = BenchReport {
         stages: Stages { preprocess, inference, scoring, overlay },
-        engine: "tract",
+        engine: inspector.engine_name(),
         model: inspector.spec().name.clone(),
         iterations: options.iterations,
         peak_rss_mb: peak_rss_mb(),

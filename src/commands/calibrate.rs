@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::calibration::{self, Calibration};
 use crate::memory::file as memory_file;
+use crate::model::backend::EngineConfig;
 use crate::model::ModelFile;
 use crate::source::files::collect_images;
 
@@ -21,6 +22,8 @@ pub struct CalibrateOptions {
     pub memory_size: usize,
     /// Score the good images without refinement (match how `infer` will be run).
     pub no_refine: bool,
+    /// Which engine runs the model.
+    pub engine: EngineConfig,
 }
 
 /// Calibrates and writes the memory file atomically; reports to `out`.
@@ -28,7 +31,7 @@ pub fn calibrate(options: &CalibrateOptions, out: &mut dyn Write) -> anyhow::Res
     let model = ModelFile::open(&options.model)?;
     let good: Vec<PathBuf> = collect_images(std::slice::from_ref(&options.good)).into_iter().map(|i| i.path).collect();
     anyhow::ensure!(!good.is_empty(), "{}: no png, jpg, jpeg or bmp images found", options.good.display());
-    let result = calibration::calibrate(&model, &good, options.memory_size, options.no_refine)?;
+    let result = calibration::calibrate(&model, &good, options.memory_size, options.no_refine, &options.engine)?;
     memory_file::write(&options.out, &result.bank)?;
     writeln!(
         out,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::calibrate::{calibrate, CalibrateOptions};
 use super::infer::{infer, InferOptions, InferSummary};
 use crate::calibration::DEFAULT_MEMORY_SIZE;
+use crate::model::backend::EngineConfig;
 use crate::pipeline::InspectOptions;
 
 /// The checkout the binary was built from; the demo's files live there.
@@ -38,6 +39,7 @@ pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> 
         out: memory.clone(),
         memory_size: DEFAULT_MEMORY_SIZE,
         no_refine: false,
+        engine: EngineConfig::default(),
     };
     calibrate(&calibration, out)?;
     let overlay_dir = output.join("overlays");

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod check;
 pub mod demo;
 pub mod eval;
 pub mod infer;

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::calibration::calibrate;
-use crate::model::tract::TractEngine;
+use crate::model::backend::{load_engine, EngineConfig};
 use crate::model::ModelFile;
 use crate::pipeline::Inspector;
 use crate::score::resample::resample_map;
@@ -37,6 +37,8 @@ pub struct EvalOptions {
     pub no_refine: bool,
     /// Patches kept in memory.
     pub memory_size: usize,
+    /// Which engine runs the model.
+    pub engine: EngineConfig,
 }
 
 /// The metrics of one category (or their mean); `None` where undefined.
@@ -144,10 +146,9 @@ fn evaluate_category(
     }
     let tests = test_images(dir)?;
     let show = std::io::stderr().is_terminal();
-    let calibration = calibrate(model, &good, options.memory_size, options.no_refine)?;
-    let engine = TractEngine::load(model)?;
-    let mut inspector =
-        Inspector::new(model.spec.clone(), Box::new(engine), options.no_refine, None, Some(calibration.bank));
+    let calibration = calibrate(model, &good, options.memory_size, options.no_refine, &options.engine)?;
+    let engine = load_engine(model, &options.engine)?.engine;
+    let mut inspector = Inspector::new(model.spec.clone(), engine, options.no_refine, None, Some(calibration.bank));
 
     let (mut image_scores, mut image_labels) = (Vec::new(), Vec::new());
     let (mut pixel_scores, mut pixel_labels) = (Vec::new(), Vec::new());

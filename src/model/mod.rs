@@ -3,7 +3,10 @@
 //! Owns everything between a preprocessed input tensor and the model's raw outputs. Never
 //! scores: `score` takes the raw outputs as plain slices.
 
+pub mod backend;
 pub mod contract;
+#[cfg(feature = "ort")]
+pub mod ort;
 pub mod tract;
 
 pub use contract::{ModelError, ModelFile, ModelSpec, OutputRole};

@@ -1,0 +1,164 @@
+//! The ONNX Runtime engine (feature `ort`): TensorRT ▸ CUDA ▸ CPU, as configured.
+//!
+//! ONNX Runtime is loaded at run time (`load-dynamic`) from the configured library or
+//! `ORT_DYLIB_PATH`. The file is checked before `ort` sees it, so a missing library is an
+//! [`EngineLoadError::Unavailable`], never `ort`'s panic. Each provider that cannot be registered
+//! is reported with ONNX Runtime's reason and the next one is tried; the CPU provider is always
+//! there underneath.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
+use ort::session::{builder::SessionBuilder, Session};
+use ort::value::TensorRef;
+
+use super::backend::{EngineConfig, EngineLoadError, Provider, TensorRtOptions};
+use super::contract::{ModelError, ModelFile, OutputRole};
+use super::{Engine, EngineError, RawOutputs};
+
+/// A model in an ONNX Runtime session.
+pub struct OrtEngine {
+    session: Session,
+    input_shape: [usize; 4],
+    /// (role, output name) of each output the runtime uses.
+    outputs: Vec<(OutputRole, String)>,
+    /// The first provider that registered.
+    pub provider: Provider,
+    /// Why providers before it were skipped.
+    pub skipped: Vec<String>,
+}
+
+/// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`.
+pub fn library_path(configured: Option<&Path>) -> Result<PathBuf, EngineLoadError> {
+    let path = configured.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+    let path = path.ok_or_else(|| {
+        EngineLoadError::Unavailable("no ONNX Runtime library configured (ort_library or ORT_DYLIB_PATH)".into())
+    })?;
+    if !path.is_file() {
+        return Err(EngineLoadError::Unavailable(format!("{}: no such ONNX Runtime library", path.display())));
+    }
+    Ok(path)
+}
+
+/// ONNX Runtime allows one environment per process: the first successful load makes it, with
+/// the library found then; later loads share it.
+fn environment(config: &EngineConfig) -> Result<&'static Environment, EngineLoadError> {
+    static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+    if let Some(environment) = ENVIRONMENT.get() {
+        return Ok(environment);
+    }
+    let library = library_path(config.ort_library.as_deref())?;
+    let environment = ort::init_from(&library)
+        .map_err(|e| unavailable(format!("{}: {e}", library.display())))?
+        .with_name("clipada")
+        .build()
+        .map_err(unavailable)?;
+    Ok(ENVIRONMENT.get_or_init(|| environment))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineLoadError {
+    EngineLoadError::Unavailable(e.to_string())
+}
+
+impl OrtEngine {
+    /// Loads ONNX Runtime (once per process) and builds a session for `file`.
+    pub fn load(file: &ModelFile, config: &EngineConfig) -> Result<OrtEngine, EngineLoadError> {
+        let environment = environment(config)?;
+        let mut builder = Session::builder(environment).map_err(unavailable)?;
+        let mut skipped = Vec::new();
+        let mut chosen = None;
+        for &provider in &config.providers {
+            match register(&mut builder, provider, &config.tensorrt)? {
+                Ok(()) => {
+                    chosen = Some(provider);
+                    break;
+                }
+                Err(why) => skipped.push(format!("{}: {why}", provider.name())),
+            }
+        }
+        let provider = chosen.unwrap_or(Provider::Cpu);
+        let session = builder.commit_from_file(&file.path).map_err(|e| {
+            EngineLoadError::Model(ModelError::Unreadable { path: file.path.clone(), reason: e.to_string() })
+        })?;
+        let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        let mut outputs = Vec::new();
+        for (role, name, _) in file.spec.expected_outputs() {
+            if !names.contains(&name) {
+                return Err(EngineLoadError::Model(ModelError::Contract {
+                    path: file.path.clone(),
+                    field: format!("outputs.{}", role.key()),
+                    reason: format!("the graph has no output named {name:?}"),
+                }));
+            }
+            outputs.push((role, name.to_string()));
+        }
+        Ok(OrtEngine { session, input_shape: file.spec.input_shape(), outputs, provider, skipped })
+    }
+}
+
+/// Registers one provider on `builder`: `Ok(Err(why))` when it cannot be (try the next one),
+/// `Err` when its configuration is wrong (an unusable TensorRT engine cache stops the start,
+/// rather than rebuilding engines for minutes at every boot).
+fn register(
+    builder: &mut SessionBuilder,
+    provider: Provider,
+    trt: &TensorRtOptions,
+) -> Result<Result<(), String>, EngineLoadError> {
+    let available = match provider {
+        Provider::TensorRt => ep::TensorRT::is_available(),
+        Provider::Cuda => ep::CUDA::is_available(),
+        Provider::Cpu => ep::CPU::is_available(),
+    };
+    match available {
+        Ok(true) => {}
+        Ok(false) => return Ok(Err("not built into this ONNX Runtime library".into())),
+        Err(e) => return Ok(Err(e.to_string())),
+    }
+    let dispatch = match provider {
+        Provider::TensorRt => {
+            prepare_engine_cache(&trt.engine_cache).map_err(EngineLoadError::Config)?;
+            ep::TensorRT::default()
+                .with_device_id(trt.device_id)
+                .with_fp16(trt.fp16)
+                .with_int8(trt.int8)
+                .with_max_workspace_size(trt.workspace_bytes)
+                .with_engine_cache(true)
+                .with_engine_cache_path(trt.engine_cache.display())
+                .with_timing_cache(true)
+                .with_timing_cache_path(trt.engine_cache.display())
+                .build()
+        }
+        Provider::Cuda => ep::CUDA::default().with_device_id(trt.device_id).build(),
+        Provider::Cpu => ep::CPU::default().build(),
+    };
+    Ok(dispatch.error_on_failure().register(builder).map_err(|e| e.to_string()))
+}
+
+/// Creates the TensorRT engine cache folder if missing and proves it writable, so that engines
+/// are kept across restarts instead of being rebuilt (minutes) at every boot.
+pub fn prepare_engine_cache(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("engine cache {}: {e}", dir.display()))?;
+    let probe = dir.join(".clipada-write-test");
+    std::fs::write(&probe, b"").map_err(|e| format!("engine cache {} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+impl Engine for OrtEngine {
+    fn run(&mut self, input: &[f32], out: &mut RawOutputs) -> Result<(), EngineError> {
+        let failed = |e: ort::Error| EngineError(e.to_string());
+        let tensor = TensorRef::from_array_view((self.input_shape, input)).map_err(failed)?;
+        let results = self.session.run(ort::inputs![tensor]).map_err(failed)?;
+        for (role, name) in &self.outputs {
+            let (_, data) = results[name.as_str()].try_extract_tensor::<f32>().map_err(failed)?;
+            let slot = (out.slot(*role).as_mut()).ok_or_else(|| EngineError(format!("no buffer for {name}")))?;
+            if slot.len() != data.len() {
+                return Err(EngineError(format!("output {name} has {} values, expected {}", data.len(), slot.len())));
+            }
+            slot.copy_from_slice(data);
+        }
+        Ok(())
+    }
+}
