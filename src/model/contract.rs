@@ -25,6 +25,16 @@ pub enum ModelError {
         /// What went wrong.
         reason: String,
     },
+    /// The engine cannot run this graph correctly (it would load, but compute wrong values).
+    #[error("{path}: {engine} cannot run this model correctly: {reason}")]
+    Unsupported {
+        /// The model file.
+        path: PathBuf,
+        /// The engine that refuses it.
+        engine: &'static str,
+        /// What in the graph it cannot run, and what to do instead.
+        reason: String,
+    },
     /// The contract metadata is absent, of an unknown version, or a field is missing or wrong.
     #[error("{path}: contract field `{field}`: {reason}")]
     Contract {

@@ -29,6 +29,7 @@ impl TractEngine {
                 format!("the graph's first input is {graph_input:?}, not {:?}", spec.input.name),
             ));
         }
+        refuse_known_defects(file)?;
         let graph_outputs = file.graph_outputs();
         let expected = spec.expected_outputs();
         let mut roles = vec![None; graph_outputs.len()];
@@ -61,6 +62,31 @@ impl TractEngine {
         let state = TypedSimpleState::new(&plan).map_err(unreadable)?;
         Ok(TractEngine { state, input_shape: spec.input_shape(), roles })
     }
+}
+
+/// Refuses graphs that tract would load but compute wrongly or not at all: QOperator
+/// quantization (`QLinear*` operators), and QDQ graphs whose Softmax output is re-quantized
+/// (tract's result is wrong there; `models/quantize.py --keep-float` avoids it).
+fn refuse_known_defects(file: &ModelFile) -> Result<(), ModelError> {
+    let refuse = |reason: String| ModelError::Unsupported { path: file.path.clone(), engine: "tract", reason };
+    let nodes = file.proto.graph.as_ref().map(|g| g.node.as_slice()).unwrap_or_default();
+    if let Some(node) = nodes.iter().find(|n| n.op_type.starts_with("QLinear")) {
+        return Err(refuse(format!(
+            "{} is QOperator quantization; use --backend ort, or a QDQ or dynamic model",
+            node.op_type
+        )));
+    }
+    let softmax_outputs: Vec<&String> =
+        nodes.iter().filter(|n| n.op_type == "Softmax").flat_map(|n| &n.output).collect();
+    let requantized =
+        nodes.iter().any(|n| n.op_type == "QuantizeLinear" && n.input.iter().any(|i| softmax_outputs.contains(&i)));
+    if requantized {
+        return Err(refuse(
+            "its Softmax output is re-quantized (QDQ); use --backend ort, or quantize with `models/quantize.py --keep-float yes`"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Engine for TractEngine {
