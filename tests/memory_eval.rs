@@ -29,6 +29,20 @@ fn calibrate(model: &Path, memory: &Path) -> Output {
     ])
 }
 
+/// `clipada infer` of one good sample with the default model and `memory`.
+fn infer_good_part_with(memory: &Path) -> Output {
+    let model = common::default_model();
+    let image = common::sample("test/good/000.png");
+    clipada(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--memory",
+        memory.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn calibrated_default_model_passes_good_samples_and_fails_defective_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,16 +77,7 @@ fn memory_made_for_another_model_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let memory = dir.path().join("tiny.memory");
     assert!(calibrate(&common::tiny_model(), &memory).status.success());
-    let model = common::default_model();
-    let image = common::sample("test/good/000.png");
-    let output = clipada(&[
-        "infer",
-        "--model",
-        model.to_str().unwrap(),
-        "--memory",
-        memory.to_str().unwrap(),
-        image.to_str().unwrap(),
-    ]);
+    let output = infer_good_part_with(&memory);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("tiny.memory") && stderr.contains("made for model tiny-clipada"), "{stderr}");
@@ -87,16 +92,7 @@ fn damaged_memory_file_is_refused_naming_it() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&memory, bytes).unwrap();
-    let model = common::default_model();
-    let image = common::sample("test/good/000.png");
-    let output = clipada(&[
-        "infer",
-        "--model",
-        model.to_str().unwrap(),
-        "--memory",
-        memory.to_str().unwrap(),
-        image.to_str().unwrap(),
-    ]);
+    let output = infer_good_part_with(&memory);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("part.memory") && stderr.contains("checksum"), "{stderr}");
