@@ -144,3 +144,38 @@ fn eval_reports_a_missing_mask_by_path() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("ground_truth/dent/000_mask.png"), "{stderr}");
 }
+
+#[test]
+fn text_and_memory_maps_are_fused_by_their_mean() {
+    use clipada::calibration::calibrate;
+    use clipada::model::backend::{Backend, EngineConfig};
+    use clipada::model::{ModelFile, RawOutputs};
+    use clipada::score::Scorer;
+
+    // The tiny CLIP-ADA fixture has both branches. Without refinement every later step
+    // (upsampling, smoothing) is linear, so the fused map must be the mean of the text-only
+    // map and the memory-only map.
+    let file = ModelFile::open(&common::tiny_model()).unwrap();
+    let good: Vec<_> = (0..4).map(|i| common::sample(&format!("train/good/{i:03}.png"))).collect();
+    let tract = EngineConfig { backend: Backend::Tract, ..EngineConfig::default() };
+    let bank = calibrate(&file, &good, 256, true, &tract).unwrap().bank;
+    let golden = common::golden("scratch");
+    let raw: RawOutputs = golden.raw_outputs();
+    let mut memory_only_spec = file.spec.clone();
+    memory_only_spec.outputs.patch_logits = None;
+    let map = |spec, memory| {
+        let mut scorer = Scorer::new(spec, false, memory);
+        let mut raw = raw.clone();
+        if spec.outputs.patch_logits.is_none() {
+            raw.patch_logits = None;
+        }
+        scorer.score(&raw).unwrap();
+        scorer.map().values.to_vec()
+    };
+    let fused = map(&file.spec, Some(bank.clone()));
+    let text = map(&file.spec, None);
+    let memory = map(&memory_only_spec, Some(bank));
+    let mean: Vec<f32> = text.iter().zip(&memory).map(|(t, m)| 0.5 * (t + m)).collect();
+    common::assert_close("fused map", &fused, &mean);
+    assert!(common::max_abs_diff(&text, &memory) > 1e-2, "the two branches differ, so the test can tell");
+}
