@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::memory::coreset::greedy_coreset;
 use crate::memory::MemoryBank;
-use crate::model::backend::{load_engine, EngineConfig};
+use crate::model::backend::{load_engine_logged, EngineConfig};
 use crate::model::{ModelFile, RawOutputs};
 use crate::pipeline::Inspector;
 use crate::score::Scorer;
@@ -52,7 +52,7 @@ pub fn calibrate(
     })?;
     let (layers, patches) = (spec.layer_count(), spec.patch_count());
     let width = layers * dim;
-    let engine = load_engine(model, engine)?.engine;
+    let engine = load_engine_logged(model, engine)?.engine;
     let mut extractor = Inspector::new(spec.clone(), engine, no_refine, None, None);
     let mut outputs: Vec<RawOutputs> = Vec::with_capacity(good.len());
     let mut candidates = Vec::with_capacity(good.len() * patches * width);

@@ -10,7 +10,7 @@ use image::RgbImage;
 
 use crate::memory::file::{self as memory_file, MemoryFileError};
 use crate::memory::MemoryBank;
-use crate::model::backend::{load_engine, EngineConfig, EngineLoadError};
+use crate::model::backend::{load_engine_logged, EngineConfig, EngineLoadError};
 use crate::model::{Engine, EngineError, ModelError, ModelFile, ModelSpec, RawOutputs};
 use crate::preprocess::Preprocessor;
 use crate::score::{AnomalyMap, ScoreError, Scorer};
@@ -129,10 +129,7 @@ impl Inspector {
             }
             None => None,
         };
-        let chosen = load_engine(&file, &options.engine)?;
-        for why in &chosen.skipped {
-            eprintln!("clipada: {why}");
-        }
+        let chosen = load_engine_logged(&file, &options.engine)?;
         let engine_name = chosen.name;
         let mut inspector = Inspector::new(file.spec, chosen.engine, options.no_refine, options.threshold, memory);
         inspector.engine_name = engine_name;

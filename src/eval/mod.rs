@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::calibration::calibrate;
-use crate::model::backend::{load_engine, EngineConfig};
+use crate::model::backend::{load_engine_logged, EngineConfig};
 use crate::model::ModelFile;
 use crate::pipeline::Inspector;
 use crate::score::resample::resample_map;
@@ -147,7 +147,7 @@ fn evaluate_category(
     let tests = test_images(dir)?;
     let show = std::io::stderr().is_terminal();
     let calibration = calibrate(model, &good, options.memory_size, options.no_refine, &options.engine)?;
-    let engine = load_engine(model, &options.engine)?.engine;
+    let engine = load_engine_logged(model, &options.engine)?.engine;
     let mut inspector = Inspector::new(model.spec.clone(), engine, options.no_refine, None, Some(calibration.bank));
 
     let (mut image_scores, mut image_labels) = (Vec::new(), Vec::new());

@@ -144,6 +144,16 @@ pub fn load_engine(file: &ModelFile, config: &EngineConfig) -> Result<ChosenEngi
     Ok(ChosenEngine { engine: Box::new(engine), name: "tract", provider: "cpu", skipped })
 }
 
+/// [`load_engine`], telling stderr why each engine or provider before the chosen one was
+/// skipped (a provider that fails must never fail silently).
+pub fn load_engine_logged(file: &ModelFile, config: &EngineConfig) -> Result<ChosenEngine, EngineLoadError> {
+    let chosen = load_engine(file, config)?;
+    for why in &chosen.skipped {
+        eprintln!("clipada: {why}");
+    }
+    Ok(chosen)
+}
+
 #[cfg(feature = "ort")]
 fn load_ort(file: &ModelFile, config: &EngineConfig) -> Result<ChosenEngine, EngineLoadError> {
     let loaded = super::ort::OrtEngine::load(file, config)?;
