@@ -19,14 +19,9 @@ pub struct ResizeTaps {
 }
 
 impl ResizeTaps {
-    /// Tent-filter taps (half-pixel centres; the tent is widened to the reduction factor when
-    /// reducing, so it anti-aliases), each output's weights summing to 1.
-    pub fn tent(n_in: usize, n_out: usize) -> ResizeTaps {
-        let mut taps = ResizeTaps::default();
-        taps.fill(n_in, n_out);
-        taps
-    }
-
+    /// Fills the tent-filter taps from `n_in` to `n_out` samples (half-pixel centres; the tent
+    /// is widened to the reduction factor when reducing, so it anti-aliases), each output's
+    /// weights summing to 1.
     fn fill(&mut self, n_in: usize, n_out: usize) {
         self.starts.clear();
         self.offsets.clear();
@@ -55,18 +50,13 @@ impl ResizeTaps {
     }
 
     /// Output sample `o`'s first input index and weights.
-    pub fn taps(&self, o: usize) -> (usize, &[f32]) {
+    fn taps(&self, o: usize) -> (usize, &[f32]) {
         (self.starts[o], &self.weights[self.offsets[o]..self.offsets[o + 1]])
     }
 
     /// Number of output samples.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.starts.len()
-    }
-
-    /// True when there are no output samples.
-    pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
     }
 }
 
