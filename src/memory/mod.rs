@@ -6,6 +6,9 @@
 
 pub mod coreset;
 pub mod file;
+pub mod search;
+
+pub use search::NearestSearch;
 
 /// Patch features of good parts, subsampled.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,73 +45,5 @@ impl MemoryBank {
     /// Length of one stored patch's feature vector, `L*D`.
     pub fn width(&self) -> usize {
         self.layers * self.dim
-    }
-}
-
-/// Memory columns compared per matrix product: bounds the similarity tile to `N x TILE`.
-const TILE: usize = 512;
-
-/// Nearest-neighbour search against a memory bank, reusing its buffers.
-#[derive(Debug, Clone, Default)]
-pub struct NearestSearch {
-    /// Query patches, `[N, L*D]`.
-    query: Vec<f32>,
-    /// Similarities of the queries to one tile of memory, `[N, TILE]`.
-    tile: Vec<f32>,
-    best: Vec<f32>,
-}
-
-impl NearestSearch {
-    /// Writes into `out` (`N`) each patch's memory distance. `features` is the model's
-    /// `[L, N, D]` output; memory patches from good image `exclude` are skipped (leave-one-out).
-    pub fn distances(&mut self, bank: &MemoryBank, features: &[f32], exclude: Option<u32>, out: &mut [f32]) {
-        let (l, d, width) = (bank.layers, bank.dim, bank.width());
-        let n = features.len() / width;
-        self.query.resize(n * width, 0.0);
-        for layer in 0..l {
-            for i in 0..n {
-                let from = &features[(layer * n + i) * d..(layer * n + i + 1) * d];
-                self.query[i * width + layer * d..i * width + (layer + 1) * d].copy_from_slice(from);
-            }
-        }
-        self.best.clear();
-        self.best.resize(n, f32::NEG_INFINITY);
-        self.tile.resize(n * TILE, 0.0);
-        for start in (0..bank.len()).step_by(TILE) {
-            let cols = TILE.min(bank.len() - start);
-            let memory = &bank.features[start * width..(start + cols) * width];
-            // SAFETY: the strides describe `query` [n x width], `memory` [cols x width] read
-            // transposed, and `tile` [n x cols] with row stride TILE, all within their lengths.
-            unsafe {
-                matrixmultiply::sgemm(
-                    n,
-                    width,
-                    cols,
-                    1.0,
-                    self.query.as_ptr(),
-                    width as isize,
-                    1,
-                    memory.as_ptr(),
-                    1,
-                    width as isize,
-                    0.0,
-                    self.tile.as_mut_ptr(),
-                    TILE as isize,
-                    1,
-                );
-            }
-            let sources = &bank.sources[start..start + cols];
-            for (best, row) in self.best.iter_mut().zip(self.tile.chunks_exact(TILE)) {
-                for (similarity, source) in row[..cols].iter().zip(sources) {
-                    if *similarity > *best && Some(*source) != exclude {
-                        *best = *similarity;
-                    }
-                }
-            }
-        }
-        let inv_layers = 1.0 / l as f32;
-        for (o, best) in out.iter_mut().zip(&self.best) {
-            *o = 1.0 - best * inv_layers;
-        }
     }
 }

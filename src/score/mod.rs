@@ -46,7 +46,7 @@ pub struct Scorer {
     top_k: f64,
     image_logits_weight: f32,
     refiner: Option<Refiner>,
-    memory: Option<(MemoryBank, NearestSearch)>,
+    memory: Option<NearestSearch>,
     distances: Vec<f32>,
     upsampler: Upsampler,
     smoother: GaussianSmoother,
@@ -68,7 +68,7 @@ impl Scorer {
             top_k: spec.score.top_k,
             image_logits_weight: spec.score.image_logits_weight,
             refiner,
-            memory: memory.map(|bank| (bank, NearestSearch::default())),
+            memory: memory.map(|bank| NearestSearch::new(&bank, spec.patch_count())),
             distances: vec![0.0; spec.patch_count()],
             upsampler: Upsampler::new(spec.grid, size),
             smoother: GaussianSmoother::new(spec.score.sigma, size),
@@ -86,9 +86,9 @@ impl Scorer {
 
     /// Like [`Scorer::score`], ignoring memory patches of good image `exclude` (leave-one-out).
     pub fn score_excluding(&mut self, raw: &RawOutputs, exclude: Option<u32>) -> Result<f32, ScoreError> {
-        if let Some((bank, search)) = &mut self.memory {
+        if let Some(search) = &mut self.memory {
             let features = raw.patch_features.as_deref().ok_or(ScoreError::MissingOutput("patch_features"))?;
-            search.distances(bank, features, exclude, &mut self.distances);
+            search.distances(features, exclude, &mut self.distances);
         }
         match (raw.patch_logits.as_deref(), self.memory.is_some()) {
             (Some(logits), with_memory) => {

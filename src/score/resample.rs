@@ -76,13 +76,16 @@ impl Upsampler {
     }
 }
 
-/// Separable Gaussian blur with replicated edges, reusing one buffer.
+/// Separable Gaussian blur with replicated edges, reusing its buffers.
 #[derive(Debug, Clone)]
 pub struct GaussianSmoother {
     kernel: Vec<f32>,
     height: usize,
     width: usize,
+    /// The map blurred along rows.
     scratch: Vec<f32>,
+    /// One row with `radius` replicated samples on each side.
+    padded: Vec<f32>,
 }
 
 impl GaussianSmoother {
@@ -97,29 +100,32 @@ impl GaussianSmoother {
         } else {
             Vec::new()
         };
-        GaussianSmoother { kernel, height, width, scratch: vec![0.0; height * width] }
+        let padded = vec![0.0; width + kernel.len().saturating_sub(1)];
+        GaussianSmoother { kernel, height, width, scratch: vec![0.0; height * width], padded }
     }
 
-    /// Blurs `map` in place: rows first, then columns.
+    /// Blurs `map` in place: rows first, then columns. Each pass runs tap by tap over whole
+    /// rows, so the inner loops are plain multiply-adds over contiguous memory.
     pub fn run(&mut self, map: &mut [f32]) {
         if self.kernel.is_empty() {
             return;
         }
         let (h, w) = (self.height, self.width);
-        let r = (self.kernel.len() / 2) as isize;
-        let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
-        for y in 0..h {
-            let line = &map[y * w..(y + 1) * w];
-            for x in 0..w {
-                self.scratch[y * w + x] =
-                    self.kernel.iter().enumerate().map(|(k, c)| c * line[clamp(x as isize + k as isize - r, w)]).sum();
+        let r = self.kernel.len() / 2;
+        for (line, out) in map.chunks_exact(w).zip(self.scratch.chunks_exact_mut(w)) {
+            self.padded[..r].fill(line[0]);
+            self.padded[r..r + w].copy_from_slice(line);
+            self.padded[r + w..].fill(line[w - 1]);
+            out.fill(0.0);
+            for (k, c) in self.kernel.iter().enumerate() {
+                out.iter_mut().zip(&self.padded[k..k + w]).for_each(|(o, v)| *o += c * v);
             }
         }
-        for y in 0..h {
-            for x in 0..w {
-                map[y * w + x] = (self.kernel.iter().enumerate())
-                    .map(|(k, c)| c * self.scratch[clamp(y as isize + k as isize - r, h) * w + x])
-                    .sum();
+        for (y, out) in map.chunks_exact_mut(w).enumerate() {
+            out.fill(0.0);
+            for (k, c) in self.kernel.iter().enumerate() {
+                let source = (y + k).saturating_sub(r).min(h - 1);
+                out.iter_mut().zip(&self.scratch[source * w..(source + 1) * w]).for_each(|(o, v)| *o += c * v);
             }
         }
     }
