@@ -3,7 +3,8 @@
 //! Data flows one way (docs/ARCHITECTURE.md): frames ([`source`]) are preprocessed
 //! ([`preprocess`]), run through a model ([`model`]), scored into an anomaly map and score
 //! ([`score`]), judged ([`verdict`]), and handed to sinks ([`sink`]). [`pipeline`] wires one
-//! frame through; [`commands`] are the subcommands, as library functions.
+//! frame through; [`station`] is the inspection loop of a camera station (`clipada run`);
+//! [`commands`] are the subcommands, as library functions.
 
 pub mod calibration;
 pub mod commands;
@@ -15,4 +16,5 @@ pub mod preprocess;
 pub mod score;
 pub mod sink;
 pub mod source;
+pub mod station;
 pub mod verdict;

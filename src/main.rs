@@ -1,12 +1,16 @@
 //! Command line: parses arguments and calls the library.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
 use clipada::calibration::DEFAULT_MEMORY_SIZE;
-use clipada::commands::{bench, calibrate, check, demo, eval, infer};
+use clipada::commands::{bench, calibrate, check, demo, eval, infer, run};
 use clipada::eval::EvalOptions;
 use clipada::model::backend::{Backend, EngineConfig};
 use clipada::pipeline::InspectOptions;
@@ -137,10 +141,17 @@ enum Command {
         #[arg(long, default_value_os_t = demo::default_output_dir())]
         output: PathBuf,
     },
+    /// Run the inspection station: camera or folder in, display, GPIO and logs out, until the
+    /// source ends or SIGTERM/SIGINT.
+    Run {
+        /// The station's TOML configuration (see board/examples).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Runs the command; `Ok(false)` when it completed but some input was not judged.
-fn run(command: Command) -> anyhow::Result<bool> {
+fn dispatch(command: Command) -> anyhow::Result<bool> {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     match command {
         Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, inputs } => {
@@ -167,11 +178,18 @@ fn run(command: Command) -> anyhow::Result<bool> {
         }
         Command::Check { model } => check::check(&model.model, &model.engine(), &mut out).map(|_| true),
         Command::Demo { output } => Ok(demo::demo(&output, &mut out, &mut err)?.complete()),
+        Command::Run { config } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, stop.clone()).context("cannot handle SIGTERM/SIGINT")?;
+            }
+            run::run(&config, stop, &mut out, &mut err).map(|_| true)
+        }
     }
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    match dispatch(Cli::parse().command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
         Err(e) => {

@@ -158,6 +158,14 @@ impl Inspector {
         Ok(Judgement { score, verdict: Verdict::judge(score, self.threshold) })
     }
 
+    /// Never reports anomalies where `mask` is black: the mask (any size, stretched over the
+    /// frame as judged) weights the anomaly map before the image score.
+    pub fn set_ignore_mask(&mut self, mask: &image::GrayImage) {
+        let [h, w] = self.spec.input.size;
+        let resized = image::imageops::resize(mask, w as u32, h as u32, image::imageops::FilterType::Triangle);
+        self.scorer.set_ignore_mask(Some(resized.pixels().map(|p| p.0[0] as f32 / 255.0).collect()));
+    }
+
     /// Stage durations of the last frame.
     pub fn stage_times(&self) -> StageTimes {
         self.times

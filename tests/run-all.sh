@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if ! dpkg -s libclang-dev >/dev/null 2>&1; then
+  echo "== system packages (libclang-dev: the camera's V4L2 bindings are generated at build time)"
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends libclang-dev
+fi
+
 echo "== Python tooling (models/requirements-test.txt into models/.venv)"
 [ -x models/.venv/bin/python ] || python3 -m venv models/.venv
 models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-test.txt

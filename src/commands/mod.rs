@@ -6,3 +6,4 @@ pub mod check;
 pub mod demo;
 pub mod eval;
 pub mod infer;
+pub mod run;

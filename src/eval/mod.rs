@@ -18,7 +18,7 @@ use crate::calibration::calibrate;
 use crate::model::backend::{load_engine_logged, EngineConfig};
 use crate::model::ModelFile;
 use crate::pipeline::Inspector;
-use crate::score::resample::resample_map;
+use crate::score::resample::MapResampler;
 use crate::source::files::{collect_images, load_rgb};
 use metrics::{average_precision, f1_max, roc_auc, ProAccumulator};
 
@@ -154,6 +154,7 @@ fn evaluate_category(
     let (mut pixel_scores, mut pixel_labels) = (Vec::new(), Vec::new());
     let mut pro = ProAccumulator::default();
     let mut full_map = Vec::new();
+    let mut resampler = MapResampler::default();
     let mut elapsed = 0.0;
     for (done, test) in tests.iter().enumerate() {
         if show {
@@ -184,7 +185,7 @@ fn evaluate_category(
             }
             None => vec![false; (frame.width() * frame.height()) as usize],
         };
-        resample_map(inspector.map(), frame.width() as usize, frame.height() as usize, &mut full_map);
+        resampler.run(inspector.map(), frame.width() as usize, frame.height() as usize, &mut full_map);
         image_scores.push(judged.score);
         image_labels.push(test.mask.is_some());
         pixel_scores.extend_from_slice(&full_map);

@@ -21,12 +21,12 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryFileError {
     /// Reading or writing failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The memory file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (not a `source`: the message already says it).
+        error: std::io::Error,
     },
     /// Not a memory file, another version, truncated or corrupted.
     #[error("{path}: {reason}")]
@@ -132,7 +132,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<MemoryBank, MemoryFileErr
 
 /// Reads the memory file at `path`.
 pub fn read(path: &Path) -> Result<MemoryBank, MemoryFileError> {
-    let bytes = std::fs::read(path).map_err(|source| MemoryFileError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| MemoryFileError::Io { path: path.to_path_buf(), error })?;
     from_bytes(path, &bytes)
 }
 
@@ -157,7 +157,7 @@ pub fn check_model(
 
 /// Writes `bank` to `path` atomically: a temporary file beside it, flushed to disk, renamed.
 pub fn write(path: &Path, bank: &MemoryBank) -> Result<(), MemoryFileError> {
-    let io = |source| MemoryFileError::Io { path: path.to_path_buf(), source };
+    let io = |error| MemoryFileError::Io { path: path.to_path_buf(), error };
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".partial");
     let temporary = PathBuf::from(temporary);

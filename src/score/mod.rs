@@ -54,6 +54,8 @@ pub struct Scorer {
     map: Vec<f32>,
     size: [usize; 2],
     ranked: Vec<f32>,
+    /// Per map pixel, 0 (ignored) to 1 (inspected); none: everything is inspected.
+    ignore_mask: Option<Vec<f32>>,
 }
 
 impl Scorer {
@@ -76,7 +78,14 @@ impl Scorer {
             map: vec![0.0; size[0] * size[1]],
             size,
             ranked: vec![0.0; size[0] * size[1]],
+            ignore_mask: None,
         }
+    }
+
+    /// Weights the map by `mask` (`H*W` values in [0, 1] at the model input's resolution,
+    /// 0 = never anomalous) before the image score; none: no mask.
+    pub fn set_ignore_mask(&mut self, mask: Option<Vec<f32>>) {
+        self.ignore_mask = mask.filter(|m| m.len() == self.map.len());
     }
 
     /// Scores one frame's outputs; the map is then available from [`Scorer::map`].
@@ -107,6 +116,9 @@ impl Scorer {
         };
         self.upsampler.run(grid, &mut self.map);
         self.smoother.run(&mut self.map);
+        if let Some(mask) = &self.ignore_mask {
+            self.map.iter_mut().zip(mask).for_each(|(v, m)| *v *= m);
+        }
         let map_score = top_k_mean(&self.map, self.top_k, &mut self.ranked);
         let score = match raw.image_logits.as_deref() {
             Some(&[normal, abnormal]) => {

@@ -28,13 +28,27 @@ impl BilinearTaps {
     }
 }
 
-/// Bilinear resampling of `map` to `width x height` into `out` (e.g. to a frame or mask size).
-pub fn resample_map(map: super::AnomalyMap<'_>, width: usize, height: usize, out: &mut Vec<f32>) {
-    let rows = BilinearTaps::new(map.height, height);
-    let cols = BilinearTaps::new(map.width, width);
-    out.clear();
-    for y in 0..height {
-        out.extend((0..width).map(|x| rows.interpolate(y, |r| cols.interpolate(x, |c| map.values[r * map.width + c]))));
+/// Bilinear resampling of maps to another size (e.g. a frame's or a mask's), keeping its taps
+/// and buffers while the sizes stay the same.
+#[derive(Debug, Clone, Default)]
+pub struct MapResampler {
+    /// `[h, w, H, W]` the taps are for.
+    sizes: [usize; 4],
+    upsampler: Option<Upsampler>,
+}
+
+impl MapResampler {
+    /// Resamples `map` to `width x height` into `out`.
+    pub fn run(&mut self, map: super::AnomalyMap<'_>, width: usize, height: usize, out: &mut Vec<f32>) {
+        let sizes = [map.height, map.width, height, width];
+        if self.sizes != sizes || self.upsampler.is_none() {
+            self.upsampler = Some(Upsampler::new([map.height, map.width], [height, width]));
+            self.sizes = sizes;
+        }
+        out.resize(width * height, 0.0);
+        if let Some(upsampler) = &mut self.upsampler {
+            upsampler.run(map.values, out);
+        }
     }
 }
 

@@ -1,3 +1,6 @@
-//! Results out. Overlay images for now; display, GPIO and logs hang off the same place later.
+//! Results out: overlay images, the station's screen and the framebuffer it is drawn on.
+//! (The station's GPIO lines and logs live in `station`.)
 
+pub mod display;
+pub mod framebuffer;
 pub mod overlay;

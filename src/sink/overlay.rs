@@ -2,6 +2,7 @@
 //! regions at or above the threshold, and a verdict banner with the score, drawn with
 //! embedded-graphics so that the station's display shares the drawing code.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
@@ -12,7 +13,7 @@ use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 use image::RgbImage;
 
-use crate::score::resample::resample_map;
+use crate::score::resample::MapResampler;
 use crate::score::AnomalyMap;
 use crate::verdict::Verdict;
 
@@ -76,6 +77,7 @@ pub struct OverlayRenderer {
     canvas: RgbImage,
     /// The anomaly map resampled to the frame, row-major.
     frame_map: Vec<f32>,
+    resampler: MapResampler,
 }
 
 impl OverlayRenderer {
@@ -88,11 +90,16 @@ impl OverlayRenderer {
         verdict: Verdict,
     ) -> &RgbImage {
         let (w, h) = frame.dimensions();
-        self.canvas.clone_from(frame);
+        if self.canvas.dimensions() == (w, h) {
+            self.canvas.copy_from_slice(frame);
+        } else {
+            self.canvas = frame.clone();
+        }
         let mut canvas = ImageCanvas(&mut self.canvas);
-        let mut banner_text = verdict.label().to_string();
+        let mut banner_text = heapless::String::<32>::new();
+        let _ = banner_text.push_str(verdict.label());
         if let Some((map, score)) = judged {
-            resample_map(map, w as usize, h as usize, &mut self.frame_map);
+            self.resampler.run(map, w as usize, h as usize, &mut self.frame_map);
             let scale = if threshold > 0.0 { 0.5 / threshold } else { 1.0 };
             let heat = frame.pixels().zip(&self.frame_map).map(|(p, &m)| {
                 let t = (m * scale).clamp(0.0, 1.0);
@@ -103,7 +110,7 @@ impl OverlayRenderer {
             });
             let _ = canvas.fill_contiguous(&Rectangle::new(Point::zero(), Size::new(w, h)), heat);
             let _ = canvas.draw_iter(outline(&self.frame_map, w as usize, h as usize, threshold));
-            banner_text = format!("{banner_text} {score:.3}");
+            let _ = write!(banner_text, " {score:.3}");
         }
         let banner = Rectangle::new(Point::zero(), Size::new(w, BANNER_HEIGHT.min(h)));
         let _ = banner.into_styled(PrimitiveStyle::with_fill(banner_colour(verdict))).draw(&mut canvas);

@@ -106,3 +106,25 @@ pub fn copy_into(from: &Path, dir: &Path, name: &str) -> PathBuf {
     std::fs::copy(from, &to).unwrap();
     to
 }
+
+/// Channel difference tolerated against a snapshot: `exp` differs in the last bits between
+/// platforms' maths libraries, which can move a blended channel by one level.
+const SNAPSHOT_CHANNEL_TOLERANCE: u8 = 2;
+
+/// Compares `image` with tests/data/snapshots/`name`, which was inspected by eye when it was
+/// made (regenerate with UPDATE_SNAPSHOTS=1, then look at it): at most 1 pixel in 500 may
+/// differ by more than the channel tolerance.
+pub fn assert_snapshot(name: &str, image: &image::RgbImage) {
+    let path = root().join("tests/data/snapshots").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        image.save(&path).unwrap();
+    }
+    let snapshot = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_rgb8();
+    assert_eq!(snapshot.dimensions(), image.dimensions());
+    let differing = snapshot
+        .pixels()
+        .zip(image.pixels())
+        .filter(|(a, b)| a.0.iter().zip(b.0).any(|(x, y)| x.abs_diff(y) > SNAPSHOT_CHANNEL_TOLERANCE))
+        .count();
+    assert!(differing * 500 <= snapshot.len() / 3, "{differing} pixels differ from {}", path.display());
+}

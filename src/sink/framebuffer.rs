@@ -1,0 +1,284 @@
+//! An embedded-graphics `DrawTarget` over Linux framebuffer memory.
+//!
+//! The target is a framebuffer device (geometry and pixel format from its
+//! `FBIOGET_VSCREENINFO`/`FBIOGET_FSCREENINFO` ioctls) or a plain file used as framebuffer
+//! memory (geometry from the config), which is how it is tested. Drawing goes to a buffer in
+//! the target's pixel format; [`Framebuffer::flush`] writes it to the visible page in one call.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+
+/// Why a framebuffer could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct FramebufferError {
+    /// The device or file.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// Where one colour channel sits in a pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    /// Lowest bit.
+    pub offset: u32,
+    /// Bits.
+    pub length: u32,
+}
+
+/// Size and pixel format of a framebuffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Visible width in pixels.
+    pub width: u32,
+    /// Visible height in pixels.
+    pub height: u32,
+    /// Bytes from one row to the next.
+    pub line_length: u32,
+    /// 16, 24 or 32.
+    pub bits_per_pixel: u32,
+    /// Red channel.
+    pub red: Channel,
+    /// Green channel.
+    pub green: Channel,
+    /// Blue channel.
+    pub blue: Channel,
+    /// Byte offset of the visible page in the memory.
+    pub page_offset: u64,
+}
+
+impl Geometry {
+    /// The usual packed layouts: 16 bits RGB565, 24 bits B,G,R bytes, 32 bits XRGB8888
+    /// (little-endian: B,G,R,X bytes).
+    pub fn packed(width: u32, height: u32, bits_per_pixel: u32) -> Option<Geometry> {
+        let channel = |offset, length| Channel { offset, length };
+        let (red, green, blue) = match bits_per_pixel {
+            16 => (channel(11, 5), channel(5, 6), channel(0, 5)),
+            24 | 32 => (channel(16, 8), channel(8, 8), channel(0, 8)),
+            _ => return None,
+        };
+        Some(Geometry {
+            width,
+            height,
+            line_length: width * bits_per_pixel / 8,
+            bits_per_pixel,
+            red,
+            green,
+            blue,
+            page_offset: 0,
+        })
+    }
+
+    /// Bytes of the visible page.
+    pub fn page_bytes(&self) -> usize {
+        self.line_length as usize * self.height as usize
+    }
+
+    /// `colour` as this format's pixel value.
+    pub fn encode(&self, colour: Rgb888) -> u32 {
+        let put = |value: u8, channel: Channel| (u32::from(value) >> (8 - channel.length.min(8))) << channel.offset;
+        put(colour.r(), self.red) | put(colour.g(), self.green) | put(colour.b(), self.blue)
+    }
+
+    /// The colour of pixel value `value` (channels widened to 8 bits), for reading back.
+    pub fn decode(&self, value: u32) -> Rgb888 {
+        let get = |channel: Channel| {
+            let bits = (value >> channel.offset) & ((1 << channel.length) - 1);
+            (bits << (8 - channel.length.min(8))) as u8
+        };
+        Rgb888::new(get(self.red), get(self.green), get(self.blue))
+    }
+}
+
+/// A framebuffer to draw on.
+pub struct Framebuffer {
+    file: File,
+    path: PathBuf,
+    geometry: Geometry,
+    /// The visible page in the target's pixel format.
+    page: Vec<u8>,
+}
+
+impl Framebuffer {
+    /// Opens a framebuffer device, or a plain file with the given geometry (created or
+    /// resized to fit). Geometry given for a device must match what the device reports.
+    pub fn open(path: &Path, configured: Option<(u32, u32, u32)>) -> Result<Framebuffer, FramebufferError> {
+        use std::os::unix::fs::FileTypeExt;
+        let error = |reason: String| FramebufferError { path: path.to_path_buf(), reason };
+        let is_device = std::fs::metadata(path).map(|m| m.file_type().is_char_device()).unwrap_or(false);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(!is_device)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| error(format!("cannot open: {e}")))?;
+        let geometry = if is_device {
+            let reported = device_geometry(&file).map_err(error)?;
+            if let Some((width, height, bits)) = configured {
+                if (width, height, bits) != (reported.width, reported.height, reported.bits_per_pixel) {
+                    return Err(error(format!(
+                        "the config says {width}x{height} at {bits} bits per pixel, the device is {}x{} at {}",
+                        reported.width, reported.height, reported.bits_per_pixel
+                    )));
+                }
+            }
+            reported
+        } else {
+            let (width, height, bits) = configured.ok_or_else(|| {
+                error(
+                    "not a framebuffer device: give `width`, `height` and `bits_per_pixel` to use it as a plain file"
+                        .into(),
+                )
+            })?;
+            let geometry = Geometry::packed(width, height, bits)
+                .ok_or_else(|| error(format!("{bits} bits per pixel: must be 16, 24 or 32")))?;
+            file.set_len(geometry.page_bytes() as u64).map_err(|e| error(format!("cannot size: {e}")))?;
+            geometry
+        };
+        if geometry.width == 0 || geometry.height == 0 {
+            return Err(error("the framebuffer has no pixels".into()));
+        }
+        Ok(Framebuffer { file, path: path.to_path_buf(), page: vec![0; geometry.page_bytes()], geometry })
+    }
+
+    /// Size and pixel format.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The device or file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes what was drawn to the visible page.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.file.write_all_at(&self.page, self.geometry.page_offset)
+    }
+}
+
+impl OriginDimensions for Framebuffer {
+    fn size(&self) -> Size {
+        Size::new(self.geometry.width, self.geometry.height)
+    }
+}
+
+impl DrawTarget for Framebuffer {
+    type Color = Rgb888;
+    type Error = std::convert::Infallible;
+
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(&mut self, pixels: I) -> Result<(), Self::Error> {
+        let g = self.geometry;
+        let bytes = (g.bits_per_pixel / 8) as usize;
+        for Pixel(point, colour) in pixels {
+            let (Ok(x), Ok(y)) = (u32::try_from(point.x), u32::try_from(point.y)) else { continue };
+            if x < g.width && y < g.height {
+                let at = y as usize * g.line_length as usize + x as usize * bytes;
+                let value = g.encode(colour).to_le_bytes();
+                self.page[at..at + bytes].copy_from_slice(&value[..bytes]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `struct fb_bitfield` of `<linux/fb.h>`.
+#[repr(C)]
+#[allow(dead_code)]
+#[derive(Default, Clone, Copy)]
+struct FbBitfield {
+    offset: u32,
+    length: u32,
+    msb_right: u32,
+}
+
+/// `struct fb_var_screeninfo` of `<linux/fb.h>` (all fields for the layout; some are read).
+#[repr(C)]
+#[allow(dead_code)]
+#[derive(Default)]
+struct FbVarScreeninfo {
+    xres: u32,
+    yres: u32,
+    xres_virtual: u32,
+    yres_virtual: u32,
+    xoffset: u32,
+    yoffset: u32,
+    bits_per_pixel: u32,
+    grayscale: u32,
+    red: FbBitfield,
+    green: FbBitfield,
+    blue: FbBitfield,
+    transp: FbBitfield,
+    nonstd: u32,
+    activate: u32,
+    height: u32,
+    width: u32,
+    accel_flags: u32,
+    timing: [u32; 11],
+    rotate: u32,
+    colorspace: u32,
+    reserved: [u32; 4],
+}
+
+/// `struct fb_fix_screeninfo` of `<linux/fb.h>` (all fields for the layout; one is read).
+#[repr(C)]
+#[allow(dead_code)]
+#[derive(Default)]
+struct FbFixScreeninfo {
+    id: [u8; 16],
+    smem_start: libc::c_ulong,
+    smem_len: u32,
+    kind: u32,
+    type_aux: u32,
+    visual: u32,
+    xpanstep: u16,
+    ypanstep: u16,
+    ywrapstep: u16,
+    line_length: u32,
+    mmio_start: libc::c_ulong,
+    mmio_len: u32,
+    accel: u32,
+    capabilities: u16,
+    reserved: [u16; 2],
+}
+
+const FBIOGET_VSCREENINFO: libc::c_ulong = 0x4600;
+const FBIOGET_FSCREENINFO: libc::c_ulong = 0x4602;
+
+/// Geometry of a framebuffer device from its ioctls.
+fn device_geometry(file: &File) -> Result<Geometry, String> {
+    use std::os::fd::AsRawFd;
+    let mut var = FbVarScreeninfo::default();
+    let mut fix = FbFixScreeninfo::default();
+    // SAFETY: both structs are the kernel's layouts (repr(C)), and live for the calls.
+    let (v, f) = unsafe {
+        (
+            libc::ioctl(file.as_raw_fd(), FBIOGET_VSCREENINFO as _, &mut var as *mut FbVarScreeninfo),
+            libc::ioctl(file.as_raw_fd(), FBIOGET_FSCREENINFO as _, &mut fix as *mut FbFixScreeninfo),
+        )
+    };
+    if v != 0 || f != 0 {
+        return Err(format!("not a framebuffer (ioctl: {})", std::io::Error::last_os_error()));
+    }
+    if ![16, 24, 32].contains(&var.bits_per_pixel) {
+        return Err(format!("{} bits per pixel: only 16, 24 and 32 are supported", var.bits_per_pixel));
+    }
+    let channel = |b: FbBitfield| Channel { offset: b.offset, length: b.length.min(8) };
+    let bytes = var.bits_per_pixel / 8;
+    Ok(Geometry {
+        width: var.xres,
+        height: var.yres,
+        line_length: fix.line_length,
+        bits_per_pixel: var.bits_per_pixel,
+        red: channel(var.red),
+        green: channel(var.green),
+        blue: channel(var.blue),
+        page_offset: u64::from(var.yoffset) * u64::from(fix.line_length) + u64::from(var.xoffset * bytes),
+    })
+}

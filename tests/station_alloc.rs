@@ -1,0 +1,147 @@
+//! After warm-up, the station loop allocates nothing per frame: every allocation in the
+//! process is counted while the loop judges many frames, with a stand-in engine (tract and
+//! ONNX Runtime allocate inside their own runs, which is theirs), a synthetic source (image
+//! decoders allocate), a region of interest, the memory branch, a file framebuffer, the
+//! recording GPIO and the result log. (Saving a failed part encodes PNGs, which allocates:
+//! that happens per failure, not per frame, and is left out here.)
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clipada::memory::MemoryBank;
+use clipada::model::{Engine, EngineError, ModelFile, RawOutputs};
+use clipada::pipeline::Inspector;
+use clipada::sink::framebuffer::Framebuffer;
+use clipada::source::{FrameSource, SourceError};
+use clipada::station::config::{OutputMode, SafeState};
+use clipada::station::gpio::{Output, Recorder, RecordingPin, SignalLines, VerdictLines};
+use clipada::station::log::ResultLog;
+use clipada::station::trigger::Trigger;
+use clipada::station::{Roi, Station, StationParts, Step};
+use clipada::verdict::Verdict;
+use image::RgbImage;
+
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAllocator = CountingAllocator;
+
+/// Outputs that change from frame to frame, so scores (and verdicts) vary.
+struct StandInEngine {
+    calls: u32,
+}
+
+impl Engine for StandInEngine {
+    fn run(&mut self, input: &[f32], out: &mut RawOutputs) -> Result<(), EngineError> {
+        self.calls += 1;
+        let phase = self.calls as f32 * 0.7 + input[0];
+        for buffer in [&mut out.patch_logits, &mut out.image_logits, &mut out.patch_features].into_iter().flatten() {
+            for (i, v) in buffer.iter_mut().enumerate() {
+                *v = (i as f32 * 0.37 + phase).sin();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A moving pattern, drawn into the frame buffer in place.
+struct PatternSource {
+    frame: u32,
+}
+
+impl FrameSource for PatternSource {
+    fn next_frame(&mut self, frame: &mut RgbImage) -> Result<bool, SourceError> {
+        if frame.dimensions() != (320, 240) {
+            *frame = RgbImage::new(320, 240);
+        }
+        self.frame += 1;
+        for (x, y, p) in frame.enumerate_pixels_mut() {
+            let v = ((x + y + self.frame * 7) % 256) as u8;
+            *p = image::Rgb([v, v / 2, 255 - v]);
+        }
+        Ok(true)
+    }
+}
+
+#[test]
+fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = ModelFile::open(&common::tiny_model()).unwrap();
+    let spec = file.spec.clone();
+    let (layers, dim) = (spec.layer_count(), spec.feature_dim.unwrap());
+    let bank = MemoryBank {
+        model_sha256: file.sha256.clone(),
+        model_name: spec.name.clone(),
+        layers,
+        dim,
+        features: (0..300 * layers * dim).map(|i| (i as f32 * 0.11).cos()).collect(),
+        sources: (0..300).map(|i| i / 30).collect(),
+        threshold: None,
+        good_images: 10,
+    };
+    let engine = Box::new(StandInEngine { calls: 0 });
+    let inspector = Inspector::new(spec, engine, false, Some(0.5), Some(bank));
+    let recorder = Recorder::create(&dir.path().join("gpio.log")).unwrap();
+    let pin = |name| Box::new(RecordingPin::new(name, recorder.clone())) as Output;
+    let lines = VerdictLines::new(
+        [pin("pass"), pin("fail"), pin("ready")],
+        false,
+        OutputMode::Level,
+        Duration::from_millis(10),
+        SafeState::default(),
+    );
+    let parts = StationParts {
+        inspector,
+        source: Box::new(PatternSource { frame: 0 }),
+        trigger: Trigger::FreeRun,
+        roi: Some(Roi { x: 10, y: 20, width: 200, height: 180 }),
+        display: Some(Framebuffer::open(&dir.path().join("fb"), Some((160, 120, 32))).unwrap()),
+        lines: SignalLines::new(lines),
+        results: Some(ResultLog::open(&dir.path().join("results.jsonl")).unwrap()),
+        archive: None,
+    };
+    let mut station = Station::new(parts);
+    let stop = AtomicBool::new(false);
+    let mut diagnostics = std::io::sink();
+    for _ in 0..10 {
+        station.step(&stop, &mut diagnostics).unwrap();
+    }
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let mut verdicts = [0usize; 3];
+    for _ in 0..200 {
+        match station.step(&stop, &mut diagnostics).unwrap() {
+            Step::Judged(Verdict::Pass) => verdicts[0] += 1,
+            Step::Judged(Verdict::Fail) => verdicts[1] += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(allocations, 0, "allocations in 200 frames (verdicts pass/fail: {verdicts:?})");
+    // Both verdicts happened, so both paths through the loop were measured.
+    assert!(verdicts[0] > 0 && verdicts[1] > 0, "{verdicts:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap().lines().count(), 210);
+}

@@ -1,0 +1,41 @@
+//! On a board only: the PASS, FAIL and READY lines through the Linux GPIO character device
+//! (this development machine's kernel has no GPIO device or simulator). Run on the board with
+//! the chip and the three output line offsets, with nothing else driving those lines:
+//!
+//! ```sh
+//! CLIPADA_GPIO_CHIP=/dev/gpiochip0 CLIPADA_GPIO_LINES=17,27,22 \
+//!     cargo test --test station_board -- --ignored
+//! ```
+//!
+//! (On a Jetson the offsets of the 40-pin header are in board/<profile>.toml.)
+
+#[cfg(all(feature = "gpio", target_os = "linux"))]
+#[test]
+#[ignore = "needs a GPIO chip: see the file's doc comment"]
+fn chardev_lines_follow_the_verdicts_and_end_in_the_safe_state() {
+    use std::time::Duration;
+
+    use clipada::station::config::{OutputMode, SafeState};
+    use clipada::station::gpio::chardev::ChardevLine;
+    use clipada::station::gpio::{Output, VerdictLines};
+    use clipada::verdict::Verdict;
+    use embedded_hal::digital::InputPin;
+
+    let chip = std::path::PathBuf::from(std::env::var("CLIPADA_GPIO_CHIP").expect("CLIPADA_GPIO_CHIP"));
+    let offsets: Vec<u32> = std::env::var("CLIPADA_GPIO_LINES")
+        .expect("CLIPADA_GPIO_LINES=pass,fail,ready")
+        .split(',')
+        .map(|s| s.trim().parse().expect("line offsets"))
+        .collect();
+    let outputs: [Output; 3] =
+        std::array::from_fn(|i| Box::new(ChardevLine::output(&chip, offsets[i]).unwrap()) as Output);
+    let mut lines =
+        VerdictLines::new(outputs, false, OutputMode::Level, Duration::from_millis(50), SafeState::default());
+    lines.enter_safe_state().unwrap();
+    lines.show(Verdict::Pass).unwrap();
+    lines.show(Verdict::Fail).unwrap();
+    drop(lines);
+    // Released lines keep their last value on most chips: read them back as inputs.
+    let levels: Vec<bool> = offsets.iter().map(|o| ChardevLine::input(&chip, *o).unwrap().is_high().unwrap()).collect();
+    assert_eq!(levels, [false, true, false], "PASS low, FAIL high, READY low after the safe state");
+}

@@ -1,0 +1,304 @@
+//! The station end to end, through the same code `clipada run` uses: a folder of good and
+//! defective sample parts, a plain file as framebuffer, the recording GPIO, the result log and
+//! the failed-parts folder; a source that fails mid-run; SIGTERM.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clipada::source::directory::DirectorySource;
+use clipada::source::{FrameSource, SourceError};
+use clipada::station::config::StationConfig;
+use clipada::station::{Station, StationParts};
+use image::RgbImage;
+
+/// The sample test parts in the order a folder source reads them, and their ground truth.
+const EXPECTED: [&str; 10] = ["fail", "fail", "fail", "fail", "pass", "pass", "pass", "pass", "fail", "fail"];
+
+/// A station config in `dir` over the sample parts; `model` is `default` (with a memory
+/// calibrated from the good samples) or `tiny`.
+fn config(dir: &Path, model: &str, looping: bool) -> PathBuf {
+    let samples = common::sample("");
+    let model_lines = match model {
+        "default" => format!(
+            "path = {:?}\nmemory = {:?}\ncalibrate_from = {:?}\n",
+            common::default_model(),
+            dir.join("part.memory"),
+            samples.join("train/good")
+        ),
+        _ => format!("path = {:?}\n", common::tiny_model()),
+    };
+    let text = format!(
+        r#"
+[model]
+backend = "tract"
+{model_lines}
+[source]
+kind = "directory"
+path = {test:?}
+loop = {looping}
+
+[display]
+kind = "framebuffer"
+device = {fb:?}
+width = 64
+height = 48
+bits_per_pixel = 16
+
+[gpio]
+kind = "recording"
+record = {gpio:?}
+output = "pulse"
+pulse_ms = 15
+
+[log]
+results = {results:?}
+failures_dir = {failures:?}
+"#,
+        test = samples.join("test"),
+        fb = dir.join("fb.raw"),
+        gpio = dir.join("gpio.log"),
+        results = dir.join("results.jsonl"),
+        failures = dir.join("failures"),
+    );
+    let path = dir.join("station.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One recorded GPIO write: time in ms, line, level.
+#[derive(Debug, Clone, PartialEq)]
+struct Level {
+    ms: f64,
+    line: String,
+    high: bool,
+}
+
+fn recorded(dir: &Path) -> Vec<Level> {
+    std::fs::read_to_string(dir.join("gpio.log"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            Level { ms: fields[0].parse().unwrap(), line: fields[1].into(), high: fields[2] == "1" }
+        })
+        .collect()
+}
+
+/// Rising edges of PASS and FAIL (a pulse each), in order: `(line, start ms, length ms)`; the
+/// length is `None` when the line was still high at the end.
+fn pulses(levels: &[Level]) -> Vec<(String, f64, Option<f64>)> {
+    let mut pulses: Vec<(String, f64, Option<f64>)> = Vec::new();
+    let mut state = std::collections::HashMap::new();
+    for level in levels.iter().filter(|l| l.line != "ready") {
+        let before = state.insert(level.line.clone(), level.high);
+        match (before, level.high) {
+            (Some(false), true) => pulses.push((level.line.clone(), level.ms, None)),
+            (Some(true), false) => {
+                if let Some(open) = pulses.iter_mut().rev().find(|p| p.0 == level.line && p.2.is_none()) {
+                    open.2 = Some(level.ms - open.1);
+                }
+            }
+            _ => {}
+        }
+    }
+    pulses
+}
+
+/// The last level of each line.
+fn final_levels(levels: &[Level]) -> [(String, bool); 3] {
+    ["pass", "fail", "ready"]
+        .map(|name| (name.to_string(), levels.iter().rev().find(|l| l.line == name).map(|l| l.high).unwrap()))
+}
+
+fn results(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn replaying_good_and_defective_parts_gives_the_expected_pulses_logs_and_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "default", false);
+    let (mut out, mut diagnostics) = (Vec::new(), Vec::new());
+    let summary =
+        clipada::commands::run::run(&config, Arc::new(AtomicBool::new(false)), &mut out, &mut diagnostics).unwrap();
+    assert_eq!((summary.frames, summary.passed, summary.failed, summary.errors), (10, 4, 6, 0));
+
+    let levels = recorded(dir.path());
+    // The safe state comes first, before any verdict: READY low, PASS low, FAIL asserted.
+    let start: Vec<(&str, bool)> = levels[..3].iter().map(|l| (l.line.as_str(), l.high)).collect();
+    assert_eq!(start, [("ready", false), ("pass", false), ("fail", true)]);
+    let pulses = pulses(&levels);
+    let lines: Vec<&str> = pulses.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(lines, EXPECTED, "one pulse per part, on the line of its ground truth");
+    for (line, _, length) in &pulses[..9] {
+        let length = length.expect("every pulse but the last ends");
+        assert!(length >= 14.5, "{line} pulse of {length} ms, configured 15");
+    }
+    assert_eq!(
+        final_levels(&levels),
+        [("pass".into(), false), ("fail".into(), true), ("ready".into(), false)],
+        "the safe state at exit"
+    );
+
+    let results = results(dir.path());
+    assert_eq!(results.len(), 10);
+    for (i, (record, expected)) in results.iter().zip(EXPECTED).enumerate() {
+        assert_eq!(record["frame"], i as u64 + 1);
+        assert_eq!(record["verdict"], expected);
+        assert!(record["score"].as_f64().unwrap() > 0.0);
+        assert!(record["latency_ms"].as_f64().unwrap() > 0.0);
+        assert!(record["error"].is_null());
+        assert!(record["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let mut saved: Vec<String> = std::fs::read_dir(dir.path().join("failures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    saved.sort();
+    assert_eq!(saved.len(), 12, "frame and overlay of the 6 failed parts: {saved:?}");
+    for frame in [1, 2, 3, 4, 9, 10] {
+        for kind in ["frame", "overlay"] {
+            let wanted = format!("-{frame:08}-{kind}.png");
+            assert!(saved.iter().any(|s| s.ends_with(&wanted)), "{wanted} in {saved:?}");
+        }
+    }
+    let screen = std::fs::read(dir.path().join("fb.raw")).unwrap();
+    assert_eq!(screen.len(), 64 * 48 * 2);
+    // The status bar (bottom row) shows the last verdict's colour, FAIL red, in RGB565.
+    let bottom = u16::from_le_bytes([screen[47 * 128 + 2], screen[47 * 128 + 3]]);
+    assert_eq!(bottom, (210 >> 3) << 11 | (30 >> 2) << 5 | (30 >> 3));
+    assert!(String::from_utf8(out).unwrap().contains("10 frames: 4 pass, 6 fail, 0 error"));
+}
+
+/// A folder source that fails on the given calls, as an unplugged camera would.
+struct Unplugged {
+    inner: DirectorySource,
+    calls: usize,
+    failing: std::ops::Range<usize>,
+}
+
+impl FrameSource for Unplugged {
+    fn next_frame(&mut self, frame: &mut RgbImage) -> Result<bool, SourceError> {
+        self.calls += 1;
+        if self.failing.contains(&self.calls) {
+            return Err(SourceError { origin: "camera 0".into(), reason: "unplugged".into() });
+        }
+        self.inner.next_frame(frame)
+    }
+}
+
+#[test]
+fn a_source_failing_mid_run_gives_errors_and_the_safe_state_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StationConfig::load(&config(dir.path(), "tiny", false)).unwrap();
+    let mut diagnostics = Vec::new();
+    let mut parts = StationParts::from_config(&config, Arc::new(AtomicBool::new(false)), &mut diagnostics).unwrap();
+    let inner = DirectorySource::open(&common::sample("test"), false).unwrap();
+    parts.source = Box::new(Unplugged { inner, calls: 0, failing: 3..5 });
+    let summary = Station::new(parts).run(&AtomicBool::new(false), &mut diagnostics).unwrap();
+    assert_eq!((summary.frames, summary.errors, summary.passed + summary.failed), (12, 2, 10));
+
+    let results = results(dir.path());
+    let verdicts: Vec<&str> = results.iter().map(|r| r["verdict"].as_str().unwrap()).collect();
+    assert_eq!(&verdicts[2..4], ["error", "error"]);
+    assert!(verdicts.iter().enumerate().all(|(i, v)| (*v == "error") == (i == 2 || i == 3)), "{verdicts:?}");
+    assert_eq!(results[2]["error"], "camera 0: unplugged");
+    assert!(results[2]["score"].is_null());
+
+    // READY: low at start, up with the first verdict, down at the first ERROR, up again with
+    // the first verdict after recovery, down at exit; FAIL asserted whenever READY goes down.
+    let levels = recorded(dir.path());
+    let mut ready = Vec::new();
+    for (i, level) in levels.iter().enumerate().filter(|(_, l)| l.line == "ready") {
+        if ready.last() != Some(&level.high) {
+            ready.push(level.high);
+        }
+        if !level.high {
+            // The safe state writes READY, then PASS, then FAIL.
+            let fail = levels[i..].iter().find(|l| l.line == "fail").expect("FAIL written after READY drops");
+            assert!(fail.high, "FAIL asserted with READY low at {} ms", level.ms);
+        }
+    }
+    assert_eq!(ready, [false, true, false, true, false]);
+    let log = String::from_utf8(diagnostics).unwrap();
+    assert!(log.contains("frame 3: ERROR: camera 0: unplugged"), "{log}");
+    assert!(log.contains("source recovered after 2 errors"), "{log}");
+}
+
+#[test]
+fn sigterm_stops_the_station_with_the_lines_in_the_safe_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "tiny", true);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a few verdicts (the folder loops, so it would never end by itself).
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(dir.path().join("results.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 3 {
+        assert!(started.elapsed().as_secs() < 60, "no verdicts");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling a child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("frames:"));
+    let levels = recorded(dir.path());
+    assert_eq!(final_levels(&levels), [("pass".into(), false), ("fail".into(), true), ("ready".into(), false)]);
+    let _ = std::io::stderr().write_all(&output.stderr);
+}
+
+#[test]
+fn a_region_of_interest_outside_the_frame_is_an_error_verdict_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "tiny", false);
+    let text = std::fs::read_to_string(&path).unwrap() + "\n[roi]\nx = 10\ny = 10\nwidth = 4000\nheight = 50\n";
+    std::fs::write(&path, text).unwrap();
+    let summary = clipada::commands::run::run(
+        &path,
+        Arc::new(AtomicBool::new(false)),
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    assert_eq!((summary.frames, summary.errors), (10, 10));
+    let results = results(dir.path());
+    let error = results[0]["error"].as_str().unwrap();
+    assert!(error.starts_with("roi: 4000x50 at (10, 10) does not fit"), "{error}");
+}
+
+#[test]
+fn a_full_disk_drops_logs_and_images_and_says_so_but_inspection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "tiny", false);
+    // Every write to /dev/full fails with ENOSPC, as on a full disk; threshold 0: all FAIL.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&format!("results = {:?}", dir.path().join("results.jsonl")), "results = \"/dev/full\"")
+        .replace("backend = \"tract\"", "backend = \"tract\"\nthreshold = 0.0");
+    std::fs::write(&path, text).unwrap();
+    let config = StationConfig::load(&path).unwrap();
+    let mut diagnostics = Vec::new();
+    let parts = StationParts::from_config(&config, Arc::new(AtomicBool::new(false)), &mut diagnostics).unwrap();
+    // The failed-parts folder disappears after start: saving fails too.
+    let failures = dir.path().join("failures");
+    std::fs::remove_dir_all(&failures).unwrap();
+    std::fs::write(&failures, b"not a folder").unwrap();
+    let summary = Station::new(parts).run(&AtomicBool::new(false), &mut diagnostics).unwrap();
+    assert_eq!((summary.frames, summary.failed), (10, 10));
+    assert_eq!((summary.log_failures, summary.images_dropped), (10, 10));
+    let log = String::from_utf8(diagnostics).unwrap();
+    assert!(log.contains("result log: /dev/full: cannot append"), "{log}");
+    assert!(log.contains("failed part 1 not saved"), "{log}");
+    let pulses = pulses(&recorded(dir.path()));
+    assert_eq!(pulses.len(), 10, "every part still signalled");
+}
