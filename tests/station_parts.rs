@@ -356,3 +356,22 @@ fn the_ignore_mask_silences_the_map_where_it_is_black() {
         assert!(row[width / 2 + 1..].iter().all(|v| *v > 0.0));
     }
 }
+
+#[test]
+fn every_shipped_station_config_parses() {
+    let mut checked = Vec::new();
+    for dir in ["board", "board/examples"] {
+        for entry in std::fs::read_dir(common::root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                StationConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        ["jetson-orin-nano.toml", "jetson-xavier-nx.toml", "raspberry-pi-5.toml", "replay.toml", "station.toml"]
+    );
+}

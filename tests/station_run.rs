@@ -231,17 +231,32 @@ fn a_source_failing_mid_run_gives_errors_and_the_safe_state_then_recovers() {
 }
 
 #[test]
-fn sigterm_stops_the_station_with_the_lines_in_the_safe_state() {
+fn under_systemd_it_reports_ready_heartbeats_and_sigterm_stops_it_in_the_safe_state() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "tiny", true);
+    // The service manager's side of sd_notify: a datagram socket the station reports to.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
         .args(["run", "--config"])
         .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "100000")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for a few verdicts (the folder loops, so it would never end by itself).
+    let mut buffer = [0u8; 64];
+    let mut receive = || {
+        let n = notify.recv(&mut buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    assert_eq!(receive(), "READY=1");
+    // The folder loops, so the station never ends by itself: wait for heartbeats and verdicts.
+    for _ in 0..3 {
+        assert_eq!(receive(), "WATCHDOG=1");
+    }
     let started = std::time::Instant::now();
     while std::fs::read_to_string(dir.path().join("results.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 3 {
         assert!(started.elapsed().as_secs() < 60, "no verdicts");
@@ -252,6 +267,11 @@ fn sigterm_stops_the_station_with_the_lines_in_the_safe_state() {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("frames:"));
+    let mut last = receive();
+    while last == "WATCHDOG=1" {
+        last = receive();
+    }
+    assert_eq!(last, "STOPPING=1");
     let levels = recorded(dir.path());
     assert_eq!(final_levels(&levels), [("pass".into(), false), ("fail".into(), true), ("ready".into(), false)]);
     let _ = std::io::stderr().write_all(&output.stderr);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::station::config::StationConfig;
+use crate::station::watchdog::Notifier;
 use crate::station::{RunSummary, Station, StationParts};
 
 /// Loads `config`, builds the station and runs it until the source is exhausted or `stop` is
@@ -22,6 +23,10 @@ pub fn run(
     let config = StationConfig::load(config)?;
     let parts = StationParts::from_config(&config, stop.clone(), diagnostics)?;
     let mut station = Station::new(parts);
+    match Notifier::from_env() {
+        Ok(notifier) => station.supervised_by(notifier),
+        Err(e) => writeln!(diagnostics, "clipada: {e}: not reporting to systemd").context("stderr")?,
+    }
     let summary = station.run(&stop, diagnostics)?;
     writeln!(
         out,

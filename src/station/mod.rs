@@ -9,6 +9,9 @@
 //! A frame that cannot be had or judged is an ERROR verdict, never a PASS. Logs and saved
 //! images failing (full disk) are reported and counted; inspection goes on.
 //!
+//! Under systemd the loop reports readiness after the safe state is set and sends watchdog
+//! heartbeats while it runs ([`watchdog`]), so a hung loop is restarted.
+//!
 //! After warm-up the loop allocates nothing per frame for the parts this crate owns (a test
 //! counts allocations): buffers are reused, fixed-capacity `heapless` state holds the recent
 //! results and text. What allocates inside an engine (tract, ONNX Runtime), an image decoder
@@ -18,6 +21,7 @@ pub mod config;
 pub mod gpio;
 pub mod log;
 pub mod trigger;
+pub mod watchdog;
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
@@ -40,6 +44,7 @@ use config::{DisplayKind, GpioKind, SourceKind, SourceSection, StationConfig, Tr
 use gpio::{Output, Recorder, RecordingPin, SignalLines, VerdictLines};
 use log::{rfc3339, FailureArchive, ResultLog, ResultRecord};
 use trigger::{EdgeDetector, Fired, Trigger};
+use watchdog::Notifier;
 
 /// Recent verdicts kept for the frame rate.
 const RECENT: usize = 32;
@@ -122,6 +127,8 @@ pub struct Station {
     /// ERROR verdicts in a row from the source, to report its recovery.
     source_errors_in_row: u64,
     started: bool,
+    /// systemd notifications (readiness, watchdog heartbeats), when supervised.
+    notifier: Option<Notifier>,
 }
 
 impl Station {
@@ -139,12 +146,21 @@ impl Station {
             recent: heapless::HistoryBuf::new(),
             source_errors_in_row: 0,
             started: false,
+            notifier: None,
         }
+    }
+
+    /// Reports readiness, heartbeats from the loop and stopping to the service manager.
+    pub fn supervised_by(&mut self, notifier: Notifier) {
+        self.notifier = Some(notifier);
     }
 
     /// Runs until the source is exhausted or `stop` is set; the lines end in the safe state.
     pub fn run(&mut self, stop: &AtomicBool, diagnostics: &mut dyn Write) -> anyhow::Result<RunSummary> {
         while let Step::Judged(_) = self.step(stop, diagnostics)? {}
+        if let Some(notifier) = &mut self.notifier {
+            notifier.stopping();
+        }
         self.parts.lines.enter_safe_state().context("cannot leave the GPIO lines in the safe state")?;
         Ok(self.summary)
     }
@@ -160,8 +176,16 @@ impl Station {
         if !self.started {
             self.parts.lines.enter_safe_state().context("cannot put the GPIO lines in the safe state")?;
             self.started = true;
+            if let Some(notifier) = &mut self.notifier {
+                notifier.ready();
+            }
         }
-        let fired = self.parts.trigger.wait(stop);
+        let notifier = &mut self.notifier;
+        let fired = self.parts.trigger.wait(stop, &mut || {
+            if let Some(notifier) = notifier.as_mut() {
+                notifier.heartbeat();
+            }
+        });
         let triggered = match fired {
             Ok(Fired::At(at)) => at,
             Ok(Fired::Stop) => return Ok(Step::Stopped),

@@ -88,13 +88,15 @@ impl EdgeDetector {
 }
 
 impl Trigger {
-    /// Waits for the next trigger, or a stop request.
-    pub fn wait(&mut self, stop: &AtomicBool) -> Result<Fired, GpioError> {
+    /// Waits for the next trigger, or a stop request; `idle` is called at least every
+    /// [`STOP_CHECK`] while waiting (the station sends its watchdog heartbeat there).
+    pub fn wait(&mut self, stop: &AtomicBool, idle: &mut dyn FnMut()) -> Result<Fired, GpioError> {
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) {
                 return Ok(Fired::Stop);
             }
+            idle();
             match self {
                 Trigger::FreeRun => return Ok(Fired::At(now)),
                 Trigger::Interval { period, next } => {

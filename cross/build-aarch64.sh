@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The container-free aarch64 build (what `cross build` does in a container, done on the host):
+# installs the cross toolchain and qemu, builds the aarch64 release binary at
+# target/aarch64-unknown-linux-gnu/release/clipada, runs the emulable part of the test suite
+# under qemu-aarch64, and checks that `clipada infer` on the fixture models gives the same
+# JSON (scores within 1e-4) as the x86 build, on tract and on ONNX Runtime's aarch64 library.
+#
+#   bash cross/build-aarch64.sh            # everything
+#   bash cross/build-aarch64.sh --build    # install and build only
+#
+# Needs Debian bookworm (or later) with apt, run as root or with sudo; the x86 reference
+# binary (target/debug/clipada) and models/.venv come from tests/run-all.sh, which calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=aarch64-unknown-linux-gnu
+out=target/$target/release
+sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+
+echo "== aarch64 toolchain and qemu"
+dpkg --print-foreign-architectures | grep -qx arm64 || $sudo dpkg --add-architecture arm64
+missing=()
+for package in gcc-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev libc6:arm64 libstdc++6:arm64 linux-libc-dev:arm64; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# ONNX Runtime's aarch64 library crashes qemu 7.2 (bookworm's) reading /proc/cpuinfo; qemu 10
+# from bookworm-backports runs it.
+if ! qemu-aarch64 --version 2>/dev/null | grep -qE 'version (9|[1-9][0-9])\.'; then
+  if ! apt-cache policy | grep -q bookworm-backports; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
+      $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+    $sudo apt-get update -qq
+  fi
+  $sudo apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-user
+fi
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+# With multiarch libc6:arm64 the loader is at /lib/ld-linux-aarch64.so.1 already; a
+# QEMU_LD_PREFIX would make threaded programs hang.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64
+unset QEMU_LD_PREFIX
+
+echo "== aarch64 release build"
+cargo build --release --locked --target "$target"
+file "$out/clipada" | grep -q 'ARM aarch64' || { echo "not an aarch64 binary: $out/clipada"; exit 1; }
+[ "${1:-}" = --build ] && exit 0
+
+echo "== ONNX Runtime's aarch64 library (the pinned wheel for manylinux aarch64)"
+py=models/.venv/bin/python
+version=$($py -c 'import onnxruntime; print(onnxruntime.__version__)')
+ort_dir=target/onnxruntime-aarch64-$version
+if [ ! -f "$ort_dir/libonnxruntime.so" ]; then
+  rm -rf "$ort_dir" && mkdir -p "$ort_dir"
+  $py -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_aarch64 --python-version 3.11 "onnxruntime==$version" -d "$ort_dir"
+  $py - "$ort_dir" <<'PY'
+import pathlib, sys, zipfile
+folder = pathlib.Path(sys.argv[1])
+wheel = next(folder.glob("onnxruntime-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if "/capi/libonnxruntime.so" in n)
+    (folder / "libonnxruntime.so").write_bytes(z.read(name))
+PY
+fi
+ort_aarch64=$PWD/$ort_dir/libonnxruntime.so
+
+echo "== the test suite under qemu-aarch64"
+# Left out under emulation: infer_cli and the systemd/SIGTERM test spawn the binary directly (that
+# needs binfmt_misc, which these machines do not register); memory_eval and quantized are
+# the slowest (minutes emulated) and exercise no code that differs by architecture beyond
+# what goldens, station_run and the unit tests (the NEON search kernel) cover.
+ORT_DYLIB_PATH=$ort_aarch64 cargo test --release --locked --target "$target" \
+  --lib --test contract --test goldens --test metrics --test overlay --test ort_engine \
+  --test station_parts --test station_run --test station_alloc -- --skip under_systemd
+
+echo "== clipada infer: aarch64 (qemu) against x86, tract and ONNX Runtime"
+x86=target/debug/clipada
+[ -x "$x86" ] || cargo build --locked
+x86_ort=$($py -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+$x86 calibrate --backend tract --model models/default/efficientnet-lite0.onnx \
+  --good models/samples/part/train/good --out "$work/part.memory" >/dev/null
+images=models/samples/part/test
+for backend in tract ort; do
+  for model in tiny default; do
+    case $model in
+      tiny) args=(--model models/fixtures/tiny-clipada.onnx) ;;
+      default) args=(--model models/default/efficientnet-lite0.onnx --memory "$work/part.memory") ;;
+    esac
+    ORT_DYLIB_PATH=$x86_ort $x86 infer --json --backend $backend "${args[@]}" $images >"$work/x86.jsonl" 2>/dev/null
+    ORT_DYLIB_PATH=$ort_aarch64 qemu-aarch64 "$out/clipada" infer --json --backend $backend "${args[@]}" $images \
+      >"$work/aarch64.jsonl" 2>"$work/aarch64.err" || { cat "$work/aarch64.err"; exit 1; }
+    $py - "$work/x86.jsonl" "$work/aarch64.jsonl" "$backend $model" <<'PY'
+import json, sys
+x86, arm = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+assert len(x86) == len(arm) == 10, (len(x86), len(arm))
+worst = 0.0
+for a, b in zip(x86, arm):
+    assert a["path"] == b["path"] and a["verdict"] == b["verdict"], (a, b)
+    worst = max(worst, abs(a["score"] - b["score"]))
+assert worst <= 1e-4, f"{sys.argv[3]}: scores differ by {worst}"
+print(f"{sys.argv[3]}: {len(arm)} images, same verdicts, largest score difference {worst:.2e}")
+PY
+  done
+done

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The arm64 Debian package, from the container-free build's binary (cross/build-aarch64.sh):
+#   bash cross/package-deb.sh           # builds target/debian/clipada_<version>_arm64.deb
+#   bash cross/package-deb.sh --check   # and checks its contents and its service unit
+# Contents: the binary, the systemd unit, the udev rules, the default config (a conffile),
+# the board profiles, the default model, /etc/default/clipada; maintainer scripts from board/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=target/aarch64-unknown-linux-gnu/release/clipada
+[ -x "$binary" ] || { echo "$binary missing: run cross/build-aarch64.sh first" >&2; exit 1; }
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+# The newest glibc symbol version the binary needs is the libc6 it depends on.
+glibc=$(aarch64-linux-gnu-objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+install -D -m 0755 "$binary" "$stage/usr/bin/clipada"
+aarch64-linux-gnu-strip "$stage/usr/bin/clipada"
+install -D -m 0644 board/clipada.service "$stage/lib/systemd/system/clipada.service"
+install -D -m 0644 board/99-clipada.rules "$stage/lib/udev/rules.d/99-clipada.rules"
+install -D -m 0644 board/station.toml "$stage/etc/clipada/station.toml"
+install -D -m 0644 board/clipada.default "$stage/etc/default/clipada"
+install -D -m 0644 models/default/efficientnet-lite0.onnx "$stage/usr/share/clipada/models/efficientnet-lite0.onnx"
+for profile in board/*.toml; do install -D -m 0644 "$profile" "$stage/usr/share/clipada/board/$(basename "$profile")"; done
+install -D -m 0644 README.md "$stage/usr/share/doc/clipada/README.md"
+install -d "$stage/DEBIAN"
+install -m 0755 board/postinst board/prerm "$stage/DEBIAN/"
+printf '/etc/clipada/station.toml\n/etc/default/clipada\n' >"$stage/DEBIAN/conffiles"
+cat >"$stage/DEBIAN/control" <<CONTROL
+Package: clipada
+Version: $version
+Architecture: arm64
+Maintainer: clipada developers <dev@clipada.invalid>
+Depends: libc6 (>= $glibc), passwd, udev
+Recommends: systemd
+Section: misc
+Priority: optional
+Installed-Size: $(du -sk "$stage" --exclude=DEBIAN | cut -f1)
+Homepage: https://github.com/clipada/clipada
+Description: visual-inspection station running CLIP-ADA anomaly detection
+ Judges each camera frame PASS or FAIL with a CLIP-ADA (or feature-memory) ONNX model on
+ ONNX Runtime (TensorRT, CUDA, CPU) or tract, shows the anomaly overlay on the attached
+ display and signals the verdict on GPIO lines; runs as the clipada systemd service.
+CONTROL
+mkdir -p target/debian
+deb=target/debian/clipada_${version}_arm64.deb
+dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+echo "built $deb (libc6 >= $glibc)"
+[ "${1:-}" = --check ] || exit 0
+
+echo "== checking $deb"
+dpkg-deb -c "$deb" | awk '{print $6}' | sort >"$stage/contents"
+for wanted in ./usr/bin/clipada ./lib/systemd/system/clipada.service ./lib/udev/rules.d/99-clipada.rules \
+  ./etc/clipada/station.toml ./etc/default/clipada ./usr/share/clipada/models/efficientnet-lite0.onnx \
+  ./usr/share/clipada/board/jetson-orin-nano.toml ./usr/share/clipada/board/jetson-xavier-nx.toml \
+  ./usr/share/clipada/board/raspberry-pi-5.toml; do
+  grep -qx "$wanted" "$stage/contents" || { echo "missing from the package: $wanted" >&2; exit 1; }
+done
+[ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ] || { echo "not an arm64 package" >&2; exit 1; }
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/clipada >"$stage/clipada"
+file "$stage/clipada" | grep -q 'ARM aarch64' || { echo "the packaged binary is not aarch64" >&2; exit 1; }
+# The unit as packaged, checked by systemd itself; ExecStart pointed at the packaged binary
+# (systemd-analyze checks that it exists), the user and groups taken as the package makes them.
+unit_dir=$(mktemp -d)
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/clipada.service |
+  sed "s|^ExecStart=/usr/bin/clipada|ExecStart=$stage/clipada|" >"$unit_dir/clipada.service"
+verify=$(systemd-analyze verify --man=no "$unit_dir/clipada.service" 2>&1 || true)
+rm -rf "$unit_dir"
+if [ -n "$verify" ]; then
+  echo "systemd-analyze verify: $verify" >&2
+  exit 1
+fi
+echo "contents, architecture and service unit ok"
