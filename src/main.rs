@@ -63,6 +63,9 @@ enum Command {
         /// Write one overlay PNG per input here.
         #[arg(long)]
         overlay_dir: Option<PathBuf>,
+        /// Write each judged input's anomaly map (model input resolution, float32) here as .npy.
+        #[arg(long)]
+        maps_dir: Option<PathBuf>,
         /// Image files or directories (searched recursively for png, jpg, jpeg, bmp).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -154,9 +157,9 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<bool> {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     match command {
-        Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, inputs } => {
+        Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, maps_dir, inputs } => {
             let inspect = InspectOptions { no_refine, threshold, memory, engine: model.engine() };
-            let options = infer::InferOptions { model: model.model, inspect, json, overlay_dir, inputs };
+            let options = infer::InferOptions { model: model.model, inspect, json, overlay_dir, maps_dir, inputs };
             Ok(infer::infer(&options, &mut out, &mut err)?.complete())
         }
         Command::Calibrate { model, good, out: file, memory_size, no_refine } => {

@@ -102,3 +102,31 @@ fn directories_are_searched_recursively_and_overlays_written_per_input() {
         assert_eq!(overlay.width(), 160, "overlay keeps the frame size");
     }
 }
+
+#[test]
+fn maps_written_as_npy_match_the_reference_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = common::golden("scratch");
+    let image = common::root().join(&golden.image);
+    let model = common::tiny_model();
+    let maps = dir.path().join("maps");
+    let output = clipada(
+        &["infer", "--json", "--model", model.to_str().unwrap(), "--maps-dir", maps.to_str().unwrap()],
+        &[&image],
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let line = &json_lines(&output)[0];
+    let path = line["map"].as_str().unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    // NumPy format 1.0: magic, version, header length, a Python dict literal, then the data.
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + header_len) % 64, 0, "data aligned to 64 bytes");
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    let shape = &golden.refined.map.shape;
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
+    assert!(header.contains(&format!("'shape': ({}, {})", shape[0], shape[1])), "{header}");
+    let values: Vec<f32> =
+        bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    common::assert_close("map from --maps-dir", &values, &golden.refined.map.data);
+}

@@ -48,6 +48,7 @@ pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> 
         inspect: InspectOptions { memory: Some(memory), ..InspectOptions::default() },
         json: false,
         overlay_dir: Some(overlay_dir.clone()),
+        maps_dir: None,
         inputs: vec![default_samples().join("test")],
     };
     let summary = infer(&options, out, diagnostics)?;

@@ -1,4 +1,5 @@
-//! `clipada infer`: judge image files, print one result per image, optionally write overlays.
+//! `clipada infer`: judge image files, print one result per image, optionally write overlays
+//! and anomaly maps.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::pipeline::{InspectOptions, Inspector};
+use crate::sink::npy::write_npy_atomic;
 use crate::sink::overlay::{write_png_atomic, OverlayRenderer};
 use crate::source::files::{collect_images, load_rgb, ImageInput};
 use crate::verdict::Verdict;
@@ -23,6 +25,8 @@ pub struct InferOptions {
     pub json: bool,
     /// Where to write one overlay PNG per input, if anywhere.
     pub overlay_dir: Option<PathBuf>,
+    /// Where to write each judged input's anomaly map (model input resolution) as `.npy`.
+    pub maps_dir: Option<PathBuf>,
     /// Image files and directories.
     pub inputs: Vec<PathBuf>,
 }
@@ -36,7 +40,7 @@ pub struct InferSummary {
     pub failed: usize,
     /// Images that could not be judged (verdict error).
     pub errors: usize,
-    /// Judged images whose overlay could not be written.
+    /// Judged images whose overlay or map could not be written.
     pub overlay_failures: usize,
 }
 
@@ -58,6 +62,8 @@ struct ResultLine<'a> {
     elapsed_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     overlay: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map: Option<PathBuf>,
 }
 
 /// Judges every image under `options.inputs`, writing result lines to `out` and problems to
@@ -70,13 +76,15 @@ pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn 
     let mut renderer = OverlayRenderer::default();
     let mut summary = InferSummary::default();
     for input in collect_images(&options.inputs) {
-        let line = judge_one(&mut inspector, &mut renderer, &input, options.overlay_dir.as_deref(), diagnostics);
+        let line = judge_one(&mut inspector, &mut renderer, &input, options, diagnostics);
         match line.verdict {
             Verdict::Pass => summary.passed += 1,
             Verdict::Fail => summary.failed += 1,
             Verdict::Error => summary.errors += 1,
         }
-        if options.overlay_dir.is_some() && line.overlay.is_none() && line.error.is_none() {
+        let overlay_missing = options.overlay_dir.is_some() && line.overlay.is_none();
+        let map_missing = options.maps_dir.is_some() && line.map.is_none();
+        if (overlay_missing || map_missing) && line.error.is_none() {
             summary.overlay_failures += 1;
         }
         if options.json {
@@ -97,7 +105,7 @@ fn judge_one<'a>(
     inspector: &mut Inspector,
     renderer: &mut OverlayRenderer,
     input: &'a ImageInput,
-    overlay_dir: Option<&Path>,
+    options: &InferOptions,
     diagnostics: &mut dyn Write,
 ) -> ResultLine<'a> {
     let started = Instant::now();
@@ -111,6 +119,7 @@ fn judge_one<'a>(
                 error: Some(format!("{e:#}")),
                 elapsed_ms: elapsed_ms(started),
                 overlay: None,
+                map: None,
             }
         }
     };
@@ -120,7 +129,7 @@ fn judge_one<'a>(
         Ok(j) => (Some(j.score), j.verdict, None),
         Err(e) => (None, Verdict::Error, Some(e.to_string())),
     };
-    let overlay = overlay_dir.and_then(|dir| {
+    let overlay = options.overlay_dir.as_deref().and_then(|dir| {
         let path = dir.join(&input.relative).with_extension("png");
         let drawn = renderer.render(&frame, score.map(|s| (inspector.map(), s)), inspector.threshold(), verdict);
         match write_png_atomic(&path, drawn) {
@@ -131,7 +140,17 @@ fn judge_one<'a>(
             }
         }
     });
-    ResultLine { path: &input.path, score, verdict, error, elapsed_ms: elapsed, overlay }
+    let map = options.maps_dir.as_deref().filter(|_| score.is_some()).and_then(|dir| {
+        let path = dir.join(&input.relative).with_extension("npy");
+        match write_npy_atomic(&path, inspector.map()) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                let _ = writeln!(diagnostics, "clipada: map not written: {e:#}");
+                None
+            }
+        }
+    });
+    ResultLine { path: &input.path, score, verdict, error, elapsed_ms: elapsed, overlay, map }
 }
 
 fn elapsed_ms(started: Instant) -> f64 {

@@ -1,0 +1,41 @@
+//! Anomaly maps as NumPy `.npy` files (format 1.0, little-endian float32, C order), for
+//! integrators who analyse maps themselves and for comparing the runtime with the Python
+//! training code.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::score::AnomalyMap;
+
+/// The `.npy` bytes of `map`: magic, version 1.0, header padded to a multiple of 64, data.
+pub fn npy_bytes(map: AnomalyMap<'_>) -> Vec<u8> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", map.height, map.width).into_bytes();
+    // 6 magic + 2 version + 2 length bytes, the header, a newline: a multiple of 64 in all.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + map.values.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    bytes.extend(map.values.iter().flat_map(|v| v.to_le_bytes()));
+    bytes
+}
+
+/// Writes `map` to `path` as `.npy`, through a temporary file renamed into place.
+pub fn write_npy_atomic(path: &Path, map: AnomalyMap<'_>) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let temporary = path.with_extension("npy.partial");
+    let written = std::fs::File::create(&temporary)
+        .and_then(|mut f| f.write_all(&npy_bytes(map)))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.with_context(|| format!("{}: cannot write", path.display()))
+}
