@@ -12,6 +12,7 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 # The newest glibc symbol version the binary needs is the libc6 it depends on.
 glibc=$(aarch64-linux-gnu-objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
 stage=$(mktemp -d)
+chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$binary" "$stage/usr/bin/clipada"
 aarch64-linux-gnu-strip "$stage/usr/bin/clipada"
@@ -35,7 +36,6 @@ Recommends: systemd
 Section: misc
 Priority: optional
 Installed-Size: $(du -sk "$stage" --exclude=DEBIAN | cut -f1)
-Homepage: https://github.com/clipada/clipada
 Description: visual-inspection station running CLIP-ADA anomaly detection
  Judges each camera frame PASS or FAIL with a CLIP-ADA (or feature-memory) ONNX model on
  ONNX Runtime (TensorRT, CUDA, CPU) or tract, shows the anomaly overlay on the attached
@@ -57,6 +57,7 @@ for wanted in ./usr/bin/clipada ./lib/systemd/system/clipada.service ./lib/udev/
 done
 [ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ] || { echo "not an arm64 package" >&2; exit 1; }
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/clipada >"$stage/clipada"
+chmod +x "$stage/clipada"
 file "$stage/clipada" | grep -q 'ARM aarch64' || { echo "the packaged binary is not aarch64" >&2; exit 1; }
 # The unit as packaged, checked by systemd itself; ExecStart pointed at the packaged binary
 # (systemd-analyze checks that it exists), the user and groups taken as the package makes them.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what it needs, then runs the numpy
 # reference's own tests, checks that the committed fixture and goldens are what the scripts
-# make, formatting and lint, and cargo's tests. CI (.ci/run) runs exactly this.
+# make, formatting and lint, cargo's tests, and the aarch64 build (tests under qemu, outputs
+# against x86) and its .deb. CI (.ci/run) runs exactly this. The training tests, which need
+# PyTorch (about 5 GB), are separate: bash models/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,3 +36,7 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --no-default-features --all-targets -- -D warnings
 cargo test --locked --lib --bins --tests
+
+echo "== aarch64: container-free cross build, tests under qemu, outputs against x86; the .deb"
+bash cross/build-aarch64.sh
+bash cross/package-deb.sh --check

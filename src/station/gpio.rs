@@ -128,11 +128,6 @@ impl VerdictLines {
         results.into_iter().collect()
     }
 
-    /// True while in the safe state (after start-up or an ERROR, until the next verdict).
-    pub fn in_safe_state(&self) -> bool {
-        self.in_safe_state
-    }
-
     /// Shows one verdict. PASS/FAIL leave the safe state (PASS and FAIL cleared, READY
     /// asserted) and assert their line (level: until the next verdict; pulse: for the pulse
     /// length; a running pulse is ended first); ERROR enters the safe state.
