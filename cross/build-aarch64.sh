@@ -78,7 +78,7 @@ if ! "$out/clipada" --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     >/proc/sys/fs/binfmt_misc/register 2>/dev/null || true
 fi
 # Left out under emulation, the slowest (minutes emulated): memory_eval, quantized and the
-# station replay with the default model (it calibrates first). The architecture-specific code
+# station replays with the default model (they calibrate first). The architecture-specific code
 # they run (tract's kernels, the NEON nearest-patch kernel, calibration) is covered by the
 # goldens, the unit tests, and the comparison with the x86 build below, which judges the
 # sample parts with the default model and a memory.
@@ -86,10 +86,10 @@ tests=(--lib --test contract --test goldens --test metrics --test overlay --test
   --test station_parts --test station_run --test station_alloc)
 if "$out/clipada" --version >/dev/null 2>&1; then
   tests+=(--test infer_cli)
-  skip=(--skip replaying_good_and_defective_parts)
+  skip=(--skip replay)
 else
   echo "(no binfmt_misc for aarch64: the tests that start the binary are skipped)"
-  skip=(--skip replaying_good_and_defective_parts --skip cli_exits_1 --skip under_systemd
+  skip=(--skip replay --skip cli_exits_1 --skip under_systemd
     --skip missing_library_falls_back --skip check_command_names)
 fi
 ORT_DYLIB_PATH=$ort_aarch64 cargo test --release --locked --target "$target" "${tests[@]}" -- "${skip[@]}"

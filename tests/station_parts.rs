@@ -375,3 +375,24 @@ fn every_shipped_station_config_parses() {
         ["jetson-orin-nano.toml", "jetson-xavier-nx.toml", "raspberry-pi-5.toml", "replay.toml", "station.toml"]
     );
 }
+
+#[test]
+fn the_interval_trigger_keeps_its_schedule_and_stops_on_request() {
+    use clipada::station::trigger::{Fired, Trigger};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut trigger = Trigger::Interval { period: Duration::from_millis(30), next: None };
+    let stop = AtomicBool::new(false);
+    let mut fired = Vec::new();
+    for _ in 0..4 {
+        match trigger.wait(&stop, &mut || {}).unwrap() {
+            Fired::At(at) => fired.push(at),
+            Fired::Stop => panic!("not asked to stop"),
+        }
+    }
+    // Dated on the schedule: exactly one period apart, whatever the waits' jitter.
+    for pair in fired.windows(2) {
+        assert_eq!(pair[1] - pair[0], Duration::from_millis(30));
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(trigger.wait(&stop, &mut || {}).unwrap(), Fired::Stop);
+}

@@ -322,3 +322,25 @@ fn a_full_disk_drops_logs_and_images_and_says_so_but_inspection_goes_on() {
     let pulses = pulses(&recorded(dir.path()));
     assert_eq!(pulses.len(), 10, "every part still signalled");
 }
+
+#[test]
+fn the_shipped_replay_config_runs_from_the_repository_root() {
+    // Tests run in the package root, as the README's command does; the config's relative
+    // paths (model, samples, target/replay/...) resolve from there.
+    let config = common::root().join("board/examples/replay.toml");
+    assert_eq!(std::env::current_dir().unwrap(), common::root());
+    let summary = clipada::commands::run::run(
+        &config,
+        Arc::new(AtomicBool::new(false)),
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    assert_eq!((summary.frames, summary.passed, summary.failed, summary.errors), (10, 4, 6, 0));
+    let replay = common::root().join("target/replay");
+    let lines = std::fs::read_to_string(replay.join("results.jsonl")).unwrap().lines().count();
+    assert!(lines >= 10, "{lines} result lines");
+    assert_eq!(std::fs::metadata(replay.join("framebuffer.raw")).unwrap().len(), 320 * 240 * 4);
+    let gpio = std::fs::read_to_string(replay.join("gpio.log")).unwrap();
+    assert!(gpio.lines().count() > 20, "{gpio}");
+}
