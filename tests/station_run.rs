@@ -114,6 +114,12 @@ fn final_levels(levels: &[Level]) -> [(String, bool); 3] {
         .map(|name| (name.to_string(), levels.iter().rev().find(|l| l.line == name).map(|l| l.high).unwrap()))
 }
 
+/// `clipada run` as the library runs it, output discarded.
+fn run_quietly(config: &Path) -> clipada::station::RunSummary {
+    clipada::commands::run::run(config, Arc::new(AtomicBool::new(false)), &mut std::io::sink(), &mut std::io::sink())
+        .unwrap()
+}
+
 fn results(dir: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -283,13 +289,7 @@ fn a_region_of_interest_outside_the_frame_is_an_error_verdict_that_says_so() {
     let path = config(dir.path(), "tiny", false);
     let text = std::fs::read_to_string(&path).unwrap() + "\n[roi]\nx = 10\ny = 10\nwidth = 4000\nheight = 50\n";
     std::fs::write(&path, text).unwrap();
-    let summary = clipada::commands::run::run(
-        &path,
-        Arc::new(AtomicBool::new(false)),
-        &mut std::io::sink(),
-        &mut std::io::sink(),
-    )
-    .unwrap();
+    let summary = run_quietly(&path);
     assert_eq!((summary.frames, summary.errors), (10, 10));
     let results = results(dir.path());
     let error = results[0]["error"].as_str().unwrap();
@@ -329,13 +329,7 @@ fn the_shipped_replay_config_runs_from_the_repository_root() {
     // paths (model, samples, target/replay/...) resolve from there.
     let config = common::root().join("board/examples/replay.toml");
     assert_eq!(std::env::current_dir().unwrap(), common::root());
-    let summary = clipada::commands::run::run(
-        &config,
-        Arc::new(AtomicBool::new(false)),
-        &mut std::io::sink(),
-        &mut std::io::sink(),
-    )
-    .unwrap();
+    let summary = run_quietly(&config);
     assert_eq!((summary.frames, summary.passed, summary.failed, summary.errors), (10, 4, 6, 0));
     let replay = common::root().join("target/replay");
     let lines = std::fs::read_to_string(replay.join("results.jsonl")).unwrap().lines().count();
