@@ -166,12 +166,16 @@ impl Scan {
             let block_at =
                 |block: usize| (&packed[block * block_len..][..block_len], &sources[block * LANES..][..LANES]);
             // Start from each query's most similar centroid, so that the bounds prune early.
-            for r in 0..ROWS {
+            let starts: [usize; ROWS] = std::array::from_fn(|r| {
                 let line = &similarity[r * stride..][..blocks];
-                let start = (0..blocks).max_by(|a, b| line[*a].total_cmp(&line[*b])).unwrap_or(0);
-                update_best::<FUSED>(row, block_at(start), self.exclude, best);
+                (0..blocks).max_by(|a, b| line[*a].total_cmp(&line[*b])).unwrap_or(0)
+            });
+            for (r, start) in starts.iter().enumerate() {
+                if !starts[..r].contains(start) {
+                    update_best::<FUSED>(row, block_at(*start), self.exclude, best);
+                }
             }
-            for block in 0..blocks {
+            for block in (0..blocks).filter(|block| !starts.contains(block)) {
                 // Slack for rounding, so that the pruning never drops the true nearest patch.
                 let may_improve = (0..ROWS).any(|r| {
                     similarity[r * stride + block] + norm[r] * radii[block] + 1e-4 * (1.0 + norm[r]) >= best[r]
@@ -234,7 +238,8 @@ fn group_into_blocks(features: &[f32], width: usize) -> Vec<usize> {
         let row = |i: usize| &features[i * width..][..width];
         let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
         let farthest_from = |from: &[f32]| {
-            group.iter().copied().max_by(|a, b| distance(row(*a), from).total_cmp(&distance(row(*b), from)))
+            let distances = group.iter().map(|&i| (distance(row(i), from), i));
+            distances.max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, i)| i)
         };
         let first = farthest_from(row(group[0])).unwrap_or(group[0]);
         let second = farthest_from(row(first)).unwrap_or(group[0]);
