@@ -196,7 +196,7 @@ impl Station {
                 return Ok(self.conclude(Instant::now(), Err(e.to_string()), false, diagnostics));
             }
         };
-        let judged = match self.parts.source.next_frame(&mut self.frame) {
+        let (judged, has_frame) = match self.parts.source.next_frame(&mut self.frame) {
             Ok(false) => return Ok(Step::Exhausted),
             Ok(true) => {
                 if self.source_errors_in_row > 0 {
@@ -204,14 +204,13 @@ impl Station {
                         writeln!(diagnostics, "clipada: source recovered after {} errors", self.source_errors_in_row);
                     self.source_errors_in_row = 0;
                 }
-                self.judge_frame()
+                (self.judge_frame(), true)
             }
             Err(e) => {
                 self.source_errors_in_row += 1;
-                Err(e.to_string())
+                (Err(e.to_string()), false)
             }
         };
-        let has_frame = judged.is_ok() || self.source_errors_in_row == 0;
         Ok(self.conclude(triggered, judged, has_frame, diagnostics))
     }
 
@@ -234,7 +233,7 @@ impl Station {
                 self.crop.as_mut()[y * row..(y + 1) * row].copy_from_slice(&self.frame.as_raw()[from..from + row]);
             }
         }
-        let image = if self.parts.roi.is_some() { &self.crop } else { &self.frame };
+        let image = judged_image(self.parts.roi, &self.crop, &self.frame);
         self.parts.inspector.inspect(image).map(|j| (j.score, j.verdict)).map_err(|e| e.to_string())
     }
 
@@ -283,7 +282,7 @@ impl Station {
             ..self.status
         };
         let wants_overlay = self.parts.display.is_some() || (verdict == Verdict::Fail && self.parts.archive.is_some());
-        let judged_image = if self.parts.roi.is_some() { &self.crop } else { &self.frame };
+        let judged_image = judged_image(self.parts.roi, &self.crop, &self.frame);
         let overlay = (wants_overlay && has_frame && judged_image.width() > 0).then(|| {
             let map = score.map(|s| (self.parts.inspector.map(), s));
             self.overlay.render(judged_image, map, self.parts.inspector.threshold(), verdict)
@@ -324,6 +323,15 @@ impl Station {
             }
         }
         Step::Judged(verdict)
+    }
+}
+
+/// The image a frame is judged on: its region of interest when there is one.
+fn judged_image<'a>(roi: Option<Roi>, crop: &'a RgbImage, frame: &'a RgbImage) -> &'a RgbImage {
+    if roi.is_some() {
+        crop
+    } else {
+        frame
     }
 }
 
