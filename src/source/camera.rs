@@ -89,8 +89,9 @@ impl FrameSource for CameraSource {
         if self.camera.is_none() {
             self.reopen()?;
         }
-        let origin = describe(&self.settings.device);
-        let Some(camera) = self.camera.as_mut() else { return Err(SourceError { origin, reason: "not open".into() }) };
+        let Some(camera) = self.camera.as_mut() else {
+            return Err(SourceError { origin: describe(&self.settings.device), reason: "not open".into() });
+        };
         let captured = camera.frame().and_then(|buffer| {
             let Resolution { width_x: w, height_y: h } = buffer.resolution();
             if frame.dimensions() != (w, h) {
@@ -105,7 +106,8 @@ impl FrameSource for CameraSource {
                 self.camera = None;
                 self.schedule_retry();
                 Err(SourceError {
-                    origin,
+                    // Named only on failure: a good frame allocates no message.
+                    origin: describe(&self.settings.device),
                     reason: format!("frame capture failed ({e}); reopening in {:?}", self.backoff),
                 })
             }

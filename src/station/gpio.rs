@@ -328,6 +328,7 @@ pub mod chardev {
 
     use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
     use gpiocdev::line::Value;
+    use gpiocdev::request::Builder;
     use gpiocdev::Request;
 
     use super::GpioError;
@@ -342,25 +343,24 @@ pub mod chardev {
     impl ChardevLine {
         /// Requests `offset` on `chip` as an output, initially low.
         pub fn output(chip: &Path, offset: u32) -> Result<ChardevLine, GpioError> {
-            let name = format!("{} line {offset}", chip.display());
-            let request = Request::builder()
-                .on_chip(chip)
-                .with_consumer("clipada")
-                .with_line(offset)
-                .as_output(Value::Inactive)
-                .request()
-                .map_err(|e| GpioError { line: name.clone(), reason: e.to_string() })?;
-            Ok(ChardevLine { request, offset, name })
+            ChardevLine::request(chip, offset, |line| line.as_output(Value::Inactive))
         }
 
         /// Requests `offset` on `chip` as an input.
         pub fn input(chip: &Path, offset: u32) -> Result<ChardevLine, GpioError> {
+            ChardevLine::request(chip, offset, Builder::as_input)
+        }
+
+        /// Requests one line for clipada, its direction set by `direction`.
+        fn request(
+            chip: &Path,
+            offset: u32,
+            direction: impl FnOnce(&mut Builder) -> &mut Builder,
+        ) -> Result<ChardevLine, GpioError> {
             let name = format!("{} line {offset}", chip.display());
-            let request = Request::builder()
-                .on_chip(chip)
-                .with_consumer("clipada")
-                .with_line(offset)
-                .as_input()
+            let mut builder = Request::builder();
+            builder.on_chip(chip).with_consumer("clipada").with_line(offset);
+            let request = direction(&mut builder)
                 .request()
                 .map_err(|e| GpioError { line: name.clone(), reason: e.to_string() })?;
             Ok(ChardevLine { request, offset, name })
