@@ -6,6 +6,7 @@
 //! frame through; [`station`] is the inspection loop of a camera station (`clipada run`);
 //! [`commands`] are the subcommands, as library functions.
 
+pub mod atomic;
 pub mod calibration;
 pub mod commands;
 pub mod eval;

@@ -314,6 +314,23 @@ fn the_station_screen_matches_its_snapshot() {
 }
 
 #[test]
+fn a_saved_failed_part_holds_its_frame_and_its_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    // Different sizes and contents, so that one file cannot pass for the other.
+    let frame = RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 5, y as u8 * 7, 90]));
+    let overlay = RgbImage::from_pixel(12, 9, image::Rgb([200, 10, 10]));
+    FailureArchive::open(dir.path(), 10, u64::MAX)
+        .unwrap()
+        .save("2026-01-01T00:00:01.000Z", 7, &frame, &overlay)
+        .unwrap();
+    let read = |suffix: &str| {
+        image::open(dir.path().join(format!("2026-01-01T000001.000Z-00000007-{suffix}.png"))).unwrap().into_rgb8()
+    };
+    assert_eq!(read("frame"), frame);
+    assert_eq!(read("overlay"), overlay);
+}
+
+#[test]
 fn the_failed_parts_folder_keeps_the_newest_within_its_limits() {
     let dir = tempfile::tempdir().unwrap();
     let frame = RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]));

@@ -5,7 +5,6 @@
 //! threshold, good images); `count * L * D` `f32` features; `count` `u32` source-image indices;
 //! `u32` CRC-32 of everything before it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -157,17 +156,8 @@ pub fn check_model(
 
 /// Writes `bank` to `path` atomically: a temporary file beside it, flushed to disk, renamed.
 pub fn write(path: &Path, bank: &MemoryBank) -> Result<(), MemoryFileError> {
-    let io = |error| MemoryFileError::Io { path: path.to_path_buf(), error };
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".partial");
-    let temporary = PathBuf::from(temporary);
-    let result = std::fs::File::create(&temporary)
-        .and_then(|mut f| f.write_all(&to_bytes(bank)).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result.map_err(io)
+    crate::atomic::write_atomic(path, &to_bytes(bank))
+        .map_err(|error| MemoryFileError::Io { path: path.to_path_buf(), error })
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! integrators who analyse maps themselves and for comparing the runtime with the Python
 //! training code.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
 
+use crate::atomic::write_atomic;
 use crate::score::AnomalyMap;
 
 /// The `.npy` bytes of `map`: magic, version 1.0, header padded to a multiple of 64, data.
@@ -26,16 +26,9 @@ pub fn npy_bytes(map: AnomalyMap<'_>) -> Vec<u8> {
     bytes
 }
 
-/// Writes `map` to `path` as `.npy`, through a temporary file renamed into place.
+/// Writes `map` to `path` as `.npy`, atomically, creating its folder if missing.
 pub fn write_npy_atomic(path: &Path, map: AnomalyMap<'_>) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    let temporary = path.with_extension("npy.partial");
-    let written = std::fs::File::create(&temporary)
-        .and_then(|mut f| f.write_all(&npy_bytes(map)))
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written.with_context(|| format!("{}: cannot write", path.display()))
+    crate::atomic::create_parent(path)
+        .and_then(|()| write_atomic(path, &npy_bytes(map)))
+        .with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -133,21 +133,17 @@ fn outline(map: &[f32], width: usize, height: usize, threshold: f32) -> impl Ite
     })
 }
 
-/// Writes `image` as PNG to `path` atomically (a temporary file in the same folder, renamed).
+/// `image` encoded as PNG.
+pub fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Png).context("cannot encode PNG")?;
+    Ok(bytes.into_inner())
+}
+
+/// Writes `image` as PNG to `path` atomically, creating its folder if missing.
 pub fn write_png_atomic(path: &Path, image: &RgbImage) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".partial");
-    let temporary = std::path::PathBuf::from(temporary);
-    let written = image
-        .save_with_format(&temporary, image::ImageFormat::Png)
-        .with_context(|| format!("{}: cannot write", temporary.display()))
-        .and_then(|()| {
-            std::fs::rename(&temporary, path).with_context(|| format!("{}: cannot rename into place", path.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written
+    let bytes = png_bytes(image).with_context(|| path.display().to_string())?;
+    crate::atomic::create_parent(path)
+        .and_then(|()| crate::atomic::write_atomic(path, &bytes))
+        .with_context(|| format!("{}: cannot write", path.display()))
 }

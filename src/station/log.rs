@@ -14,6 +14,8 @@ use anyhow::Context;
 use image::RgbImage;
 use serde::Serialize;
 
+use crate::atomic::write_atomic;
+use crate::sink::overlay::png_bytes;
 use crate::verdict::Verdict;
 
 /// One verdict as logged.
@@ -65,7 +67,7 @@ impl ResultLog {
 }
 
 /// Keeps the images and overlays of failed parts in a folder, within a count and a byte
-/// budget: the oldest are deleted first. Files are written under a temporary name and renamed.
+/// budget: the oldest are deleted first. Files are written atomically (`crate::atomic`).
 pub struct FailureArchive {
     dir: PathBuf,
     max_parts: usize,
@@ -73,7 +75,6 @@ pub struct FailureArchive {
     /// Saved parts, oldest first: their files and total size.
     kept: VecDeque<(Vec<PathBuf>, u64)>,
     bytes: u64,
-    encoded: Vec<u8>,
 }
 
 impl FailureArchive {
@@ -91,14 +92,8 @@ impl FailureArchive {
             .collect();
         // Names start with the time, so name order is age order.
         files.sort();
-        let mut archive = FailureArchive {
-            dir: dir.to_path_buf(),
-            max_parts,
-            max_bytes,
-            kept: VecDeque::new(),
-            bytes: 0,
-            encoded: Vec::new(),
-        };
+        let mut archive =
+            FailureArchive { dir: dir.to_path_buf(), max_parts, max_bytes, kept: VecDeque::new(), bytes: 0 };
         for (path, size) in files {
             archive.bytes += size;
             // A part's files share the name up to the last `-` (`…-frame.png`, `…-overlay.png`).
@@ -119,24 +114,14 @@ impl FailureArchive {
     /// `-overlay.png`, after deleting the oldest parts that must go to make room.
     pub fn save(&mut self, time: &str, frame_id: u64, frame: &RgbImage, overlay: &RgbImage) -> anyhow::Result<()> {
         let stem = format!("{}-{frame_id:08}", time.replace(':', ""));
-        self.encoded.clear();
-        let mut split = 0;
-        for (i, image) in [frame, overlay].into_iter().enumerate() {
-            image
-                .write_to(&mut std::io::Cursor::new(&mut self.encoded), image::ImageFormat::Png)
-                .with_context(|| format!("{}: cannot encode the failed part {stem}", self.dir.display()))?;
-            if i == 0 {
-                split = self.encoded.len();
-            }
-        }
-        let size = self.encoded.len() as u64;
+        let encoded = [("frame", png_bytes(frame)?), ("overlay", png_bytes(overlay)?)];
+        let size = encoded.iter().map(|(_, bytes)| bytes.len() as u64).sum();
         self.evict(1, size)?;
-        let (frame_png, overlay_png) = self.encoded.split_at(split);
         let mut files = Vec::new();
         let mut written = Ok(());
-        for (suffix, bytes) in [("frame", frame_png), ("overlay", overlay_png)] {
+        for (suffix, bytes) in &encoded {
             let path = self.dir.join(format!("{stem}-{suffix}.png"));
-            written = write_atomic(&path, bytes);
+            written = write_atomic(&path, bytes).with_context(|| format!("{}: cannot write", path.display()));
             if written.is_err() {
                 break;
             }
@@ -173,18 +158,6 @@ impl FailureArchive {
     pub fn is_empty(&self) -> bool {
         self.kept.is_empty()
     }
-}
-
-/// Writes `bytes` to `path` through a synced temporary file renamed into place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let temporary = path.with_extension("png.partial");
-    let written = File::create(&temporary)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()))
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written.with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// `time` as RFC 3339 UTC with milliseconds, e.g. `2026-11-27T15:04:05.123Z`.
