@@ -84,14 +84,11 @@ fi
 # they run (tract's kernels, the NEON nearest-patch kernel, calibration) is covered by the
 # goldens, the unit tests, and the comparison with the x86 build below, which judges the
 # sample parts with the default model and a memory.
-tests=(--lib --test contract --test goldens --test metrics --test overlay --test ort_engine
-  --test station_parts --test station_run --test station_alloc)
-if "$out/clipada" --version >/dev/null 2>&1; then
-  tests+=(--test infer_cli)
-  skip=(--skip replay)
-else
+tests=(--lib --test it)
+skip=(--skip memory_eval:: --skip quantized:: --skip replay)
+if ! "$out/clipada" --version >/dev/null 2>&1; then
   echo "(no binfmt_misc for aarch64: the tests that start the binary are skipped)"
-  skip=(--skip replay --skip cli_exits_1 --skip under_systemd
+  skip+=(--skip infer_cli:: --skip cli_exits_1 --skip under_systemd
     --skip missing_library_falls_back --skip check_command_names)
 fi
 ORT_DYLIB_PATH=$ort_aarch64 cargo test --release --locked --target "$target" "${tests[@]}" -- "${skip[@]}"

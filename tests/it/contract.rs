@@ -1,6 +1,6 @@
 //! Bad model files are refused at load, with an error that names the file and the field.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

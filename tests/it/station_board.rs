@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! CLIPADA_GPIO_CHIP=/dev/gpiochip0 CLIPADA_GPIO_LINES=17,27,22 \
-//!     cargo test --test station_board -- --ignored
+//!     cargo test --test it station_board -- --ignored
 //! ```
 //!
 //! (On a Jetson the offsets of the 40-pin header are in board/<profile>.toml.)

@@ -1,7 +1,7 @@
 //! Quantized models (models/quantize.py) through the same contract: tract runs the forms it
 //! computes correctly and refuses the one it would compute wrongly.
 
-mod common;
+use crate::common;
 
 use clipada::model::tract::TractEngine;
 use clipada::model::{Engine, ModelError, ModelFile, RawOutputs};

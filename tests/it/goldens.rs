@@ -2,7 +2,7 @@
 //! specification (models/reference.py) for preprocessing and scoring. Goldens: tests/data/goldens,
 //! made by models/make_goldens.py.
 
-mod common;
+use crate::common;
 
 use clipada::model::tract::TractEngine;
 use clipada::model::{Engine, ModelFile, RawOutputs};

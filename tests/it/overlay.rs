@@ -1,7 +1,7 @@
 //! Overlays: checked property by property (banner, outline, heat), and against a snapshot that
 //! was inspected by eye when it was made (regenerate with UPDATE_SNAPSHOTS=1, then look at it).
 
-mod common;
+use crate::common;
 
 use clipada::pipeline::{InspectOptions, Inspector};
 use clipada::sink::overlay::{banner_colour, OverlayRenderer, BANNER_HEIGHT, OUTLINE_COLOUR};

@@ -3,7 +3,7 @@
 //! or the one tests/run-all.sh installs in models/.venv.
 #![cfg(feature = "ort")]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

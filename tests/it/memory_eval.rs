@@ -1,7 +1,7 @@
 //! The memory branch from the user's side: calibrate, infer with the memory, eval, and the
 //! refusals (a memory made for another model, a damaged memory file).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! defective sample parts, a plain file as framebuffer, the recording GPIO, the result log and
 //! the failed-parts folder; a source that fails mid-run; SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: repository paths and the committed goldens.
-#![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
 

@@ -1,14 +1,15 @@
-//! After warm-up, the station loop allocates nothing per frame: every allocation in the
-//! process is counted while the loop judges many frames, with a stand-in engine (tract and
+//! After warm-up, the station loop allocates nothing per frame: every allocation of the
+//! loop's thread is counted while the loop judges many frames, with a stand-in engine (tract and
 //! ONNX Runtime allocate inside their own runs, which is theirs), a synthetic source (image
 //! decoders allocate), a region of interest, the memory branch, a file framebuffer, the
 //! recording GPIO and the result log. (Saving a failed part encodes PNGs, which allocates:
 //! that happens per failure, not per frame, and is left out here.)
 
-mod common;
+use crate::common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clipada::memory::MemoryBank;
@@ -24,25 +25,39 @@ use clipada::station::{Roi, Station, StationParts, Step};
 use clipada::verdict::Verdict;
 use image::RgbImage;
 
+/// Counts the allocations of each thread, so that tests running beside this one in the same
+/// binary do not disturb its count.
 struct CountingAllocator;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Allocations made by this thread (const-initialised: reading it never allocates).
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    // During thread teardown the slot may be gone: those allocations are not the loop's.
+    let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+}
+
+fn allocations_so_far() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
 
 // SAFETY: forwards to the system allocator, only counting.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_one();
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_one();
         System.alloc_zeroed(layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_one();
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -130,7 +145,7 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
     for _ in 0..10 {
         station.step(&stop, &mut diagnostics).unwrap();
     }
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = allocations_so_far();
     let mut verdicts = [0usize; 3];
     for _ in 0..200 {
         match station.step(&stop, &mut diagnostics).unwrap() {
@@ -139,7 +154,7 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    let allocations = allocations_so_far() - before;
     assert_eq!(allocations, 0, "allocations in 200 frames (verdicts pass/fail: {verdicts:?})");
     // Both verdicts happened, so both paths through the loop were measured.
     assert!(verdicts[0] > 0 && verdicts[1] > 0, "{verdicts:?}");

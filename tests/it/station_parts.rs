@@ -1,7 +1,7 @@
 //! The station's parts one by one: config errors, the verdict lines' state machine, the
 //! debounced trigger, the framebuffer and the screen drawn on it, and the failed-parts folder.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

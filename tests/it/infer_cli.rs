@@ -1,6 +1,6 @@
 //! `clipada infer` as a user runs it: the binary, its output lines and its exit codes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,17 @@
+//! The integration tests, one binary (linking tract and ONNX Runtime once): each module is one
+//! area, written against the library's public interface or the `clipada` binary.
+
+mod common;
+
+mod contract;
+mod goldens;
+mod infer_cli;
+mod memory_eval;
+mod metrics;
+mod ort_engine;
+mod overlay;
+mod quantized;
+mod station_alloc;
+mod station_board;
+mod station_parts;
+mod station_run;
