@@ -19,7 +19,7 @@ sudo=$([ "$(id -u)" = 0 ] || echo sudo)
 echo "== aarch64 toolchain and qemu"
 dpkg --print-foreign-architectures | grep -qx arm64 || $sudo dpkg --add-architecture arm64
 missing=()
-for package in gcc-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev libc6:arm64 libstdc++6:arm64 linux-libc-dev:arm64; do
+for package in gcc-aarch64-linux-gnu libc6-dev-arm64-cross libc6:arm64 libstdc++6:arm64 linux-libc-dev:arm64; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
