@@ -6,7 +6,6 @@
 //! frame through; [`station`] is the inspection loop of a camera station (`clipada run`);
 //! [`commands`] are the subcommands, as library functions.
 
-pub mod atomic;
 pub mod calibration;
 pub mod commands;
 pub mod eval;
@@ -14,8 +13,10 @@ pub mod memory;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+pub mod schema;
 pub mod score;
 pub mod sink;
 pub mod source;
 pub mod station;
+pub mod storage;
 pub mod verdict;

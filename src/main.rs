@@ -1,13 +1,12 @@
 //! Command line: parses arguments and calls the library.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use std::process::ExitCode;
-
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use clipada::calibration::DEFAULT_MEMORY_SIZE;
 use clipada::commands::{bench, calibrate, check, demo, eval, infer, run};
@@ -15,14 +14,26 @@ use clipada::eval::EvalOptions;
 use clipada::model::backend::{Backend, EngineConfig};
 use clipada::pipeline::InspectOptions;
 
-/// Exit code when some image could not be judged (or its overlay not written).
-const EXIT_INCOMPLETE: u8 = 2;
+/// Exit code when the command ran but some image was not judged (or its overlay not written).
+/// (1: it could not run, naming the file and field; 2: the command line was wrong.)
+const EXIT_INCOMPLETE: u8 = 3;
 
 #[derive(Parser)]
 #[command(name = "clipada", version, about = "CLIP-ADA anomaly detection for inspection cameras")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which engine runs the model.
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// ONNX Runtime if its library loads (ORT_DYLIB_PATH), else tract.
+    Auto,
+    /// ONNX Runtime only.
+    Ort,
+    /// tract only.
+    Tract,
 }
 
 /// The model and the engine that runs it.
@@ -32,14 +43,31 @@ struct ModelArgs {
     #[arg(long)]
     model: PathBuf,
     /// Engine: ONNX Runtime if it loads (library from ORT_DYLIB_PATH), else tract; or insist on one.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
 }
 
 impl ModelArgs {
+    /// The engine settings of a command-line run: TensorRT engines are cached in the user's
+    /// own cache folder, never the service's.
     fn engine(&self) -> EngineConfig {
-        EngineConfig { backend: self.backend, ..EngineConfig::default() }
+        let backend = match self.backend {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Ort => Backend::Ort,
+            BackendArg::Tract => Backend::Tract,
+        };
+        let mut config = EngineConfig { backend, ..EngineConfig::default() };
+        config.tensorrt.engine_cache = user_cache().map(|dir| dir.join("clipada/tensorrt"));
+        config
     }
+}
+
+/// `$XDG_CACHE_HOME`, else `$HOME/.cache`.
+fn user_cache() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| std::env::var_os("HOME").and_then(absolute).map(|home| home.join(".cache")))
 }
 
 #[derive(Subcommand)]
@@ -48,7 +76,8 @@ enum Command {
     Infer {
         #[command(flatten)]
         model: ModelArgs,
-        /// Decision threshold on the image score (default: the memory's, else the model's).
+        /// Decision threshold on the image score, in (0, the score range] (default: the memory's,
+        /// else the model's).
         #[arg(long)]
         threshold: Option<f32>,
         /// Skip the anomaly region refinement.
@@ -60,7 +89,7 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
-        /// Write one overlay PNG per input here.
+        /// Write one overlay PNG per input here (a new, empty or clipada overlay folder).
         #[arg(long)]
         overlay_dir: Option<PathBuf>,
         /// Write each judged input's anomaly map (model input resolution, float32) here as .npy.
@@ -77,7 +106,7 @@ enum Command {
         /// Folder of good images (searched recursively).
         #[arg(long)]
         good: PathBuf,
-        /// The memory file to write.
+        /// The memory file to write (an existing file there must be a memory file).
         #[arg(long)]
         out: PathBuf,
         /// Patches kept (greedy coreset).
@@ -150,11 +179,30 @@ enum Command {
         /// The station's TOML configuration (see board/examples).
         #[arg(long)]
         config: PathBuf,
+        /// Internal: run as the inspection loop of a supervising `clipada run`.
+        #[arg(long, hide = true)]
+        worker: bool,
     },
+}
+
+/// A stop flag set by SIGTERM or SIGINT.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).context("cannot handle SIGTERM/SIGINT")?;
+    }
+    Ok(stop)
+}
+
+/// Refuses to run with standard output closed: Rust's standard output swallows writes to a
+/// closed descriptor, so results would be lost without a word.
+fn require_stdout() -> anyhow::Result<()> {
+    rustix::io::fcntl_getfd(std::io::stdout()).map(drop).context("standard output is closed: results would be lost")
 }
 
 /// Runs the command; `Ok(false)` when it completed but some input was not judged.
 fn dispatch(command: Command) -> anyhow::Result<bool> {
+    require_stdout()?;
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     match command {
         Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, maps_dir, inputs } => {
@@ -166,27 +214,28 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             let engine = model.engine();
             let options =
                 calibrate::CalibrateOptions { model: model.model, good, out: file, memory_size, no_refine, engine };
-            calibrate::calibrate(&options, &mut out).map(|_| true)
+            let stop = stop_on_signals()?;
+            calibrate::calibrate(&options, &stop, &mut out, &mut err).map(|_| true)
         }
         Command::Eval { model, dataset, categories, shots, no_refine, memory_size, json } => {
             let engine = model.engine();
             let options =
                 EvalOptions { model: model.model, dataset, categories, shots, no_refine, memory_size, engine };
-            eval::eval(&options, json, &mut out).map(|_| true)
+            eval::eval(&options, json, &mut out, &mut err).map(|_| true)
         }
         Command::Bench { model, memory, images, no_refine, warmup, iterations, json } => {
             let inspect = InspectOptions { no_refine, threshold: None, memory, engine: model.engine() };
             let options = bench::BenchOptions { model: model.model, inspect, images, warmup, iterations };
-            bench::bench(&options, json, &mut out).map(|_| true)
+            bench::bench(&options, json, &mut out, &mut err).map(|_| true)
         }
         Command::Check { model } => check::check(&model.model, &model.engine(), &mut out).map(|_| true),
         Command::Demo { output } => Ok(demo::demo(&output, &mut out, &mut err)?.complete()),
-        Command::Run { config } => {
-            let stop = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(signal, stop.clone()).context("cannot handle SIGTERM/SIGINT")?;
-            }
-            run::run(&config, stop, &mut out, &mut err).map(|_| true)
+        Command::Run { config, worker: false } => {
+            let clipada = std::env::current_exe().context("cannot find this program to start the worker")?;
+            run::run(&config, &clipada, stop_on_signals()?, &mut err).map(|()| true)
+        }
+        Command::Run { config, worker: true } => {
+            run::worker(&config, stop_on_signals()?, &mut out, &mut err).map(|_| true)
         }
     }
 }
@@ -196,7 +245,8 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
         Err(e) => {
-            eprintln!("clipada: {e:#}");
+            let message = clipada::commands::infer::escape_controls(&format!("{e:#}"));
+            eprintln!("clipada: {message}");
             ExitCode::FAILURE
         }
     }

@@ -1,27 +1,40 @@
 //! One frame, end to end: preprocess, run the engine, score, judge.
 //!
-//! Owns the per-frame buffers (input tensor, raw outputs, maps), allocated once when the
-//! inspector is built. Knows nothing of where frames come from or where results go.
+//! [`Extractor`] runs a model on frames (preprocess, engine, output checks): calibration uses it
+//! alone. [`Inspector`] adds the scorer and the decision threshold; it is built from an
+//! extractor, so a station or an evaluation that calibrates first loads the model and builds its
+//! engine once. Both own their per-frame buffers, allocated once. Neither knows where frames come
+//! from or where results go.
+//!
+//! The threshold a verdict rests on is chosen here, in [`Inspector::new`], and nowhere else: the
+//! operator's (within the scorer's range), else the memory's (calibrated for this model file,
+//! engine precision and scoring mode; a memory without one is refused), else the model's
+//! contract (for its text branch, without a memory).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
 use crate::memory::file::{self as memory_file, MemoryFileError};
-use crate::memory::MemoryBank;
-use crate::model::backend::{load_engine_logged, EngineConfig, EngineLoadError};
-use crate::model::{Engine, EngineError, ModelError, ModelFile, ModelSpec, RawOutputs};
-use crate::preprocess::Preprocessor;
-use crate::score::{AnomalyMap, ScoreError, Scorer};
-use crate::verdict::Verdict;
+use crate::memory::{MadeFor, MemoryBank};
+use crate::model::backend::{load_engine, EngineConfig, EngineLoadError};
+use crate::model::{Engine, EngineError, EngineInfo, ModelError, ModelFile, ModelSpec, RawOutputs};
+use crate::preprocess::{PreprocessError, Preprocessor};
+use crate::score::{validate_outputs, AnomalyMap, ScoreError, Scorer};
+use crate::verdict::{Threshold, ThresholdSource, Verdict};
+
+/// Least fraction of the judged image an ignore mask must leave inspected: a mask that hides
+/// (nearly) everything would let every part pass unjudged.
+pub const MIN_INSPECTED_FRACTION: f64 = 0.01;
 
 /// How frames are judged.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct InspectOptions {
     /// Skip the anomaly region refinement.
     pub no_refine: bool,
-    /// Decision threshold; `None` takes the memory's, else the model's.
+    /// The operator's decision threshold; `None` takes the memory's, else the model's.
     pub threshold: Option<f32>,
     /// Memory file of good parts (`clipada calibrate`), for the memory branch.
     pub memory: Option<PathBuf>,
@@ -29,7 +42,7 @@ pub struct InspectOptions {
     pub engine: EngineConfig,
 }
 
-/// Why an inspector could not be built.
+/// Why an inspector could not be built; each names the file (and field) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The model file.
@@ -41,6 +54,9 @@ pub enum LoadError {
     /// No engine could run the model.
     #[error("no engine: {0}")]
     Engine(String),
+    /// No threshold a verdict could rest on.
+    #[error("{0}")]
+    Threshold(String),
 }
 
 impl From<EngineLoadError> for LoadError {
@@ -52,24 +68,18 @@ impl From<EngineLoadError> for LoadError {
     }
 }
 
-/// Why a frame could not be judged.
+/// Why a frame could not be judged (its verdict is ERROR).
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
+    /// The frame could not be made into the model's input.
+    #[error(transparent)]
+    Frame(#[from] PreprocessError),
     /// The engine failed on this frame.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The outputs could not be scored.
+    /// The outputs could not be scored, or broke the contract.
     #[error(transparent)]
     Score(#[from] ScoreError),
-}
-
-/// The outcome for one judged frame.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Judgement {
-    /// Image anomaly score.
-    pub score: f32,
-    /// PASS or FAIL against the threshold.
-    pub verdict: Verdict,
 }
 
 /// How long each stage of the last frame took.
@@ -83,111 +93,211 @@ pub struct StageTimes {
     pub scoring: Duration,
 }
 
-/// Judges frames with one model; reuses all its buffers.
-pub struct Inspector {
-    times: StageTimes,
-    engine_name: &'static str,
+/// Runs a model on frames: preprocessing, the engine, and the check of its outputs.
+pub struct Extractor {
     spec: ModelSpec,
+    model_sha256: String,
     engine: Box<dyn Engine>,
     preprocessor: Preprocessor,
     raw: RawOutputs,
-    scorer: Scorer,
-    threshold: f32,
+    times: StageTimes,
 }
 
-impl Inspector {
-    /// An inspector running `spec`'s model on `engine`, with an optional memory bank. The
-    /// threshold is `threshold`, else the memory's, else the model's default.
-    pub fn new(
-        spec: ModelSpec,
-        engine: Box<dyn Engine>,
-        no_refine: bool,
-        threshold: Option<f32>,
-        memory: Option<MemoryBank>,
-    ) -> Self {
-        let threshold = threshold.or(memory.as_ref().and_then(|m| m.threshold)).unwrap_or(spec.score.threshold);
-        Inspector {
-            times: StageTimes::default(),
-            engine_name: "custom",
+impl Extractor {
+    /// Runs the model `spec` (whose file has SHA-256 `model_sha256`) on `engine`.
+    pub fn new(spec: ModelSpec, model_sha256: String, engine: Box<dyn Engine>) -> Self {
+        Extractor {
             preprocessor: Preprocessor::new(&spec.input),
             raw: RawOutputs::for_spec(&spec),
-            scorer: Scorer::new(&spec, !no_refine, memory),
-            threshold,
-            engine,
+            times: StageTimes::default(),
             spec,
+            model_sha256,
+            engine,
         }
     }
 
-    /// Loads the model at `path` on the configured engine, and the memory file if one is given.
-    pub fn load(path: &Path, options: &InspectOptions) -> Result<Self, LoadError> {
-        let file = ModelFile::open(path)?;
-        let memory = match &options.memory {
-            Some(memory_path) => {
-                let bank = memory_file::read(memory_path)?;
-                memory_file::check_model(memory_path, &bank, &file.spec.name, &file.sha256)?;
-                Some(bank)
-            }
-            None => None,
-        };
-        let chosen = load_engine_logged(&file, &options.engine)?;
-        let engine_name = chosen.name;
-        let mut inspector = Inspector::new(file.spec, chosen.engine, options.no_refine, options.threshold, memory);
-        inspector.engine_name = engine_name;
-        Ok(inspector)
+    /// Loads `file` on the engine `config` asks for; says why engines or providers before the
+    /// chosen one were skipped to `diagnostics`.
+    pub fn load(file: &ModelFile, config: &EngineConfig, diagnostics: &mut dyn Write) -> Result<Self, LoadError> {
+        let chosen = load_engine(file, config)?;
+        for why in &chosen.skipped {
+            let _ = writeln!(diagnostics, "clipada: {why}");
+        }
+        Ok(Extractor::new(file.spec.clone(), file.sha256.clone(), chosen.engine))
     }
 
-    /// Runs the model on one frame without scoring; returns its raw outputs.
-    pub fn extract(&mut self, frame: &RgbImage) -> Result<&RawOutputs, EngineError> {
+    /// Runs the model on one frame; returns its raw outputs, checked (finite, unit-length
+    /// features: [`validate_outputs`]).
+    pub fn extract(&mut self, frame: &RgbImage) -> Result<&RawOutputs, InspectError> {
         let started = Instant::now();
-        let input = self.preprocessor.run(frame);
+        let input = self.preprocessor.run(frame)?;
         let preprocessed = Instant::now();
         let run = self.engine.run(input, &mut self.raw);
         self.times.preprocess = preprocessed - started;
         self.times.inference = preprocessed.elapsed();
         run?;
+        validate_outputs(&self.raw, self.spec.feature_dim)?;
         Ok(&self.raw)
     }
 
-    /// Judges one frame; on success the anomaly map is available from [`Inspector::map`].
-    pub fn inspect(&mut self, frame: &RgbImage) -> Result<Judgement, InspectError> {
-        self.extract(frame)?;
-        let started = Instant::now();
-        let score = self.scorer.score(&self.raw);
-        self.times.scoring = started.elapsed();
-        let score = score?;
-        Ok(Judgement { score, verdict: Verdict::judge(score, self.threshold) })
+    /// The model's contract.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
     }
 
-    /// Never reports anomalies where `mask` is black: the mask (any size, stretched over the
-    /// frame as judged) weights the anomaly map before the image score.
-    pub fn set_ignore_mask(&mut self, mask: &image::GrayImage) {
-        let [h, w] = self.spec.input.size;
-        let resized = image::imageops::resize(mask, w as u32, h as u32, image::imageops::FilterType::Triangle);
-        self.scorer.set_ignore_mask(Some(resized.pixels().map(|p| p.0[0] as f32 / 255.0).collect()));
+    /// The engine running the model.
+    pub fn info(&self) -> EngineInfo {
+        self.engine.info()
+    }
+
+    /// What a memory made (or used) with this extractor, scoring with or without `refine`,
+    /// is for.
+    pub fn made_for(&self, refine: bool) -> MadeFor {
+        MadeFor {
+            model_sha256: self.model_sha256.clone(),
+            model_name: self.spec.name.clone(),
+            precision: self.engine.info().precision.name().to_string(),
+            refine,
+        }
     }
 
     /// Stage durations of the last frame.
     pub fn stage_times(&self) -> StageTimes {
         self.times
     }
+}
 
-    /// The last judged frame's anomaly map (model input resolution).
-    pub fn map(&self) -> AnomalyMap<'_> {
-        self.scorer.map()
+/// A memory of good parts and where it came from (a file, or a calibration just run), for messages.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// The bank.
+    pub bank: MemoryBank,
+    /// Its file.
+    pub path: PathBuf,
+}
+
+impl Memory {
+    /// Reads the memory file at `path`.
+    pub fn read(path: &Path) -> Result<Memory, MemoryFileError> {
+        Ok(Memory { bank: memory_file::read(path)?, path: path.to_path_buf() })
+    }
+}
+
+/// One judged frame: its score, verdict, and the anomaly map (model input resolution).
+#[derive(Debug, Clone, Copy)]
+pub struct Judged<'a> {
+    /// Image anomaly score.
+    pub score: f32,
+    /// PASS or FAIL against the threshold.
+    pub verdict: Verdict,
+    /// The anomaly map.
+    pub map: AnomalyMap<'a>,
+}
+
+/// Judges frames with one model; reuses all its buffers.
+pub struct Inspector {
+    extractor: Extractor,
+    scorer: Scorer,
+    threshold: Threshold,
+}
+
+impl Inspector {
+    /// Judges with `extractor`'s model: refined or not, against `memory` (made for this model
+    /// file, engine precision and scoring mode), and the threshold chosen as the module says.
+    pub fn new(
+        extractor: Extractor,
+        refine: bool,
+        memory: Option<&Memory>,
+        threshold: Option<f32>,
+    ) -> Result<Inspector, LoadError> {
+        let spec = &extractor.spec;
+        if let Some(memory) = memory {
+            memory_file::check_against(&memory.path, &memory.bank, spec, &extractor.made_for(refine))?;
+        }
+        let scorer =
+            Scorer::new(spec, refine, memory.map(|m| &m.bank)).map_err(|e| LoadError::Threshold(e.to_string()))?;
+        let range = scorer.score_range();
+        let threshold = match (threshold, memory) {
+            (Some(value), _) => Threshold::new(value, ThresholdSource::Operator, range)
+                .map_err(|e| LoadError::Threshold(format!("the operator's {e}")))?,
+            (None, Some(memory)) => {
+                let value = memory.bank.threshold.ok_or_else(|| {
+                    LoadError::Threshold(format!(
+                        "{}: field `threshold`: none, it was calibrated from {} good image(s): calibrate from 2 or more, or give a threshold",
+                        memory.path.display(),
+                        memory.bank.good_images
+                    ))
+                })?;
+                Threshold::new(value, ThresholdSource::Calibrated, range)
+                    .map_err(|e| LoadError::Threshold(format!("{}: field `threshold`: {e}", memory.path.display())))?
+            }
+            (None, None) => Threshold::new(spec.score.threshold, ThresholdSource::Model, range)
+                .map_err(|e| LoadError::Threshold(format!("the model's `score.threshold`: {e}")))?,
+        };
+        Ok(Inspector { extractor, scorer, threshold })
+    }
+
+    /// Loads the model at `path` on the configured engine and the memory file if one is given;
+    /// reports skipped engines to `diagnostics`.
+    pub fn load(path: &Path, options: &InspectOptions, diagnostics: &mut dyn Write) -> Result<Self, LoadError> {
+        let file = ModelFile::open(path)?;
+        let memory = options.memory.as_deref().map(Memory::read).transpose()?;
+        let extractor = Extractor::load(&file, &options.engine, diagnostics)?;
+        Inspector::new(extractor, !options.no_refine, memory.as_ref(), options.threshold)
+    }
+
+    /// Judges one frame.
+    pub fn inspect(&mut self, frame: &RgbImage) -> Result<Judged<'_>, InspectError> {
+        let raw = self.extractor.extract(frame)?;
+        let started = Instant::now();
+        let scored = self.scorer.score(raw);
+        self.extractor.times.scoring = started.elapsed();
+        let scored = scored?;
+        Ok(Judged { score: scored.score, verdict: Verdict::judge(scored.score, &self.threshold), map: scored.map })
+    }
+
+    /// Never reports anomalies where `mask` is black: the mask (any size, stretched over the
+    /// image as judged) selects the pixels whose scores make the image score (grey 128 and
+    /// above: inspected). A mask that leaves less than [`MIN_INSPECTED_FRACTION`] inspected is
+    /// refused.
+    pub fn set_ignore_mask(&mut self, mask: &image::GrayImage) -> Result<(), String> {
+        let [h, w] = self.extractor.spec.input.size;
+        let resized = image::imageops::resize(mask, w as u32, h as u32, image::imageops::FilterType::Triangle);
+        let inspected: Vec<bool> = resized.pixels().map(|p| p.0[0] >= 128).collect();
+        let fraction = inspected.iter().filter(|i| **i).count() as f64 / inspected.len() as f64;
+        if fraction < MIN_INSPECTED_FRACTION {
+            return Err(format!(
+                "it leaves {:.2} % of the image inspected, less than the {} % a judgement needs (black is ignored, white inspected)",
+                fraction * 100.0,
+                MIN_INSPECTED_FRACTION * 100.0
+            ));
+        }
+        self.scorer.set_inspected(Some(inspected));
+        Ok(())
+    }
+
+    /// Stage durations of the last frame.
+    pub fn stage_times(&self) -> StageTimes {
+        self.extractor.stage_times()
     }
 
     /// The decision threshold in force.
-    pub fn threshold(&self) -> f32 {
-        self.threshold
+    pub fn threshold(&self) -> &Threshold {
+        &self.threshold
     }
 
-    /// The engine running the model (`tract`, `ort`).
-    pub fn engine_name(&self) -> &'static str {
-        self.engine_name
+    /// The engine running the model.
+    pub fn info(&self) -> EngineInfo {
+        self.extractor.info()
     }
 
     /// The model's contract.
     pub fn spec(&self) -> &ModelSpec {
-        &self.spec
+        &self.extractor.spec
+    }
+
+    /// Gives the extractor back (to calibrate again with the same engine).
+    pub fn into_extractor(self) -> Extractor {
+        self.extractor
     }
 }

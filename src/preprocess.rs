@@ -7,6 +7,30 @@
 use image::RgbImage;
 
 use crate::model::contract::InputSpec;
+use crate::source::decode::{check_dimensions, DecodeError};
+
+/// Largest intermediate buffer of the resize (the frame resized along rows: its height times
+/// the model's width, 3 floats a pixel): frames that would need more are refused, not
+/// allocated.
+pub const MAX_RESIZE_BUFFER_BYTES: usize = 512 << 20;
+
+/// A frame that cannot be made into the model's input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PreprocessError {
+    /// Empty, or larger than a frame may be.
+    #[error(transparent)]
+    Size(#[from] DecodeError),
+    /// Resizing it would need more memory than allowed, or than there is.
+    #[error("resizing a {width}x{height} frame needs {bytes} bytes of buffer, more than there is or than {MAX_RESIZE_BUFFER_BYTES} allowed")]
+    TooLarge {
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+        /// Bytes the buffer would take.
+        bytes: usize,
+    },
+}
 
 /// Resampling taps of one axis: for each output sample, the first input index and weights.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -98,9 +122,20 @@ impl Preprocessor {
         }
     }
 
-    /// Resizes and normalises `frame`; returns the NCHW input.
-    pub fn run(&mut self, frame: &RgbImage) -> &[f32] {
+    /// Resizes and normalises `frame`; returns the NCHW input. A frame outside the limits, or
+    /// whose resize buffer cannot be had, is an error.
+    pub fn run(&mut self, frame: &RgbImage) -> Result<&[f32], PreprocessError> {
+        check_dimensions(frame.width().into(), frame.height().into())?;
         let (in_w, in_h) = (frame.width() as usize, frame.height() as usize);
+        let between = in_h * self.out_w * 3;
+        let too_large =
+            || PreprocessError::TooLarge { width: frame.width(), height: frame.height(), bytes: between * 4 };
+        if between * 4 > MAX_RESIZE_BUFFER_BYTES {
+            return Err(too_large());
+        }
+        if between > self.between.len() {
+            self.between.try_reserve_exact(between - self.between.len()).map_err(|_| too_large())?;
+        }
         if self.cols.n_in != in_w || self.cols.len() != self.out_w {
             self.cols.fill(in_w, self.out_w);
         }
@@ -140,6 +175,6 @@ impl Preprocessor {
                 }
             }
         }
-        &self.input
+        Ok(&self.input)
     }
 }

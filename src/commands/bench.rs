@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::pipeline::{InspectOptions, Inspector};
 use crate::sink::overlay::OverlayRenderer;
-use crate::source::files::{collect_images, load_rgb};
+use crate::source::files::{collect_images, read_image};
 
 /// What `clipada bench` was asked to do.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct BenchReport {
     /// Per-stage times.
     pub stages: Stages,
     /// The engine that ran the model.
-    pub engine: &'static str,
+    pub engine: crate::model::EngineInfo,
     /// The model's contract name.
     pub model: String,
     /// Timed frames.
@@ -64,25 +64,41 @@ pub struct BenchReport {
     pub peak_rss_mb: Option<f64>,
 }
 
-/// Runs the benchmark; prints a table, or one JSON object with `json`.
-pub fn bench(options: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(options.iterations > 0, "--iterations must be at least 1");
+/// Most timed or warm-up frames a benchmark runs.
+pub const MAX_ITERATIONS: usize = 1_000_000;
+/// Most images a benchmark holds decoded.
+pub const MAX_IMAGES: usize = 1000;
+
+/// Runs the benchmark; prints a table, or one JSON object with `json`; engine reports go to
+/// `diagnostics`.
+pub fn bench(
+    options: &BenchOptions,
+    json: bool,
+    out: &mut dyn Write,
+    diagnostics: &mut dyn Write,
+) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        (1..=MAX_ITERATIONS).contains(&options.iterations) && options.warmup <= MAX_ITERATIONS,
+        "--iterations must be in 1..={MAX_ITERATIONS} and --warmup at most {MAX_ITERATIONS}"
+    );
     let frames = match &options.images {
-        Some(dir) => collect_images(std::slice::from_ref(dir))
-            .iter()
-            .map(|i| load_rgb(&i.path))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+        Some(dir) => {
+            let images = collect_images(std::slice::from_ref(dir))?;
+            anyhow::ensure!(images.len() <= MAX_IMAGES, "{}: more than {MAX_IMAGES} images", dir.display());
+            images.iter().map(|i| read_image(&i.path)).collect::<Result<Vec<_>, _>>()?
+        }
         None => vec![synthetic_frame()],
     };
     anyhow::ensure!(!frames.is_empty(), "no images to benchmark with");
-    let mut inspector = Inspector::load(&options.model, &options.inspect)?;
+    let mut inspector = Inspector::load(&options.model, &options.inspect, diagnostics)?;
+    let threshold = inspector.threshold().value();
     let mut renderer = OverlayRenderer::default();
     let mut times: [Vec<Duration>; 4] = Default::default();
     for i in 0..options.warmup + options.iterations {
         let frame = &frames[i % frames.len()];
         let judged = inspector.inspect(frame).context("benchmark frame not judged")?;
         let started = Instant::now();
-        renderer.render(frame, Some((inspector.map(), judged.score)), inspector.threshold(), judged.verdict);
+        renderer.render(frame, Some((judged.map, judged.score)), threshold, judged.verdict);
         let overlay = started.elapsed();
         if i >= options.warmup {
             let stages = inspector.stage_times();
@@ -94,7 +110,7 @@ pub fn bench(options: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow:
     let [preprocess, inference, scoring, overlay] = times.map(|mut t| summarise(&mut t));
     let report = BenchReport {
         stages: Stages { preprocess, inference, scoring, overlay },
-        engine: inspector.engine_name(),
+        engine: inspector.info(),
         model: inspector.spec().name.clone(),
         iterations: options.iterations,
         peak_rss_mb: peak_rss_mb(),
@@ -106,7 +122,7 @@ pub fn bench(options: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow:
         writeln!(
             out,
             "{} on {}, {} frames after {} warm-up",
-            report.model, report.engine, report.iterations, options.warmup
+            report.model, report.engine.engine, report.iterations, options.warmup
         )?;
         let stages = &report.stages;
         for (name, s) in [

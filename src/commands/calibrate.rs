@@ -2,11 +2,15 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
 
 use crate::calibration::{self, Calibration};
 use crate::memory::file as memory_file;
 use crate::model::backend::EngineConfig;
 use crate::model::ModelFile;
+use crate::pipeline::Extractor;
 use crate::source::files::collect_images;
 
 /// What `clipada calibrate` was asked to do.
@@ -16,7 +20,7 @@ pub struct CalibrateOptions {
     pub model: PathBuf,
     /// Folder of good images (searched recursively).
     pub good: PathBuf,
-    /// The memory file to write.
+    /// The memory file to write (an existing file there must be a memory file).
     pub out: PathBuf,
     /// Patches to keep.
     pub memory_size: usize,
@@ -26,24 +30,45 @@ pub struct CalibrateOptions {
     pub engine: EngineConfig,
 }
 
-/// Calibrates and writes the memory file atomically; reports to `out`.
-pub fn calibrate(options: &CalibrateOptions, out: &mut dyn Write) -> anyhow::Result<Calibration> {
+/// Calibrates and writes the memory file atomically; reports to `out`, and skipped engines
+/// to `diagnostics`. `stop` ends it early.
+pub fn calibrate(
+    options: &CalibrateOptions,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+    diagnostics: &mut dyn Write,
+) -> anyhow::Result<Calibration> {
     let model = ModelFile::open(&options.model)?;
-    let good: Vec<PathBuf> = collect_images(std::slice::from_ref(&options.good)).into_iter().map(|i| i.path).collect();
+    let good: Vec<PathBuf> = collect_images(std::slice::from_ref(&options.good))?.into_iter().map(|i| i.path).collect();
     anyhow::ensure!(!good.is_empty(), "{}: no png, jpg, jpeg or bmp images found", options.good.display());
-    let result = calibration::calibrate(&model, &good, options.memory_size, options.no_refine, &options.engine)?;
-    memory_file::write(&options.out, &result.bank)?;
+    let mut extractor = Extractor::load(&model, &options.engine, diagnostics)?;
+    let result = calibration::calibrate(
+        &mut extractor,
+        &good,
+        options.memory_size,
+        !options.no_refine,
+        stop,
+        &mut |_, _, _| {},
+    )?;
+    memory_file::write(&options.out, &result.bank).context("--out")?;
+    report(&result, &model.spec.name, out)?;
+    writeln!(out, "wrote {}", options.out.display())?;
+    Ok(result)
+}
+
+/// Tells what a calibration kept and the threshold it derived.
+pub fn report(result: &Calibration, model: &str, out: &mut dyn Write) -> std::io::Result<()> {
+    let bank = &result.bank;
     writeln!(
         out,
-        "calibrated {} from {} good images: kept {} of {} patches",
-        model.spec.name,
-        good.len(),
-        result.bank.len(),
+        "calibrated {model} from {} good images: kept {} of {} patches",
+        bank.good_images,
+        bank.len(),
         result.candidates
     )?;
-    match result.bank.threshold {
+    match bank.threshold {
         Some(t) => {
-            let mut sorted = result.good_scores.clone();
+            let mut sorted = bank.good_scores.clone();
             sorted.sort_by(f32::total_cmp);
             writeln!(
                 out,
@@ -51,10 +76,8 @@ pub fn calibrate(options: &CalibrateOptions, out: &mut dyn Write) -> anyhow::Res
                 sorted[0],
                 sorted[sorted.len() / 2],
                 sorted[sorted.len() - 1]
-            )?;
+            )
         }
-        None => writeln!(out, "no threshold: it needs at least 2 good images; pass --threshold to infer")?,
+        None => writeln!(out, "no threshold: it needs at least 2 good images; pass --threshold to infer"),
     }
-    writeln!(out, "wrote {}", options.out.display())?;
-    Ok(result)
 }

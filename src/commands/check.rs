@@ -27,13 +27,15 @@ pub fn check(model: &Path, engine: &EngineConfig, out: &mut dyn Write) -> anyhow
     let input = vec![0.0; file.spec.input_len()];
     let mut raw = RawOutputs::for_spec(&file.spec);
     chosen.engine.run(&input, &mut raw)?;
+    let info = chosen.engine.info();
     writeln!(
         out,
-        "ran {} ({}) on engine {}, provider {}",
+        "ran {} ({}) on engine {}, provider {}, {}",
         model.display(),
         file.spec.name,
-        chosen.name,
-        chosen.provider
+        info.engine,
+        info.provider,
+        info.precision.name()
     )?;
-    Ok(CheckReport { engine: chosen.name, provider: chosen.provider, skipped: chosen.skipped })
+    Ok(CheckReport { engine: info.engine, provider: info.provider, skipped: chosen.skipped })
 }

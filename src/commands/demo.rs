@@ -4,35 +4,47 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
 
 use super::calibrate::{calibrate, CalibrateOptions};
 use super::infer::{infer, InferOptions, InferSummary};
 use crate::calibration::DEFAULT_MEMORY_SIZE;
 use crate::model::backend::EngineConfig;
 use crate::pipeline::InspectOptions;
+use crate::storage::owned::{FolderKind, OwnedDir};
 
-/// The checkout the binary was built from; the demo's files live there.
-const CHECKOUT: &str = env!("CARGO_MANIFEST_DIR");
+/// The checkout the demo's files live in: `CARGO_MANIFEST_DIR` when run by `cargo run`, else
+/// the current folder (no path of the build machine is compiled in).
+pub fn checkout() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
 
 /// The model the demo runs.
 pub fn default_model() -> PathBuf {
-    Path::new(CHECKOUT).join("models/default/efficientnet-lite0.onnx")
+    checkout().join("models/default/efficientnet-lite0.onnx")
 }
 
 /// The sample product category (MVTec AD layout) the demo calibrates on and judges.
 pub fn default_samples() -> PathBuf {
-    Path::new(CHECKOUT).join("models/samples/part")
+    checkout().join("models/samples/part")
 }
 
 /// Where the demo writes its memory file and overlays unless told otherwise.
 pub fn default_output_dir() -> PathBuf {
-    Path::new(CHECKOUT).join("target/demo")
+    checkout().join("target/demo")
 }
 
 /// Calibrates from `samples/train/good`, judges `samples/test` with overlays in `output/overlays`.
 pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> anyhow::Result<InferSummary> {
-    std::fs::create_dir_all(output)?;
-    let memory = output.join("part.memory");
+    anyhow::ensure!(
+        default_model().is_file(),
+        "{}: not found: run the demo from the clipada checkout (cargo run --release -- demo)",
+        default_model().display()
+    );
+    let folder = OwnedDir::claim(output, FolderKind::Demo).context("--output")?;
+    let memory = folder.path().join("part.memory");
     let calibration = CalibrateOptions {
         model: default_model(),
         good: default_samples().join("train/good"),
@@ -41,8 +53,8 @@ pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> 
         no_refine: false,
         engine: EngineConfig::default(),
     };
-    calibrate(&calibration, out)?;
-    let overlay_dir = output.join("overlays");
+    calibrate(&calibration, &AtomicBool::new(false), out, diagnostics)?;
+    let overlay_dir = folder.path().join("overlays");
     let options = InferOptions {
         model: default_model(),
         inspect: InspectOptions { memory: Some(memory), ..InspectOptions::default() },

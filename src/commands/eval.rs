@@ -4,9 +4,15 @@ use std::io::Write;
 
 use crate::eval::{evaluate, EvalOptions, EvalReport, Metrics};
 
-/// Runs the evaluation; prints a table, or one JSON object with `json`.
-pub fn eval(options: &EvalOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<EvalReport> {
-    let report = evaluate(options, &mut std::io::stderr())?;
+/// Runs the evaluation; prints a table, or one JSON object with `json`; progress and engine
+/// reports go to `diagnostics`.
+pub fn eval(
+    options: &EvalOptions,
+    json: bool,
+    out: &mut dyn Write,
+    diagnostics: &mut dyn Write,
+) -> anyhow::Result<EvalReport> {
+    let report = evaluate(options, diagnostics)?;
     if json {
         serde_json::to_writer(&mut *out, &report)?;
         writeln!(out)?;

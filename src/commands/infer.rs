@@ -1,6 +1,12 @@
 //! `clipada infer`: judge image files, print one result per image, optionally write overlays
 //! and anomaly maps.
+//!
+//! Overlays and maps go into folders clipada owns (`storage::owned`): a new or empty folder,
+//! or one it wrote before; never a folder of other files such as the inputs'. Each input gets
+//! its own output name (a second `part.png`, from another folder or as `part.jpg`, becomes
+//! `part~2.png`), and no output is written over an input.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,10 +14,12 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::pipeline::{InspectOptions, Inspector};
-use crate::sink::npy::write_npy_atomic;
-use crate::sink::overlay::{write_png_atomic, OverlayRenderer};
-use crate::source::files::{collect_images, load_rgb, ImageInput};
+use crate::pipeline::{InspectOptions, Inspector, Judged};
+use crate::sink::npy::npy_bytes;
+use crate::sink::overlay::{png_bytes, OverlayRenderer};
+use crate::source::files::{collect_images, read_image, ImageInput};
+use crate::storage::owned::{FolderKind, OwnedDir};
+use crate::storage::read::identity;
 use crate::verdict::Verdict;
 
 /// What `clipada infer` was asked to do.
@@ -66,17 +74,70 @@ struct ResultLine<'a> {
     map: Option<PathBuf>,
 }
 
-/// Judges every image under `options.inputs`, writing result lines to `out` and problems to
-/// `diagnostics`. Fails only when the model cannot be loaded or the output cannot be written.
-pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn Write) -> anyhow::Result<InferSummary> {
-    if let Some(t) = options.inspect.threshold {
-        anyhow::ensure!(t.is_finite(), "--threshold must be a finite number, not {t}");
+/// The output folders of a run and the names given out so far.
+struct Outputs {
+    overlays: Option<OwnedDir>,
+    maps: Option<OwnedDir>,
+    /// Relative output name (without extension) of each input, unique within the run.
+    names: HashMap<PathBuf, PathBuf>,
+    taken: HashSet<PathBuf>,
+    /// Identities of the inputs: never written over.
+    inputs: HashSet<(u64, u64)>,
+}
+
+impl Outputs {
+    /// `input`'s output name without extension: its relative path without extension, with
+    /// `~2`, `~3`… added when another input already has it.
+    fn name_for(&mut self, input: &ImageInput) -> PathBuf {
+        if let Some(name) = self.names.get(&input.path) {
+            return name.clone();
+        }
+        let base = input.relative.with_extension("");
+        let mut name = base.clone();
+        let mut n = 1;
+        while !self.taken.insert(name.clone()) {
+            n += 1;
+            let mut numbered = base.clone().into_os_string();
+            numbered.push(format!("~{n}"));
+            name = PathBuf::from(numbered);
+        }
+        self.names.insert(input.path.clone(), name.clone());
+        name
     }
-    let mut inspector = Inspector::load(&options.model, &options.inspect)?;
+
+    /// Writes `bytes` as `name.extension` in `dir`, unless that would replace an input.
+    fn write(&self, dir: &OwnedDir, name: &Path, extension: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+        let relative = name.with_extension(extension);
+        let destination = dir.path().join(&relative);
+        if std::fs::metadata(&destination).is_ok_and(|m| self.inputs.contains(&identity(&m))) {
+            anyhow::bail!("{}: is one of the inputs: not overwritten", destination.display());
+        }
+        dir.write_atomic(&relative, bytes).map_err(Into::into)
+    }
+}
+
+/// Judges every image under `options.inputs`, writing result lines to `out` and problems to
+/// `diagnostics`. Fails when the model, the inputs or the output folders cannot be used, or
+/// when no image was found; an image that cannot be judged is an ERROR line.
+pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn Write) -> anyhow::Result<InferSummary> {
+    let images = collect_images(&options.inputs)?;
+    if images.is_empty() {
+        let given: Vec<String> = options.inputs.iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!("no png, jpg, jpeg or bmp images in {}", given.join(", "));
+    }
+    let claim = |dir: &Option<PathBuf>, kind| dir.as_deref().map(|d| OwnedDir::claim(d, kind)).transpose();
+    let mut outputs = Outputs {
+        overlays: claim(&options.overlay_dir, FolderKind::Overlays).context("--overlay-dir")?,
+        maps: claim(&options.maps_dir, FolderKind::Maps).context("--maps-dir")?,
+        names: HashMap::new(),
+        taken: HashSet::new(),
+        inputs: images.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| identity(&m)).collect(),
+    };
+    let mut inspector = Inspector::load(&options.model, &options.inspect, diagnostics)?;
     let mut renderer = OverlayRenderer::default();
     let mut summary = InferSummary::default();
-    for input in collect_images(&options.inputs) {
-        let line = judge_one(&mut inspector, &mut renderer, &input, options, diagnostics);
+    for input in &images {
+        let line = judge_one(&mut inspector, &mut renderer, input, &mut outputs, diagnostics);
         match line.verdict {
             Verdict::Pass => summary.passed += 1,
             Verdict::Fail => summary.failed += 1,
@@ -92,12 +153,14 @@ pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn 
             writeln!(out).context("writing results")?;
         } else {
             let score = line.score.map_or_else(|| "-".to_string(), |s| format!("{s:.6}"));
-            writeln!(out, "{} {score} {}", line.path.display(), line.verdict.name()).context("writing results")?;
+            writeln!(out, "{} {score} {}", escaped(line.path), line.verdict.name()).context("writing results")?;
         }
         if let Some(error) = &line.error {
-            writeln!(diagnostics, "clipada: {}: {error}", line.path.display()).context("writing diagnostics")?;
+            writeln!(diagnostics, "clipada: {}: {}", escaped(line.path), escape_controls(error))
+                .context("writing diagnostics")?;
         }
     }
+    out.flush().context("writing results")?;
     Ok(summary)
 }
 
@@ -105,52 +168,66 @@ fn judge_one<'a>(
     inspector: &mut Inspector,
     renderer: &mut OverlayRenderer,
     input: &'a ImageInput,
-    options: &InferOptions,
+    outputs: &mut Outputs,
     diagnostics: &mut dyn Write,
 ) -> ResultLine<'a> {
     let started = Instant::now();
-    let frame = match load_rgb(&input.path) {
+    let mut line = ResultLine {
+        path: &input.path,
+        score: None,
+        verdict: Verdict::Error,
+        error: None,
+        elapsed_ms: 0.0,
+        overlay: None,
+        map: None,
+    };
+    let frame = match read_image(&input.path) {
         Ok(frame) => frame,
         Err(e) => {
-            return ResultLine {
-                path: &input.path,
-                score: None,
-                verdict: Verdict::Error,
-                error: Some(format!("{e:#}")),
-                elapsed_ms: elapsed_ms(started),
-                overlay: None,
-                map: None,
-            }
+            line.error = Some(e.to_string());
+            line.elapsed_ms = elapsed_ms(started);
+            return line;
         }
     };
+    let threshold = inspector.threshold().value();
     let judged = inspector.inspect(&frame);
-    let elapsed = elapsed_ms(started);
-    let (score, verdict, error) = match &judged {
-        Ok(j) => (Some(j.score), j.verdict, None),
-        Err(e) => (None, Verdict::Error, Some(e.to_string())),
+    line.elapsed_ms = elapsed_ms(started);
+    let (judged, verdict): (Option<Judged<'_>>, Verdict) = match judged {
+        Ok(j) => (Some(j), j.verdict),
+        Err(e) => {
+            line.error = Some(e.to_string());
+            (None, Verdict::Error)
+        }
     };
-    let overlay = options.overlay_dir.as_deref().and_then(|dir| {
-        let path = dir.join(&input.relative).with_extension("png");
-        let drawn = renderer.render(&frame, score.map(|s| (inspector.map(), s)), inspector.threshold(), verdict);
-        match write_png_atomic(&path, drawn) {
-            Ok(()) => Some(path),
-            Err(e) => {
-                let _ = writeln!(diagnostics, "clipada: overlay not written: {e:#}");
-                None
-            }
+    line.verdict = verdict;
+    line.score = judged.map(|j| j.score);
+    let name = outputs.name_for(input);
+    let mut report = |what: &str, result: anyhow::Result<PathBuf>| match result {
+        Ok(path) => Some(path),
+        Err(e) => {
+            let _ = writeln!(diagnostics, "clipada: {what} not written: {}", escape_controls(&format!("{e:#}")));
+            None
         }
-    });
-    let map = options.maps_dir.as_deref().filter(|_| score.is_some()).and_then(|dir| {
-        let path = dir.join(&input.relative).with_extension("npy");
-        match write_npy_atomic(&path, inspector.map()) {
-            Ok(()) => Some(path),
-            Err(e) => {
-                let _ = writeln!(diagnostics, "clipada: map not written: {e:#}");
-                None
-            }
-        }
-    });
-    ResultLine { path: &input.path, score, verdict, error, elapsed_ms: elapsed, overlay, map }
+    };
+    if let Some(dir) = &outputs.overlays {
+        let drawn = renderer.render(&frame, judged.map(|j| (j.map, j.score)), threshold, verdict);
+        let written = png_bytes(drawn).and_then(|bytes| outputs.write(dir, &name, "png", &bytes));
+        line.overlay = report("overlay", written);
+    }
+    if let (Some(dir), Some(judged)) = (&outputs.maps, judged) {
+        line.map = report("map", outputs.write(dir, &name, "npy", &npy_bytes(judged.map)));
+    }
+    line
+}
+
+/// `text` with control characters (newlines, escapes) written as `\u{..}`, so a file name can
+/// never forge a line of output or move the terminal's cursor.
+pub fn escape_controls(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
+fn escaped(path: &Path) -> String {
+    escape_controls(&path.display().to_string())
 }
 
 fn elapsed_ms(started: Instant) -> f64 {

@@ -1,33 +1,103 @@
 //! `clipada run --config station.toml`: the inspection station until its source ends or it is
-//! stopped (SIGTERM, SIGINT).
+//! stopped (SIGTERM, SIGINT), as two processes: this one, the supervisor, owns the verdict
+//! lines; the inspection loop runs in a worker process started from the same binary
+//! (`clipada run --config … --worker`), connected by a socket on the worker's standard input
+//! (`station::supervisor` says why).
 
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::station::config::StationConfig;
+use crate::station::assemble;
+use crate::station::plan::StationPlan;
+use crate::station::supervisor::{Ended, Supervisor, SupervisorLink};
 use crate::station::watchdog::Notifier;
-use crate::station::{RunSummary, Station, StationParts};
+use crate::station::{RunSummary, Station, STOP_WITHIN};
 
-/// Loads `config`, builds the station and runs it until the source is exhausted or `stop` is
-/// set; reports to `diagnostics`, and a summary line to `out` at the end.
-pub fn run(
+/// How long a stopped worker gets to end by itself before it is killed: the rest of
+/// [`STOP_WITHIN`] is the supervisor's own.
+const WORKER_GRACE: Duration = Duration::from_millis(60);
+/// How long a worker that closed its socket gets to exit before it is killed.
+const WORKER_EXIT: Duration = Duration::from_secs(2);
+
+/// The supervisor: loads and checks `config`, locks the state folder, claims the lines in the
+/// safe state, starts the worker (`clipada`, this program, `run --worker`) and drives the lines
+/// for it until it ends or `stop` is set. An error when the configuration is refused, or when
+/// the worker failed or died.
+pub fn run(config: &Path, clipada: &Path, stop: Arc<AtomicBool>, diagnostics: &mut dyn Write) -> anyhow::Result<()> {
+    let plan = StationPlan::load(config)?;
+    let _state = assemble::lock_state(&plan)?;
+    let lines = assemble::lines(&plan)?;
+    let (ours, theirs) = UnixStream::pair().context("cannot make the worker's socket")?;
+    let mut supervisor = Supervisor::new(lines, ours, plan.lines.loop_deadline)
+        .with_context(|| format!("{}: `gpio`: cannot put the lines in the safe state", plan.file.display()))?;
+    match Notifier::from_env() {
+        Ok(notifier) => supervisor.supervised_by(notifier),
+        Err(e) => writeln!(diagnostics, "clipada: {e}: not reporting to systemd").context("stderr")?,
+    }
+    let mut worker = Command::new(clipada)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--worker")
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .spawn()
+        .context("cannot start the worker")?;
+    let ended = supervisor.run(&stop, diagnostics);
+    let status = end_worker(&mut worker, ended)?;
+    match (ended, status.success()) {
+        (Ended::Stopped, _) | (Ended::WorkerGone, true) => Ok(()),
+        (Ended::WorkerGone, false) => {
+            anyhow::bail!("the inspection loop ended: {status} (the lines are in the safe state)")
+        }
+    }
+}
+
+/// Ends the worker: asked to stop (SIGTERM) and killed after [`WORKER_GRACE`] when the
+/// supervisor was stopped; given [`WORKER_EXIT`] to exit when it closed its socket.
+fn end_worker(worker: &mut Child, ended: Ended) -> anyhow::Result<ExitStatus> {
+    let pid = rustix::process::Pid::from_child(worker);
+    let grace = match ended {
+        Ended::Stopped => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            WORKER_GRACE
+        }
+        Ended::WorkerGone => WORKER_EXIT,
+    };
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        if let Some(status) = worker.try_wait().context("waiting for the worker")? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = worker.kill();
+    worker.wait().context("waiting for the worker")
+}
+
+/// The worker: the inspection loop, reaching the lines through the supervisor on its standard
+/// input. Reports to `diagnostics`, and a summary line to `out` at the end.
+pub fn worker(
     config: &Path,
     stop: Arc<AtomicBool>,
     out: &mut dyn Write,
     diagnostics: &mut dyn Write,
 ) -> anyhow::Result<RunSummary> {
-    let config = StationConfig::load(config)?;
-    let parts = StationParts::from_config(&config, stop.clone(), diagnostics)?;
-    let mut station = Station::new(parts);
-    match Notifier::from_env() {
-        Ok(notifier) => station.supervised_by(notifier),
-        Err(e) => writeln!(diagnostics, "clipada: {e}: not reporting to systemd").context("stderr")?,
-    }
-    let summary = station.run(&stop, diagnostics)?;
+    // Should the supervisor die, so does the worker: nothing would drive the lines.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .context("cannot follow the supervisor")?;
+    let socket = std::io::stdin().as_fd().try_clone_to_owned().context("no supervisor socket on standard input")?;
+    let link = SupervisorLink::new(UnixStream::from(socket));
+    let plan = StationPlan::load(config)?;
+    let parts = assemble::parts(&plan, stop.clone(), diagnostics)?;
+    let summary = Station::new(parts, link).run(&stop, diagnostics)?;
     writeln!(
         out,
         "{} frames: {} pass, {} fail, {} error; {} failed parts not saved, {} log lines lost",
@@ -36,3 +106,6 @@ pub fn run(
     .context("stdout")?;
     Ok(summary)
 }
+
+// The worker's grace must leave the supervisor time to notice the stop and reap it.
+const _: () = assert!(WORKER_GRACE.as_millis() + 20 < STOP_WITHIN.as_millis());

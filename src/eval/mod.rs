@@ -15,11 +15,11 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::calibration::calibrate;
-use crate::model::backend::{load_engine_logged, EngineConfig};
+use crate::model::backend::EngineConfig;
 use crate::model::ModelFile;
-use crate::pipeline::Inspector;
+use crate::pipeline::{Extractor, Inspector, Memory};
 use crate::score::resample::MapResampler;
-use crate::source::files::{collect_images, load_rgb};
+use crate::source::files::{collect_images, read_gray, read_image};
 use metrics::{average_precision, f1_max, roc_auc, ProAccumulator};
 
 /// What to evaluate.
@@ -75,14 +75,18 @@ struct TestImage {
     mask: Option<PathBuf>,
 }
 
-/// Evaluates every requested category; `progress` gets a progress bar when it is a terminal.
+/// Evaluates every requested category, loading the model and its engine once; `progress` gets
+/// a progress bar when it is a terminal, and the engine report.
 pub fn evaluate(options: &EvalOptions, progress: &mut dyn Write) -> anyhow::Result<EvalReport> {
     let model = ModelFile::open(&options.model)?;
     let categories =
         if options.categories.is_empty() { list_categories(&options.dataset)? } else { options.categories.clone() };
+    let mut extractor = Extractor::load(&model, &options.engine, progress)?;
     let mut report = BTreeMap::new();
     for category in &categories {
-        let metrics = evaluate_category(&model, &options.dataset.join(category), options, category, progress)?;
+        let (metrics, returned) =
+            evaluate_category(extractor, &options.dataset.join(category), options, category, progress)?;
+        extractor = returned;
         report.insert(category.clone(), metrics);
     }
     let mean = mean_of(report.values());
@@ -114,7 +118,7 @@ fn test_images(category: &Path) -> anyhow::Result<Vec<TestImage>> {
     let mut images = Vec::new();
     for kind in kinds {
         let kind_name = kind.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        for input in collect_images(std::slice::from_ref(&kind)) {
+        for input in collect_images(std::slice::from_ref(&kind))? {
             let mask = (kind_name != "good").then(|| {
                 let stem = input.path.file_stem().unwrap_or_default().to_string_lossy();
                 category.join("ground_truth").join(&kind_name).join(format!("{stem}_mask.png"))
@@ -131,24 +135,27 @@ fn test_images(category: &Path) -> anyhow::Result<Vec<TestImage>> {
     Ok(images)
 }
 
+/// One category's metrics; gives the extractor back for the next.
 fn evaluate_category(
-    model: &ModelFile,
+    mut extractor: Extractor,
     dir: &Path,
     options: &EvalOptions,
     name: &str,
     progress: &mut dyn Write,
-) -> anyhow::Result<Metrics> {
+) -> anyhow::Result<(Metrics, Extractor)> {
     let train = dir.join("train/good");
-    let mut good: Vec<PathBuf> = collect_images(std::slice::from_ref(&train)).into_iter().map(|i| i.path).collect();
+    let mut good: Vec<PathBuf> = collect_images(std::slice::from_ref(&train))?.into_iter().map(|i| i.path).collect();
     anyhow::ensure!(!good.is_empty(), "{}: no training images", train.display());
     if let Some(k) = options.shots {
         good = spread_indices(good.len(), k).into_iter().map(|i| good[i].clone()).collect();
     }
     let tests = test_images(dir)?;
     let show = std::io::stderr().is_terminal();
-    let calibration = calibrate(model, &good, options.memory_size, options.no_refine, &options.engine)?;
-    let engine = load_engine_logged(model, &options.engine)?.engine;
-    let mut inspector = Inspector::new(model.spec.clone(), engine, options.no_refine, None, Some(calibration.bank));
+    let refine = !options.no_refine;
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let calibration = calibrate(&mut extractor, &good, options.memory_size, refine, &never, &mut |_, _, _| {})?;
+    let memory = Memory { bank: calibration.bank, path: train };
+    let mut inspector = Inspector::new(extractor, refine, Some(&memory), None)?;
 
     let (mut image_scores, mut image_labels) = (Vec::new(), Vec::new());
     let (mut pixel_scores, mut pixel_labels) = (Vec::new(), Vec::new());
@@ -162,14 +169,14 @@ fn evaluate_category(
             let _ =
                 write!(progress, "\r{name} [{}{}] {done}/{}", "#".repeat(filled), " ".repeat(30 - filled), tests.len());
         }
-        let frame = load_rgb(&test.image)?;
+        let frame = read_image(&test.image)?;
         let started = Instant::now();
         let judged = inspector.inspect(&frame).with_context(|| format!("{}: not judged", test.image.display()))?;
         elapsed += started.elapsed().as_secs_f64();
+        let score = judged.score;
         let mask = match &test.mask {
             Some(path) => {
-                let mask =
-                    image::open(path).with_context(|| format!("{}: cannot read mask", path.display()))?.into_luma8();
+                let mask = read_gray(path).context("ground-truth mask")?;
                 if mask.dimensions() != frame.dimensions() {
                     bail!(
                         "{}: mask is {}x{}, its image {} is {}x{}",
@@ -185,8 +192,8 @@ fn evaluate_category(
             }
             None => vec![false; (frame.width() * frame.height()) as usize],
         };
-        resampler.run(inspector.map(), frame.width() as usize, frame.height() as usize, &mut full_map);
-        image_scores.push(judged.score);
+        resampler.run(judged.map, frame.width() as usize, frame.height() as usize, &mut full_map);
+        image_scores.push(score);
         image_labels.push(test.mask.is_some());
         pixel_scores.extend_from_slice(&full_map);
         pixel_labels.extend_from_slice(&mask);
@@ -195,7 +202,7 @@ fn evaluate_category(
     if show {
         let _ = writeln!(progress, "\r{name} [{}] {}/{}", "#".repeat(30), tests.len(), tests.len());
     }
-    Ok(Metrics {
+    let metrics = Metrics {
         image_auroc: roc_auc(&image_scores, &image_labels),
         image_ap: average_precision(&image_scores, &image_labels),
         image_f1_max: f1_max(&image_scores, &image_labels),
@@ -203,7 +210,8 @@ fn evaluate_category(
         pixel_ap: average_precision(&pixel_scores, &pixel_labels),
         aupro: pro.aupro(),
         ms_per_image: Some(elapsed * 1e3 / tests.len() as f64),
-    })
+    };
+    Ok((metrics, inspector.into_extractor()))
 }
 
 fn mean_of<'a>(all: impl Iterator<Item = &'a Metrics> + Clone) -> Metrics {

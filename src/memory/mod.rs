@@ -8,19 +8,37 @@ pub mod coreset;
 pub mod file;
 pub mod search;
 
+use serde::{Deserialize, Serialize};
+
 pub use search::NearestSearch;
 
-/// Patch features of good parts, subsampled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemoryBank {
-    /// SHA-256 (hex) of the model file the features came from.
+/// What a memory was made for: the model file, how it was run and how it was scored. A memory
+/// is used only with the same; its threshold means nothing otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MadeFor {
+    /// SHA-256 (hex) of the model file.
     pub model_sha256: String,
     /// The model's contract name, for messages.
     pub model_name: String,
+    /// The engine's numeric precision (`fp32`, `fp16`, `int8`): features, and so scores, move
+    /// with it.
+    pub precision: String,
+    /// Whether the anomaly region refinement was on when the threshold was derived.
+    pub refine: bool,
+}
+
+/// Patch features of good parts, subsampled, and the threshold derived from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryBank {
+    /// The model, engine precision and scoring mode it was made for.
+    pub made_for: MadeFor,
     /// Layers `L` per patch.
     pub layers: usize,
     /// Feature size `D` per layer.
     pub dim: usize,
+    /// The model's patch grid `[h, w]`.
+    pub grid: [usize; 2],
     /// `[count, L*D]`: each stored patch's features, layer after layer.
     pub features: Vec<f32>,
     /// For each stored patch, the index of the good image it came from (for leave-one-out).
@@ -29,6 +47,8 @@ pub struct MemoryBank {
     pub threshold: Option<f32>,
     /// How many good images were used.
     pub good_images: usize,
+    /// Each good image's leave-one-out score (empty with fewer than two images).
+    pub good_scores: Vec<f32>,
 }
 
 impl MemoryBank {

@@ -300,14 +300,20 @@ mod tests {
         // 203 patches: not a multiple of the block size, so the last block has padding.
         let count = 203;
         let bank = MemoryBank {
-            model_sha256: String::new(),
-            model_name: String::new(),
+            made_for: crate::memory::MadeFor {
+                model_sha256: String::new(),
+                model_name: String::new(),
+                precision: "fp32".into(),
+                refine: true,
+            },
             layers,
             dim,
+            grid: [5, 6],
             features: clustered(count, layers, dim, 1),
             sources: (0..count as u32).map(|i| i / 20).collect(),
             threshold: None,
             good_images: 11,
+            good_scores: Vec::new(),
         };
         let query = clustered(patches, layers, dim, 2);
         // The model's layout is [L, N, D]; the bank's is [N, L*D].

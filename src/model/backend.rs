@@ -1,7 +1,7 @@
 //! Choosing the engine: ONNX Runtime where it can be loaded, tract otherwise.
 //!
 //! Owns the backend choice and the report of what ran and why the engines or providers before
-//! it were skipped. `auto` tries ONNX Runtime (when built with the `ort` feature and its library
+//! it were skipped (the caller reports it: a provider that fails must never fail silently). `auto` tries ONNX Runtime (when built with the `ort` feature and its library
 //! loads) and falls back to tract, saying so; `ort` and `tract` insist.
 
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use super::tract::TractEngine;
 use super::Engine;
 
 /// Which engine runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// ONNX Runtime if it can be loaded, else tract.
@@ -54,8 +54,9 @@ pub struct TensorRtOptions {
     pub fp16: bool,
     /// Build INT8 engines (needs a QDQ model or a calibration table).
     pub int8: bool,
-    /// Where built engines are kept across restarts (created if missing; must be writable).
-    pub engine_cache: PathBuf,
+    /// Where built engines are kept across restarts (created if missing; must be writable);
+    /// none: no cache, engines are built at every start (minutes).
+    pub engine_cache: Option<PathBuf>,
     /// Builder workspace in bytes.
     pub workspace_bytes: usize,
     /// CUDA device.
@@ -64,13 +65,7 @@ pub struct TensorRtOptions {
 
 impl Default for TensorRtOptions {
     fn default() -> Self {
-        TensorRtOptions {
-            fp16: true,
-            int8: false,
-            engine_cache: PathBuf::from("/var/cache/clipada/tensorrt"),
-            workspace_bytes: 1 << 30,
-            device_id: 0,
-        }
+        TensorRtOptions { fp16: true, int8: false, engine_cache: None, workspace_bytes: 1 << 30, device_id: 0 }
     }
 }
 
@@ -115,12 +110,8 @@ pub enum EngineLoadError {
 
 /// A loaded engine and the story of how it was chosen.
 pub struct ChosenEngine {
-    /// The engine.
+    /// The engine (its [`Engine::info`] says which it is).
     pub engine: Box<dyn Engine>,
-    /// `tract` or `ort`.
-    pub name: &'static str,
-    /// The provider that runs it (`cpu` for tract).
-    pub provider: &'static str,
     /// Why each engine or provider before it was skipped.
     pub skipped: Vec<String>,
 }
@@ -141,28 +132,14 @@ pub fn load_engine(file: &ModelFile, config: &EngineConfig) -> Result<ChosenEngi
         }
     }
     let engine = TractEngine::load(file)?;
-    Ok(ChosenEngine { engine: Box::new(engine), name: "tract", provider: "cpu", skipped })
-}
-
-/// [`load_engine`], telling stderr why each engine or provider before the chosen one was
-/// skipped (a provider that fails must never fail silently).
-pub fn load_engine_logged(file: &ModelFile, config: &EngineConfig) -> Result<ChosenEngine, EngineLoadError> {
-    let chosen = load_engine(file, config)?;
-    for why in &chosen.skipped {
-        eprintln!("clipada: {why}");
-    }
-    Ok(chosen)
+    Ok(ChosenEngine { engine: Box::new(engine), skipped })
 }
 
 #[cfg(feature = "ort")]
 fn load_ort(file: &ModelFile, config: &EngineConfig) -> Result<ChosenEngine, EngineLoadError> {
-    let loaded = super::ort::OrtEngine::load(file, config)?;
-    Ok(ChosenEngine {
-        provider: loaded.provider.name(),
-        skipped: loaded.skipped.clone(),
-        engine: Box::new(loaded),
-        name: "ort",
-    })
+    let mut loaded = super::ort::OrtEngine::load(file, config)?;
+    let skipped = std::mem::take(&mut loaded.skipped);
+    Ok(ChosenEngine { engine: Box::new(loaded), skipped })
 }
 
 #[cfg(not(feature = "ort"))]

@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tract_onnx::pb::ModelProto;
+use tract_onnx::pb::{GraphProto, ModelProto, TensorProto};
 use tract_onnx::prelude::Framework;
+
+use crate::storage::read::{read_regular, ReadError};
 
 /// The contract version this runtime understands.
 pub const CONTRACT_VERSION: u64 = 1;
@@ -146,10 +148,41 @@ struct Document {
     score: ScoreParams,
 }
 
-/// An ONNX model file, parsed once, with its validated contract.
+/// Largest model file read (ViT-L/14 at 518 px in float32 is about 1.2 GB).
+pub const MAX_MODEL_BYTES: u64 = 4 << 30;
+
+/// Valid ranges of the contract's numbers; a value outside is refused naming its field.
+pub mod limits {
+    /// `input.size`: each side, in pixels.
+    pub const INPUT_SIDE: std::ops::RangeInclusive<usize> = 8..=4096;
+    /// `input.mean`: each channel, on the 0..1 scale.
+    pub const MEAN: std::ops::RangeInclusive<f32> = 0.0..=1.0;
+    /// `input.std`: each channel, on the 0..1 scale.
+    pub const STD: std::ops::RangeInclusive<f32> = 0.01..=10.0;
+    /// `grid`: each side, in patches (and at most the input's side).
+    pub const GRID_SIDE: std::ops::RangeInclusive<usize> = 1..=1024;
+    /// `layers`: how many.
+    pub const LAYERS: std::ops::RangeInclusive<usize> = 1..=64;
+    /// `feature_dim`.
+    pub const FEATURE_DIM: std::ops::RangeInclusive<usize> = 1..=65_536;
+    /// Values in all of the model's outputs together (`L*h*w*D` and `L*2*h*w`): 256 M floats.
+    pub const OUTPUT_VALUES: usize = 1 << 28;
+    /// `refine.sharpness`.
+    pub const SHARPNESS: std::ops::RangeInclusive<f32> = 0.0..=16.0;
+    /// `score.sigma`, in input pixels.
+    pub const SIGMA: std::ops::RangeInclusive<f32> = 0.0..=64.0;
+    /// `score.threshold`: the text branch's scores are probabilities.
+    pub const THRESHOLD: std::ops::RangeInclusive<f32> = 0.001..=1.0;
+    /// `name` and output names, in bytes.
+    pub const NAME_BYTES: usize = 256;
+}
+
+/// An ONNX model file, read once, with its validated contract.
 pub struct ModelFile {
     /// Where it was read from.
     pub path: PathBuf,
+    /// The file's bytes: what was hashed is what the engines load.
+    pub bytes: Vec<u8>,
     /// The parsed protobuf, for the engines.
     pub proto: ModelProto,
     /// The validated contract.
@@ -159,19 +192,33 @@ pub struct ModelFile {
 }
 
 impl ModelFile {
-    /// Reads `path` and validates its contract; graph shapes are checked by the engine at load.
+    /// Reads `path` (a regular file of at most [`MAX_MODEL_BYTES`]) and validates its contract;
+    /// graph shapes are checked by the engine at load. A model whose weights live in other
+    /// files (ONNX external data) is refused: the hash would not cover them.
     pub fn open(path: &Path) -> Result<ModelFile, ModelError> {
         let unreadable = |reason: String| ModelError::Unreadable { path: path.to_path_buf(), reason };
-        let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+        let bytes = read_regular(path, MAX_MODEL_BYTES, "model").map_err(|e| unreadable(strip_path(&e, path)))?;
         let sha256 = sha256_hex(&bytes);
         let proto =
             tract_onnx::onnx().proto_model_for_read(&mut bytes.as_slice()).map_err(|e| unreadable(format!("{e:#}")))?;
-        let json =
-            proto.metadata_props.iter().find(|p| p.key == METADATA_KEY).map(|p| p.value.as_str()).ok_or_else(|| {
-                ModelError::contract(path, METADATA_KEY, "no such metadata_props entry: not a clipada model")
-            })?;
+        if let Some(tensor) = proto.graph.as_ref().and_then(external_tensor) {
+            return Err(ModelError::contract(
+                path,
+                "graph",
+                format!(
+                    "tensor {tensor:?} keeps its data in another file (ONNX external data): save the model as one file"
+                ),
+            ));
+        }
+        let mut entries = proto.metadata_props.iter().filter(|p| p.key == METADATA_KEY);
+        let json = entries.next().map(|p| p.value.as_str()).ok_or_else(|| {
+            ModelError::contract(path, METADATA_KEY, "no such metadata_props entry: not a clipada model")
+        })?;
+        if entries.next().is_some() {
+            return Err(ModelError::contract(path, METADATA_KEY, "more than one metadata_props entry of this name"));
+        }
         let spec = parse_contract(path, json)?;
-        Ok(ModelFile { path: path.to_path_buf(), proto, spec, sha256 })
+        Ok(ModelFile { path: path.to_path_buf(), bytes, proto, spec, sha256 })
     }
 
     /// The graph's output names, in the order engines return them.
@@ -180,17 +227,55 @@ impl ModelFile {
     }
 }
 
+/// A read error's reason without the path it starts with (the model error names it again).
+fn strip_path(error: &ReadError, path: &Path) -> String {
+    let text = error.to_string();
+    text.strip_prefix(&format!("{}: ", path.display())).map(str::to_string).unwrap_or(text)
+}
+
+/// The name of a tensor in `graph` (or its sub-graphs) whose data is in an external file.
+fn external_tensor(graph: &GraphProto) -> Option<String> {
+    let external = |t: &TensorProto| t.data_location == Some(1) || !t.external_data.is_empty();
+    let in_tensors = |tensors: &[TensorProto]| tensors.iter().find(|t| external(t)).map(|t| t.name.clone());
+    in_tensors(&graph.initializer).or_else(|| {
+        graph.node.iter().flat_map(|n| &n.attribute).find_map(|a| {
+            a.t.iter()
+                .chain(&a.tensors)
+                .find(|t| external(t))
+                .map(|t| t.name.clone())
+                .or_else(|| a.g.iter().chain(&a.graphs).find_map(external_tensor))
+        })
+    })
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parses and validates a contract document; errors name `path` and the field.
+/// Just the version, read before the rest so that its error can name it.
+#[derive(Deserialize)]
+struct Version {
+    contract: Option<serde_json::Value>,
+}
+
+/// Parses and validates a contract document; errors name `path` and the field. Duplicate keys
+/// are refused (a second value must not silently win).
 pub fn parse_contract(path: &Path, json: &str) -> Result<ModelSpec, ModelError> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| ModelError::contract(path, METADATA_KEY, format!("not JSON: {e}")))?;
-    match value.get("contract") {
+    let field_error = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let reason = e.inner().to_string();
+        ModelError::contract(path, crate::schema::field_path(e.path(), &reason), reason)
+    };
+    let version: Version =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json)).map_err(|e| {
+            if e.inner().is_syntax() || e.inner().is_eof() {
+                ModelError::contract(path, METADATA_KEY, format!("not JSON: {}", e.inner()))
+            } else {
+                field_error(e)
+            }
+        })?;
+    match version.contract {
         None => return Err(ModelError::contract(path, "contract", "missing (the contract version number)")),
         Some(v) if v.as_u64() != Some(CONTRACT_VERSION) => {
             return Err(ModelError::contract(
@@ -201,71 +286,94 @@ pub fn parse_contract(path: &Path, json: &str) -> Result<ModelSpec, ModelError> 
         }
         Some(_) => {}
     }
-    let doc: Document = serde_path_to_error::deserialize(value).map_err(|e| {
-        let mut field = e.path().to_string();
-        let reason = e.inner().to_string();
-        // serde reports a missing field at its parent: name the field itself.
-        if let Some(missing) = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-            field = if field == "." { missing.to_string() } else { format!("{field}.{missing}") };
-        }
-        ModelError::contract(path, field, reason)
-    })?;
+    let doc: Document =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json)).map_err(field_error)?;
     validate(path, doc)
 }
 
 fn validate(path: &Path, doc: Document) -> Result<ModelSpec, ModelError> {
-    let fail = |field: &str, reason: &str| Err(ModelError::contract(path, field, reason));
+    let fail = |field: &str, reason: String| Err(ModelError::contract(path, field, reason));
     let input = &doc.input;
+    let name_ok =
+        |name: &str| !name.is_empty() && name.len() <= limits::NAME_BYTES && !name.chars().any(char::is_control);
+    if !name_ok(&doc.name) {
+        return fail("name", format!("must be 1 to {} bytes without control characters", limits::NAME_BYTES));
+    }
+    if !name_ok(&input.name) {
+        return fail("input.name", format!("must be 1 to {} bytes without control characters", limits::NAME_BYTES));
+    }
     if input.layout != "NCHW" {
-        return fail("input.layout", "only \"NCHW\" is supported");
+        return fail("input.layout", "only \"NCHW\" is supported".into());
     }
     if input.dtype != "f32" {
-        return fail("input.dtype", "only \"f32\" is supported");
+        return fail("input.dtype", "only \"f32\" is supported".into());
     }
-    if input.size.contains(&0) {
-        return fail("input.size", "sizes must be positive");
+    if !input.size.iter().all(|s| limits::INPUT_SIDE.contains(s)) {
+        return fail("input.size", format!("each side must be in {:?} pixels", limits::INPUT_SIDE));
     }
-    if input.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-        return fail("input.std", "each value must be finite and positive");
+    if !input.std.iter().all(|s| limits::STD.contains(s)) {
+        return fail("input.std", format!("each value must be in {:?}", limits::STD));
     }
-    if input.mean.iter().any(|m| !m.is_finite()) {
-        return fail("input.mean", "each value must be finite");
+    if !input.mean.iter().all(|m| limits::MEAN.contains(m)) {
+        return fail("input.mean", format!("each value must be in {:?}", limits::MEAN));
     }
-    if doc.grid.contains(&0) {
-        return fail("grid", "sizes must be positive");
+    if !doc.grid.iter().all(|g| limits::GRID_SIDE.contains(g)) {
+        return fail("grid", format!("each side must be in {:?} patches", limits::GRID_SIDE));
     }
     if doc.grid[0] > input.size[0] || doc.grid[1] > input.size[1] {
-        return fail("grid", "the patch grid cannot be finer than the input");
+        return fail("grid", "the patch grid cannot be finer than the input".into());
     }
-    if doc.layers.is_empty() {
-        return fail("layers", "at least one layer is needed");
+    if !limits::LAYERS.contains(&doc.layers.len()) {
+        return fail("layers", format!("between {} and {} layers", limits::LAYERS.start(), limits::LAYERS.end()));
     }
     let outputs = &doc.outputs;
     if outputs.patch_logits.is_none() && outputs.patch_features.is_none() {
-        return fail("outputs", "needs `patch_logits` or `patch_features` to make an anomaly map");
+        return fail("outputs", "needs `patch_logits` or `patch_features` to make an anomaly map".into());
+    }
+    for (role, name) in [
+        ("patch_logits", &outputs.patch_logits),
+        ("image_logits", &outputs.image_logits),
+        ("patch_features", &outputs.patch_features),
+    ] {
+        if name.as_deref().is_some_and(|n| !name_ok(n)) {
+            return fail(&format!("outputs.{role}"), format!("must be 1 to {} bytes", limits::NAME_BYTES));
+        }
     }
     match (&outputs.patch_features, doc.feature_dim) {
-        (Some(_), None) => return fail("feature_dim", "required when `outputs.patch_features` is present"),
-        (_, Some(0)) => return fail("feature_dim", "must be positive"),
+        (Some(_), None) => return fail("feature_dim", "required when `outputs.patch_features` is present".into()),
+        (_, Some(d)) if !limits::FEATURE_DIM.contains(&d) => {
+            return fail("feature_dim", format!("must be in {:?}", limits::FEATURE_DIM))
+        }
         _ => {}
     }
+    let patches = doc.grid[0] * doc.grid[1];
+    let values = doc.layers.len() * patches * (2 + doc.feature_dim.unwrap_or(0));
+    if values > limits::OUTPUT_VALUES {
+        return fail(
+            "feature_dim",
+            format!("the outputs would hold {values} values, more than {}", limits::OUTPUT_VALUES),
+        );
+    }
     if let Some(refine) = doc.refine {
-        if !(refine.sharpness.is_finite() && refine.sharpness >= 0.0) {
-            return fail("refine.sharpness", "must be finite and not negative");
+        if refine.radius > doc.grid[0].max(doc.grid[1]) {
+            return fail("refine.radius", "must be at most the grid's longer side".into());
+        }
+        if !limits::SHARPNESS.contains(&refine.sharpness) {
+            return fail("refine.sharpness", format!("must be in {:?}", limits::SHARPNESS));
         }
     }
     let score = doc.score;
-    if !(score.sigma.is_finite() && score.sigma >= 0.0) {
-        return fail("score.sigma", "must be finite and not negative");
+    if !limits::SIGMA.contains(&score.sigma) {
+        return fail("score.sigma", format!("must be in {:?} pixels", limits::SIGMA));
     }
     if !(score.top_k > 0.0 && score.top_k <= 1.0) {
-        return fail("score.top_k", "must be in (0, 1]");
+        return fail("score.top_k", "must be in (0, 1]".into());
     }
     if !(0.0..=1.0).contains(&score.image_logits_weight) {
-        return fail("score.image_logits_weight", "must be in [0, 1]");
+        return fail("score.image_logits_weight", "must be in [0, 1]".into());
     }
-    if !score.threshold.is_finite() {
-        return fail("score.threshold", "must be finite");
+    if !limits::THRESHOLD.contains(&score.threshold) {
+        return fail("score.threshold", format!("must be in {:?}", limits::THRESHOLD));
     }
     Ok(ModelSpec {
         name: doc.name,

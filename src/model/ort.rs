@@ -16,7 +16,7 @@ use ort::value::TensorRef;
 
 use super::backend::{EngineConfig, EngineLoadError, Provider, TensorRtOptions};
 use super::contract::{ModelError, ModelFile, OutputRole};
-use super::{Engine, EngineError, RawOutputs};
+use super::{Engine, EngineError, EngineInfo, Precision, RawOutputs};
 
 /// A model in an ONNX Runtime session.
 pub struct OrtEngine {
@@ -26,6 +26,8 @@ pub struct OrtEngine {
     outputs: Vec<(OutputRole, String)>,
     /// The first provider that registered.
     pub provider: Provider,
+    /// The precision it computes in.
+    pub precision: Precision,
     /// Why providers before it were skipped.
     pub skipped: Vec<String>,
 }
@@ -79,7 +81,7 @@ impl OrtEngine {
             }
         }
         let provider = chosen.unwrap_or(Provider::Cpu);
-        let session = builder.commit_from_file(&file.path).map_err(|e| {
+        let session = builder.commit_from_memory(&file.bytes).map_err(|e| {
             EngineLoadError::Model(ModelError::Unreadable { path: file.path.clone(), reason: e.to_string() })
         })?;
         let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
@@ -94,7 +96,12 @@ impl OrtEngine {
             }
             outputs.push((role, name.to_string()));
         }
-        Ok(OrtEngine { session, input_shape: file.spec.input_shape(), outputs, provider, skipped })
+        let precision = match provider {
+            Provider::TensorRt if config.tensorrt.int8 => Precision::Int8,
+            Provider::TensorRt if config.tensorrt.fp16 => Precision::Fp16,
+            _ => Precision::Fp32,
+        };
+        Ok(OrtEngine { session, input_shape: file.spec.input_shape(), outputs, provider, precision, skipped })
     }
 }
 
@@ -118,17 +125,23 @@ fn register(
     }
     let dispatch = match provider {
         Provider::TensorRt => {
-            prepare_engine_cache(&trt.engine_cache).map_err(EngineLoadError::Config)?;
-            ep::TensorRT::default()
+            let tensorrt = ep::TensorRT::default()
                 .with_device_id(trt.device_id)
                 .with_fp16(trt.fp16)
                 .with_int8(trt.int8)
-                .with_max_workspace_size(trt.workspace_bytes)
-                .with_engine_cache(true)
-                .with_engine_cache_path(trt.engine_cache.display())
-                .with_timing_cache(true)
-                .with_timing_cache_path(trt.engine_cache.display())
-                .build()
+                .with_max_workspace_size(trt.workspace_bytes);
+            match &trt.engine_cache {
+                Some(cache) => {
+                    prepare_engine_cache(cache).map_err(EngineLoadError::Config)?;
+                    tensorrt
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(cache.display())
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(cache.display())
+                        .build()
+                }
+                None => tensorrt.build(),
+            }
         }
         Provider::Cuda => ep::CUDA::default().with_device_id(trt.device_id).build(),
         Provider::Cpu => ep::CPU::default().build(),
@@ -147,6 +160,10 @@ pub fn prepare_engine_cache(dir: &Path) -> Result<(), String> {
 }
 
 impl Engine for OrtEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo { engine: "ort", provider: self.provider.name(), precision: self.precision }
+    }
+
     fn run(&mut self, input: &[f32], out: &mut RawOutputs) -> Result<(), EngineError> {
         let failed = |e: ort::Error| EngineError(e.to_string());
         let tensor = TensorRef::from_array_view((self.input_shape, input)).map_err(failed)?;

@@ -3,7 +3,7 @@
 use tract_onnx::prelude::*;
 
 use super::contract::{ModelError, ModelFile, OutputRole};
-use super::{Engine, EngineError, RawOutputs};
+use super::{Engine, EngineError, EngineInfo, Precision, RawOutputs};
 
 type Plan = TypedSimplePlan;
 
@@ -90,6 +90,10 @@ fn refuse_known_defects(file: &ModelFile) -> Result<(), ModelError> {
 }
 
 impl Engine for TractEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo { engine: "tract", provider: "cpu", precision: Precision::Fp32 }
+    }
+
     fn run(&mut self, input: &[f32], out: &mut RawOutputs) -> Result<(), EngineError> {
         let failed = |e: TractError| EngineError(format!("{e:#}"));
         let tensor = Tensor::from_shape(&self.input_shape, input).map_err(failed)?;

@@ -28,25 +28,41 @@ impl Refiner {
     pub fn run(&mut self, coarse: &[f32]) -> &[f32] {
         let [h, w] = self.grid;
         let r = self.params.radius;
-        // The square window's maximum, separably: along rows, then along columns.
+        // The square window's maximum, separably: along rows, then along columns. A NaN
+        // anywhere in a window makes its maximum NaN, and so the refined value: a fault is
+        // carried to the map's check, never folded away into a plausible number.
         for y in 0..h {
             for x in 0..w {
                 let row = &coarse[y * w..(y + 1) * w];
                 self.row_max[y * w + x] =
-                    row[x.saturating_sub(r)..(x + r + 1).min(w)].iter().copied().fold(f32::MIN, f32::max);
+                    row[x.saturating_sub(r)..(x + r + 1).min(w)].iter().copied().fold(f32::NEG_INFINITY, nan_max);
             }
         }
         for y in 0..h {
             for x in 0..w {
                 let local_max = (y.saturating_sub(r)..(y + r + 1).min(h))
                     .map(|yy| self.row_max[yy * w + x])
-                    .fold(f32::MIN, f32::max);
+                    .fold(f32::NEG_INFINITY, nan_max);
                 let a = coarse[y * w + x];
-                self.refined[y * w + x] =
-                    if local_max > 0.0 { a * (a / local_max).powf(self.params.sharpness) } else { 0.0 };
+                self.refined[y * w + x] = if local_max > 0.0 {
+                    a * (a / local_max).powf(self.params.sharpness)
+                } else if local_max.is_nan() {
+                    f32::NAN
+                } else {
+                    0.0
+                };
             }
         }
         &self.refined
+    }
+}
+
+/// The larger of two values, NaN when either is NaN (`f32::max` would drop the NaN).
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
     }
 }
 
@@ -65,6 +81,15 @@ mod tests {
         assert_eq!(refined[2], 0.8, "a local maximum keeps its score");
         assert!((refined[1] - 0.2).abs() < 1e-6, "0.4 * 0.4 / 0.8");
         assert!((refined[0] - 0.025).abs() < 1e-6, "0.1 * 0.1 / 0.4");
+    }
+
+    #[test]
+    fn a_nan_anywhere_in_a_window_reaches_the_refined_map() {
+        // Regression: folding with f32::max from f32::MIN turned an all-NaN window into 0.
+        let refined = refine(&[f32::NAN, f32::NAN, f32::NAN], [1, 3], 1, 1.0);
+        assert!(refined.iter().all(|v| v.is_nan()), "{refined:?}");
+        let refined = refine(&[0.2, f32::NAN, 0.4, 0.1], [1, 4], 0, 1.0);
+        assert!(refined[1].is_nan(), "radius 0 keeps the NaN patch's NaN: {refined:?}");
     }
 
     #[test]

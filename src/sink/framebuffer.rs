@@ -2,8 +2,11 @@
 //!
 //! The target is a framebuffer device (geometry and pixel format from its
 //! `FBIOGET_VSCREENINFO`/`FBIOGET_FSCREENINFO` ioctls) or a plain file used as framebuffer
-//! memory (geometry from the config), which is how it is tested. Drawing goes to a buffer in
-//! the target's pixel format; [`Framebuffer::flush`] writes it to the visible page in one call.
+//! memory (geometry from the config), which is how it is tested. A plain file is clipada's own:
+//! created by it, with a trailer after the page that marks it (`storage::owned`), so a file of
+//! anything else named as the display is refused, never cut to size. Geometry is bounded
+//! ([`MAX_SIDE`]) and its arithmetic checked. Drawing goes to a buffer in the target's pixel
+//! format; [`Framebuffer::flush`] writes it to the visible page in one call.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -11,6 +14,11 @@ use std::path::{Path, PathBuf};
 
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
+
+use crate::storage::owned::{open_owned, FileKind, FRAMEBUFFER_TRAILER, FRAMEBUFFER_TRAILER_LEN};
+
+/// Longest side of a framebuffer, in pixels.
+pub const MAX_SIDE: u32 = 8192;
 
 /// Why a framebuffer could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +62,7 @@ pub struct Geometry {
 
 impl Geometry {
     /// The usual packed layouts: 16 bits RGB565, 24 bits B,G,R bytes, 32 bits XRGB8888
-    /// (little-endian: B,G,R,X bytes).
+    /// (little-endian: B,G,R,X bytes); none for another depth or a side beyond [`MAX_SIDE`].
     pub fn packed(width: u32, height: u32, bits_per_pixel: u32) -> Option<Geometry> {
         let channel = |offset, length| Channel { offset, length };
         let (red, green, blue) = match bits_per_pixel {
@@ -62,6 +70,9 @@ impl Geometry {
             24 | 32 => (channel(16, 8), channel(8, 8), channel(0, 8)),
             _ => return None,
         };
+        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
+            return None;
+        }
         Some(Geometry {
             width,
             height,
@@ -105,19 +116,18 @@ pub struct Framebuffer {
 }
 
 impl Framebuffer {
-    /// Opens a framebuffer device, or a plain file with the given geometry (created or
-    /// resized to fit). Geometry given for a device must match what the device reports.
+    /// Opens a framebuffer device, or a plain file with the given geometry (clipada's own: made
+    /// here, or made by an earlier run and resized to fit). Geometry given for a device must
+    /// match what the device reports.
     pub fn open(path: &Path, configured: Option<(u32, u32, u32)>) -> Result<Framebuffer, FramebufferError> {
         use std::os::unix::fs::FileTypeExt;
         let error = |reason: String| FramebufferError { path: path.to_path_buf(), reason };
         let is_device = std::fs::metadata(path).map(|m| m.file_type().is_char_device()).unwrap_or(false);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(!is_device)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| error(format!("cannot open: {e}")))?;
+        let file = if is_device {
+            OpenOptions::new().read(true).write(true).open(path).map_err(|e| error(format!("cannot open: {e}")))?
+        } else {
+            open_owned(path, FileKind::Framebuffer, false).map_err(|e| error(e.to_string()))?
+        };
         let geometry = if is_device {
             let reported = device_geometry(&file).map_err(error)?;
             if let Some((width, height, bits)) = configured {
@@ -136,20 +146,18 @@ impl Framebuffer {
                         .into(),
                 )
             })?;
-            let geometry = Geometry::packed(width, height, bits)
-                .ok_or_else(|| error(format!("{bits} bits per pixel: must be 16, 24 or 32")))?;
-            file.set_len(geometry.page_bytes() as u64).map_err(|e| error(format!("cannot size: {e}")))?;
+            let geometry = Geometry::packed(width, height, bits).ok_or_else(|| {
+                error(format!("{width}x{height} at {bits} bits per pixel: sides 1 to {MAX_SIDE}, depth 16, 24 or 32"))
+            })?;
+            let page = geometry.page_bytes() as u64;
+            let mut trailer = FRAMEBUFFER_TRAILER.to_vec();
+            trailer.extend([width, height, bits].iter().flat_map(|v| v.to_le_bytes()));
+            file.set_len(page + FRAMEBUFFER_TRAILER_LEN)
+                .and_then(|()| file.write_all_at(&trailer, page))
+                .map_err(|e| error(format!("cannot size: {e}")))?;
             geometry
         };
-        if geometry.width == 0 || geometry.height == 0 {
-            return Err(error("the framebuffer has no pixels".into()));
-        }
         Ok(Framebuffer { file, path: path.to_path_buf(), page: vec![0; geometry.page_bytes()], geometry })
-    }
-
-    /// Size and pixel format.
-    pub fn geometry(&self) -> &Geometry {
-        &self.geometry
     }
 
     /// The device or file.
@@ -269,8 +277,18 @@ fn device_geometry(file: &File) -> Result<Geometry, String> {
     if ![16, 24, 32].contains(&var.bits_per_pixel) {
         return Err(format!("{} bits per pixel: only 16, 24 and 32 are supported", var.bits_per_pixel));
     }
-    let channel = |b: FbBitfield| Channel { offset: b.offset, length: b.length.min(8) };
+    if !(1..=MAX_SIDE).contains(&var.xres) || !(1..=MAX_SIDE).contains(&var.yres) {
+        return Err(format!("{}x{} pixels: sides 1 to {MAX_SIDE} are supported", var.xres, var.yres));
+    }
     let bytes = var.bits_per_pixel / 8;
+    if fix.line_length < var.xres * bytes {
+        return Err(format!("line length {} is shorter than a row of {} pixels", fix.line_length, var.xres));
+    }
+    let channel_ok = |b: &FbBitfield| b.length <= 32 && b.offset.checked_add(b.length).is_some_and(|end| end <= 32);
+    if ![&var.red, &var.green, &var.blue].iter().all(|b| channel_ok(b)) {
+        return Err("a colour channel lies outside the pixel".into());
+    }
+    let channel = |b: FbBitfield| Channel { offset: b.offset, length: b.length.min(8) };
     Ok(Geometry {
         width: var.xres,
         height: var.yres,
@@ -279,6 +297,60 @@ fn device_geometry(file: &File) -> Result<Geometry, String> {
         red: channel(var.red),
         green: channel(var.green),
         blue: channel(var.blue),
-        page_offset: u64::from(var.yoffset) * u64::from(fix.line_length) + u64::from(var.xoffset * bytes),
+        page_offset: u64::from(var.yoffset) * u64::from(fix.line_length) + u64::from(var.xoffset) * u64::from(bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixels_are_packed_as_the_format_says() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bits, colour, bytes) in [
+            (16, Rgb888::new(0xff, 0x00, 0x00), vec![0x00, 0xf8]),
+            (16, Rgb888::new(0x00, 0xff, 0x00), vec![0xe0, 0x07]),
+            (24, Rgb888::new(0x12, 0x34, 0x56), vec![0x56, 0x34, 0x12]),
+            (32, Rgb888::new(0x12, 0x34, 0x56), vec![0x56, 0x34, 0x12, 0x00]),
+        ] {
+            let path = dir.path().join(format!("fb{bits}"));
+            let mut fb = Framebuffer::open(&path, Some((4, 3, bits))).unwrap();
+            Pixel(Point::new(2, 1), colour).draw(&mut fb).unwrap();
+            fb.flush().unwrap();
+            let memory = std::fs::read(&path).unwrap();
+            let page = 4 * 3 * bits as usize / 8;
+            assert_eq!(memory.len() as u64, page as u64 + FRAMEBUFFER_TRAILER_LEN, "the page and the trailer");
+            let at = (4 + 2) * bits as usize / 8;
+            assert_eq!(memory[at..at + bytes.len()], bytes[..], "{bits} bits");
+            assert!(memory[..at].iter().all(|b| *b == 0), "nothing else drawn");
+            assert_eq!(&memory[page..page + FRAMEBUFFER_TRAILER.len()], FRAMEBUFFER_TRAILER);
+        }
+        let error = Framebuffer::open(&dir.path().join("plain"), None).err().unwrap();
+        assert!(error.to_string().contains("width"), "{error}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_clipadas_framebuffer_is_never_cut_to_size() {
+        // Regression: `display.device` naming a regular file truncated it to the page size.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
+        assert!(Framebuffer::open(&path, Some((4, 3, 32))).is_err());
+        assert_eq!(std::fs::read(&path).unwrap().len(), 10_000);
+        // Its own file, from an earlier run, is resized to a new geometry.
+        let own = dir.path().join("fb");
+        Framebuffer::open(&own, Some((4, 3, 32))).unwrap();
+        Framebuffer::open(&own, Some((8, 6, 16))).expect("its own file");
+    }
+
+    #[test]
+    fn geometry_beyond_the_limits_is_refused_not_wrapped() {
+        // Regression: a width of 134217728 at 32 bits wrapped `line_length` and panicked later.
+        for (w, h, bits) in [(134_217_728, 2, 32), (MAX_SIDE + 1, 2, 32), (2, 0, 16), (4, 4, 12)] {
+            assert!(Geometry::packed(w, h, bits).is_none(), "{w}x{h} at {bits}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Framebuffer::open(&dir.path().join("fb"), Some((134_217_728, 2, 32))).is_err());
+    }
 }

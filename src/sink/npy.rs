@@ -2,11 +2,6 @@
 //! integrators who analyse maps themselves and for comparing the runtime with the Python
 //! training code.
 
-use std::path::Path;
-
-use anyhow::Context;
-
-use crate::atomic::write_atomic;
 use crate::score::AnomalyMap;
 
 /// The `.npy` bytes of `map`: magic, version 1.0, header padded to a multiple of 64, data.
@@ -24,11 +19,4 @@ pub fn npy_bytes(map: AnomalyMap<'_>) -> Vec<u8> {
     bytes.extend_from_slice(&header);
     bytes.extend(map.values.iter().flat_map(|v| v.to_le_bytes()));
     bytes
-}
-
-/// Writes `map` to `path` as `.npy`, atomically, creating its folder if missing.
-pub fn write_npy_atomic(path: &Path, map: AnomalyMap<'_>) -> anyhow::Result<()> {
-    crate::atomic::create_parent(path)
-        .and_then(|()| write_atomic(path, &npy_bytes(map)))
-        .with_context(|| format!("{}: cannot write", path.display()))
 }

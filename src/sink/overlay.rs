@@ -3,7 +3,6 @@
 //! embedded-graphics so that the station's display shares the drawing code.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use anyhow::Context;
 use embedded_graphics::mono_font::{ascii::FONT_6X10, MonoTextStyle};
@@ -138,12 +137,4 @@ pub fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
     let mut bytes = std::io::Cursor::new(Vec::new());
     image.write_to(&mut bytes, image::ImageFormat::Png).context("cannot encode PNG")?;
     Ok(bytes.into_inner())
-}
-
-/// Writes `image` as PNG to `path` atomically, creating its folder if missing.
-pub fn write_png_atomic(path: &Path, image: &RgbImage) -> anyhow::Result<()> {
-    let bytes = png_bytes(image).with_context(|| path.display().to_string())?;
-    crate::atomic::create_parent(path)
-        .and_then(|()| crate::atomic::write_atomic(path, &bytes))
-        .with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -4,20 +4,40 @@
 //! When the camera fails or disappears, each attempt to get a frame reports an error (the
 //! station judges it ERROR) and the camera is reopened with exponential backoff; waits are
 //! cut short when the station is asked to stop.
+//!
+//! The settings are always built (a configuration names them); the camera itself needs the
+//! `camera` feature.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use image::RgbImage;
-use nokhwa::pixel_format::RgbFormat;
-use nokhwa::utils::{
-    ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
-};
-use nokhwa::Camera;
+use serde::Deserialize;
 
-use super::{FrameSource, SourceError};
-use crate::station::config::{CameraDevice, PixelFormat};
+/// A camera by index or by name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum CameraDevice {
+    /// `/dev/videoN` on Linux.
+    Index(u32),
+    /// The camera's human-readable name as the system reports it.
+    Name(String),
+}
+
+/// Camera pixel formats; all are decoded to RGB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    /// Motion JPEG.
+    #[default]
+    Mjpeg,
+    /// YUV 4:2:2.
+    Yuyv,
+    /// YUV 4:2:0, semi-planar.
+    Nv12,
+    /// 8-bit grey.
+    Gray,
+    /// Packed RGB.
+    Rgb,
+}
 
 /// What to open.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,113 +58,169 @@ pub struct CameraSettings {
     pub reconnect_max: Duration,
 }
 
-/// Frames from a camera, reopened after failures.
-pub struct CameraSource {
-    settings: CameraSettings,
-    camera: Option<Camera>,
-    /// Wait before the next reopening attempt.
-    backoff: Duration,
-    /// When the camera may be reopened.
-    retry_at: Instant,
-    stop: Arc<AtomicBool>,
-}
+#[cfg(feature = "camera")]
+pub use capture::CameraSource;
 
-impl CameraSource {
-    /// Opens the camera; a camera that cannot be opened now is an error (the station does
-    /// not start on a missing camera; it rides out a camera lost later).
-    pub fn open(settings: CameraSettings, stop: Arc<AtomicBool>) -> Result<CameraSource, SourceError> {
-        let camera = open_camera(&settings)?;
-        Ok(CameraSource { backoff: settings.reconnect, settings, camera: Some(camera), retry_at: Instant::now(), stop })
+/// The camera itself, through nokhwa.
+#[cfg(feature = "camera")]
+mod capture {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use nokhwa::pixel_format::RgbFormat;
+    use nokhwa::utils::{
+        ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
+    };
+    use nokhwa::Camera;
+
+    use super::{CameraDevice, CameraSettings, PixelFormat};
+    use crate::source::decode::{allocate_rgb, decode_rgb};
+    use crate::source::{Frame, FrameSource, SourceError, SourceErrorKind};
+
+    /// Frames from a camera, reopened after failures.
+    pub struct CameraSource {
+        settings: CameraSettings,
+        camera: Option<Camera>,
+        /// Wait before the next reopening attempt.
+        backoff: Duration,
+        /// When the camera may be reopened.
+        retry_at: Instant,
+        stop: Arc<AtomicBool>,
     }
 
-    /// Waits until the next reopening attempt (or a stop request), then tries.
-    fn reopen(&mut self) -> Result<(), SourceError> {
-        while Instant::now() < self.retry_at && !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep((self.retry_at - Instant::now()).min(Duration::from_millis(50)));
+    impl CameraSource {
+        /// Opens the camera; a camera that cannot be opened now is an error (the station does
+        /// not start on a missing camera; it rides out a camera lost later).
+        pub fn open(settings: CameraSettings, stop: Arc<AtomicBool>) -> Result<CameraSource, SourceError> {
+            let camera = open_camera(&settings)?;
+            Ok(CameraSource {
+                backoff: settings.reconnect,
+                settings,
+                camera: Some(camera),
+                retry_at: Instant::now(),
+                stop,
+            })
         }
-        match open_camera(&self.settings) {
-            Ok(camera) => {
-                self.camera = Some(camera);
-                self.backoff = self.settings.reconnect;
-                Ok(())
+
+        /// Waits until the next reopening attempt (or a stop request), then tries.
+        fn reopen(&mut self) -> Result<(), SourceError> {
+            while Instant::now() < self.retry_at && !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep((self.retry_at - Instant::now()).min(Duration::from_millis(50)));
             }
-            Err(e) => {
-                self.schedule_retry();
-                Err(SourceError {
-                    origin: e.origin,
-                    reason: format!("{}; next attempt in {:?}", e.reason, self.backoff),
-                })
+            match open_camera(&self.settings) {
+                Ok(camera) => {
+                    self.camera = Some(camera);
+                    self.backoff = self.settings.reconnect;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.schedule_retry();
+                    Err(SourceError { reason: format!("{}; next attempt in {:?}", e.reason, self.backoff), ..e })
+                }
             }
+        }
+
+        fn schedule_retry(&mut self) {
+            self.retry_at = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(self.settings.reconnect_max);
         }
     }
 
-    fn schedule_retry(&mut self) {
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(self.settings.reconnect_max);
-    }
-}
-
-impl FrameSource for CameraSource {
-    fn next_frame(&mut self, frame: &mut RgbImage) -> Result<bool, SourceError> {
-        if self.camera.is_none() {
-            self.reopen()?;
-        }
-        let Some(camera) = self.camera.as_mut() else {
-            return Err(SourceError { origin: describe(&self.settings.device), reason: "not open".into() });
-        };
-        let captured = camera.frame().and_then(|buffer| {
-            let Resolution { width_x: w, height_y: h } = buffer.resolution();
-            if frame.dimensions() != (w, h) {
-                *frame = RgbImage::new(w, h);
+    impl FrameSource for CameraSource {
+        fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+            if self.camera.is_none() {
+                self.reopen()?;
             }
-            buffer.decode_image_to_buffer::<RgbFormat>(frame)
-        });
-        match captured {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                // Drop the handle (closing the device) and reopen later.
-                self.camera = None;
-                self.schedule_retry();
-                Err(SourceError {
-                    // Named only on failure: a good frame allocates no message.
+            let Some(camera) = self.camera.as_mut() else {
+                return Err(SourceError {
+                    kind: SourceErrorKind::Gone,
                     origin: describe(&self.settings.device),
-                    reason: format!("frame capture failed ({e}); reopening in {:?}", self.backoff),
-                })
+                    reason: "not open".into(),
+                });
+            };
+            match camera.frame() {
+                Ok(buffer) => decode_buffer(&buffer, frame).map(|()| true).map_err(|reason| SourceError {
+                    kind: SourceErrorKind::BadFrame,
+                    origin: describe(&self.settings.device),
+                    reason,
+                }),
+                Err(e) => {
+                    // Drop the handle (closing the device) and reopen later.
+                    self.camera = None;
+                    self.schedule_retry();
+                    Err(SourceError {
+                        kind: SourceErrorKind::Gone,
+                        // Named only on failure: a good frame allocates no message.
+                        origin: describe(&self.settings.device),
+                        reason: format!("frame capture failed ({e}); reopening in {:?}", self.backoff),
+                    })
+                }
             }
         }
     }
-}
 
-/// `camera 0`, `camera "USB Camera"`: how errors name the device.
-fn describe(device: &CameraDevice) -> String {
-    match device {
-        CameraDevice::Index(i) => format!("camera {i} (/dev/video{i})"),
-        CameraDevice::Name(name) => format!("camera {name:?}"),
-    }
-}
-
-fn open_camera(settings: &CameraSettings) -> Result<Camera, SourceError> {
-    let origin = describe(&settings.device);
-    let error = |reason: String| SourceError { origin: origin.clone(), reason };
-    let index = match &settings.device {
-        CameraDevice::Index(i) => CameraIndex::Index(*i),
-        CameraDevice::Name(name) => {
-            let cameras = nokhwa::query(ApiBackend::Auto).map_err(|e| error(format!("cannot list cameras: {e}")))?;
-            let found = cameras.iter().find(|c| c.human_name() == *name);
-            let names: Vec<String> = cameras.iter().map(|c| c.human_name()).collect();
-            found.map(|c| c.index().clone()).ok_or_else(|| error(format!("no such camera; found {names:?}")))?
+    /// Decodes a captured buffer into `frame`, with its capture time: MJPEG through the one strict
+    /// decoder ([`decode_rgb`]: a truncated frame is an error, not grey filler), raw formats through
+    /// nokhwa's converters, which refuse a buffer of the wrong length.
+    fn decode_buffer(buffer: &nokhwa::Buffer, frame: &mut Frame) -> Result<(), String> {
+        let Resolution { width_x: w, height_y: h } = buffer.resolution();
+        if buffer.source_frame_format() == FrameFormat::MJPEG {
+            let image = decode_rgb(buffer.buffer()).map_err(|e| e.to_string())?;
+            if image.dimensions() != (w, h) {
+                return Err(format!("an MJPEG frame of {}x{} in a {w}x{h} stream", image.width(), image.height()));
+            }
+            frame.image = image;
+        } else {
+            if frame.image.dimensions() != (w, h) {
+                frame.image = allocate_rgb(w, h).map_err(|e| e.to_string())?;
+            }
+            buffer.decode_image_to_buffer::<RgbFormat>(&mut frame.image).map_err(|e| e.to_string())?;
         }
-    };
-    let format = match settings.format {
-        PixelFormat::Mjpeg => FrameFormat::MJPEG,
-        PixelFormat::Yuyv => FrameFormat::YUYV,
-        PixelFormat::Nv12 => FrameFormat::NV12,
-        PixelFormat::Gray => FrameFormat::GRAY,
-        PixelFormat::Rgb => FrameFormat::RAWRGB,
-    };
-    let wanted = CameraFormat::new(Resolution::new(settings.width, settings.height), format, settings.fps);
-    let requested = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(wanted));
-    let mut camera = Camera::new(index, requested).map_err(|e| error(format!("cannot open: {e}")))?;
-    camera.open_stream().map_err(|e| error(format!("cannot start streaming: {e}")))?;
-    Ok(camera)
+        frame.captured = captured_at(buffer.capture_timestamp());
+        Ok(())
+    }
+
+    /// The monotonic instant of a buffer's capture time (nokhwa gives the driver's timestamp as
+    /// wall-clock time since the epoch); now when the driver gave none.
+    fn captured_at(timestamp: Option<Duration>) -> Instant {
+        let now = Instant::now();
+        let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        timestamp.and_then(|t| wall_now.checked_sub(t)).and_then(|age| now.checked_sub(age)).unwrap_or(now)
+    }
+
+    /// `camera 0`, `camera "USB Camera"`: how errors name the device.
+    fn describe(device: &CameraDevice) -> String {
+        match device {
+            CameraDevice::Index(i) => format!("camera {i} (/dev/video{i})"),
+            CameraDevice::Name(name) => format!("camera {name:?}"),
+        }
+    }
+
+    fn open_camera(settings: &CameraSettings) -> Result<Camera, SourceError> {
+        let origin = describe(&settings.device);
+        let error = |reason: String| SourceError { kind: SourceErrorKind::Gone, origin: origin.clone(), reason };
+        let index = match &settings.device {
+            CameraDevice::Index(i) => CameraIndex::Index(*i),
+            CameraDevice::Name(name) => {
+                let cameras =
+                    nokhwa::query(ApiBackend::Auto).map_err(|e| error(format!("cannot list cameras: {e}")))?;
+                let found = cameras.iter().find(|c| c.human_name() == *name);
+                let names: Vec<String> = cameras.iter().map(|c| c.human_name()).collect();
+                found.map(|c| c.index().clone()).ok_or_else(|| error(format!("no such camera; found {names:?}")))?
+            }
+        };
+        let format = match settings.format {
+            PixelFormat::Mjpeg => FrameFormat::MJPEG,
+            PixelFormat::Yuyv => FrameFormat::YUYV,
+            PixelFormat::Nv12 => FrameFormat::NV12,
+            PixelFormat::Gray => FrameFormat::GRAY,
+            PixelFormat::Rgb => FrameFormat::RAWRGB,
+        };
+        let wanted = CameraFormat::new(Resolution::new(settings.width, settings.height), format, settings.fps);
+        let requested = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(wanted));
+        let mut camera = Camera::new(index, requested).map_err(|e| error(format!("cannot open: {e}")))?;
+        camera.open_stream().map_err(|e| error(format!("cannot start streaming: {e}")))?;
+        Ok(camera)
+    }
 }

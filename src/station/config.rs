@@ -1,20 +1,27 @@
-//! The station's configuration: one TOML file (`clipada run --config station.toml`).
+//! The station's configuration as written: one TOML file (`clipada run --config station.toml`).
 //!
-//! Every section refuses unknown keys; a bad key or value is reported with its full path
-//! (`gpio.pulse_ms`) and the reason. Relative paths in the file are taken relative to the
-//! folder the process runs in, so a config in `board/examples/` names files from the
-//! repository root.
+//! This is the file's schema, nothing more: every section refuses unknown keys, and a key of
+//! the wrong type is reported with its full path (`gpio.pulse_ms`) and the reason. Ranges and
+//! rules across keys are checked once, when the file becomes a [`super::plan::StationPlan`];
+//! nothing else reads these structs. Relative paths are taken relative to the folder the
+//! process runs in. Each key's valid range is in its documentation and in the plan's checks.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::backend::{Backend, EngineConfig, Provider, TensorRtOptions};
+use crate::model::backend::{Backend, Provider, TensorRtOptions};
+use crate::source::camera::{CameraDevice, PixelFormat};
+use crate::station::lines::{OutputMode, SafeState};
+use crate::station::trigger::Edge;
+use crate::storage::read::{read_regular, MAX_CONFIG_BYTES};
 
 /// The whole station.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
+    /// The station's own folder: its lock (one station per folder) and state. Required.
+    pub state_dir: PathBuf,
     /// The model and how it is run and judged.
     pub model: ModelSection,
     /// Where frames come from.
@@ -46,43 +53,24 @@ pub struct ModelSection {
     #[serde(default)]
     pub backend: Backend,
     /// ONNX Runtime providers in order of preference.
-    #[serde(default = "default_providers")]
-    pub providers: Vec<Provider>,
+    #[serde(default)]
+    pub providers: Option<Vec<Provider>>,
     /// `libonnxruntime.so`; none: the `ORT_DYLIB_PATH` environment variable.
     #[serde(default)]
     pub ort_library: Option<PathBuf>,
     /// TensorRT settings.
     #[serde(default)]
     pub tensorrt: TensorRtOptions,
-    /// Memory file of good parts (`clipada calibrate`).
+    /// Memory file of good parts, made by `clipada calibrate` (the station never calibrates on
+    /// its own).
     #[serde(default)]
     pub memory: Option<PathBuf>,
-    /// Folder of good images: when `memory` names a file that does not exist yet, the station
-    /// calibrates from these at start and writes it.
-    #[serde(default)]
-    pub calibrate_from: Option<PathBuf>,
-    /// Decision threshold (default: the memory's, else the model's).
+    /// Decision threshold, in (0, the score range] (default: the memory's, else the model's).
     #[serde(default)]
     pub threshold: Option<f32>,
     /// Apply the anomaly region refinement.
     #[serde(default = "yes")]
     pub refine: bool,
-}
-
-impl ModelSection {
-    /// The engine settings of this section.
-    pub fn engine(&self) -> EngineConfig {
-        EngineConfig {
-            backend: self.backend,
-            ort_library: self.ort_library.clone(),
-            providers: self.providers.clone(),
-            tensorrt: self.tensorrt.clone(),
-        }
-    }
-}
-
-fn default_providers() -> Vec<Provider> {
-    EngineConfig::default().providers
 }
 
 fn yes() -> bool {
@@ -104,23 +92,23 @@ pub struct SourceSection {
     /// Camera: index (`0`) or name (`"USB Camera"`).
     #[serde(default)]
     pub device: Option<CameraDevice>,
-    /// Camera: requested width in pixels.
+    /// Camera: requested width in pixels, 1 to 16384.
     #[serde(default = "default_width")]
     pub width: u32,
-    /// Camera: requested height in pixels.
+    /// Camera: requested height in pixels, 1 to 16384.
     #[serde(default = "default_height")]
     pub height: u32,
-    /// Camera: requested frame rate.
+    /// Camera: requested frame rate, 1 to 1000.
     #[serde(default = "default_fps")]
     pub fps: u32,
     /// Camera: requested pixel format.
     #[serde(default)]
     pub format: PixelFormat,
-    /// Camera: first wait before reopening after a failure, in milliseconds (doubles up to
+    /// Camera: first wait before reopening after a failure, 1 to 60000 ms (doubles up to
     /// `reconnect_max_ms`).
     #[serde(default = "default_reconnect_ms")]
     pub reconnect_ms: u64,
-    /// Camera: longest wait between reopening attempts, in milliseconds.
+    /// Camera: longest wait between reopening attempts, `reconnect_ms` to 600000 ms.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
 }
@@ -151,33 +139,6 @@ fn default_reconnect_max_ms() -> u64 {
     10_000
 }
 
-/// A camera by index or by name.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum CameraDevice {
-    /// `/dev/videoN` on Linux.
-    Index(u32),
-    /// The camera's human-readable name as the system reports it.
-    Name(String),
-}
-
-/// Camera pixel formats; all are decoded to RGB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PixelFormat {
-    /// Motion JPEG.
-    #[default]
-    Mjpeg,
-    /// YUV 4:2:2.
-    Yuyv,
-    /// YUV 4:2:0, semi-planar.
-    Nv12,
-    /// 8-bit grey.
-    Gray,
-    /// Packed RGB.
-    Rgb,
-}
-
 /// `[trigger]`: when a frame is taken; one trigger gives exactly one verdict.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,13 +146,13 @@ pub struct TriggerSection {
     /// `free-run`, `interval` or `gpio`.
     #[serde(default)]
     pub mode: TriggerMode,
-    /// Interval: the period in milliseconds.
+    /// Interval: the period, 1 to 3600000 ms.
     #[serde(default)]
     pub interval_ms: Option<u64>,
     /// GPIO: which edge of `gpio.trigger_line` triggers.
     #[serde(default)]
     pub edge: Edge,
-    /// GPIO: the input must hold its new level this long to count, in milliseconds.
+    /// GPIO: the input must hold its new level this long to count, 0 to 1000 ms.
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
 }
@@ -224,17 +185,6 @@ fn default_debounce_ms() -> u64 {
     5
 }
 
-/// A trigger edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Edge {
-    /// Low to high.
-    #[default]
-    Rising,
-    /// High to low.
-    Falling,
-}
-
 /// `[roi]`: the rectangle of the frame that is judged, and an optional ignore mask.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,11 +193,12 @@ pub struct RoiSection {
     pub x: u32,
     /// Top edge in pixels.
     pub y: u32,
-    /// Width in pixels.
+    /// Width in pixels, 1 to the largest frame side.
     pub width: u32,
-    /// Height in pixels.
+    /// Height in pixels, 1 to the largest frame side.
     pub height: u32,
-    /// Grey image stretched over the rectangle: black pixels are never anomalous.
+    /// Grey image stretched over the rectangle: black pixels are never anomalous. It must leave
+    /// at least 1 % of the rectangle inspected.
     #[serde(default)]
     pub ignore_mask: Option<PathBuf>,
 }
@@ -262,10 +213,10 @@ pub struct DisplaySection {
     /// `/dev/fb0`, or a plain file (then `width`, `height` and `bits_per_pixel` are needed).
     #[serde(default)]
     pub device: Option<PathBuf>,
-    /// Width in pixels of a plain-file framebuffer.
+    /// Width in pixels of a plain-file framebuffer, 1 to 8192.
     #[serde(default)]
     pub width: Option<u32>,
-    /// Height in pixels of a plain-file framebuffer.
+    /// Height in pixels of a plain-file framebuffer, 1 to 8192.
     #[serde(default)]
     pub height: Option<u32>,
     /// 16 (RGB565), 24 (BGR) or 32 (XRGB) for a plain-file framebuffer.
@@ -315,10 +266,14 @@ pub struct GpioSection {
     /// `level` (hold the last verdict) or `pulse` (assert for `pulse_ms`).
     #[serde(default)]
     pub output: OutputMode,
-    /// Pulse length in milliseconds.
+    /// Pulse length, 1 to 5000 ms.
     #[serde(default = "default_pulse_ms")]
     pub pulse_ms: u64,
-    /// The lines' state at start, on ERROR and on exit.
+    /// Longest the inspection loop may go unheard before a held verdict is dropped to the safe
+    /// state, 100 to 60000 ms (longer than the slowest frame).
+    #[serde(default = "default_loop_deadline_ms")]
+    pub loop_deadline_ms: u64,
+    /// The lines' state at start, on ERROR and on exit (PASS and READY may not be asserted).
     #[serde(default)]
     pub safe_state: SafeState,
 }
@@ -336,6 +291,7 @@ impl Default for GpioSection {
             active_low: false,
             output: OutputMode::Level,
             pulse_ms: default_pulse_ms(),
+            loop_deadline_ms: default_loop_deadline_ms(),
             safe_state: SafeState::default(),
         }
     }
@@ -343,6 +299,9 @@ impl Default for GpioSection {
 
 fn default_pulse_ms() -> u64 {
     100
+}
+fn default_loop_deadline_ms() -> u64 {
+    2000
 }
 
 /// Where GPIO lines go.
@@ -358,35 +317,6 @@ pub enum GpioKind {
     Recording,
 }
 
-/// How verdicts are shown on the PASS and FAIL outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputMode {
-    /// The line of the last verdict stays asserted until the next verdict.
-    #[default]
-    Level,
-    /// The line of each verdict is asserted for `pulse_ms`.
-    Pulse,
-}
-
-/// Output levels (asserted or not) of the safe state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SafeState {
-    /// READY asserted.
-    pub ready: bool,
-    /// PASS asserted.
-    pub pass: bool,
-    /// FAIL asserted.
-    pub fail: bool,
-}
-
-impl Default for SafeState {
-    fn default() -> Self {
-        SafeState { ready: false, pass: false, fail: true }
-    }
-}
-
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -397,10 +327,10 @@ pub struct LogSection {
     /// Folder for the images and overlays of failed parts.
     #[serde(default)]
     pub failures_dir: Option<PathBuf>,
-    /// Most failed parts kept (oldest deleted first).
+    /// Most failed parts kept (oldest deleted first), 1 to 1000000.
     #[serde(default = "default_max_images")]
     pub max_images: usize,
-    /// Most bytes kept in `failures_dir` (oldest deleted first).
+    /// Most bytes kept in `failures_dir` (oldest deleted first), at least 1 MiB.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
 }
@@ -447,93 +377,23 @@ pub enum ConfigError {
 }
 
 impl StationConfig {
-    /// Reads and checks `path`.
+    /// Reads `path` (a regular file of at most [`MAX_CONFIG_BYTES`]) and parses it.
     pub fn load(path: &Path) -> Result<StationConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let bytes = read_regular(path, MAX_CONFIG_BYTES, "configuration")
             .map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::Unreadable { path: path.to_path_buf(), reason: "not UTF-8 text".into() })?;
         StationConfig::parse(&text, path)
     }
 
-    /// Parses and checks `text`; `path` names it in errors.
+    /// Parses `text`; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<StationConfig, ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid { path: path.to_path_buf(), key, reason };
         let deserializer = toml::de::Deserializer::parse(text).map_err(|e| invalid(".".into(), one_line(&e)))?;
-        let config: StationConfig = serde_path_to_error::deserialize(deserializer)
-            .map_err(|e| invalid(e.path().to_string(), one_line(e.inner())))?;
-        config.check().map_err(|(key, reason)| invalid(key.into(), reason))?;
-        Ok(config)
-    }
-
-    /// Rules that span keys or bound values.
-    fn check(&self) -> Result<(), (&'static str, String)> {
-        if let Some(t) = self.model.threshold {
-            if !t.is_finite() {
-                return Err(("model.threshold", "must be a finite number".into()));
-            }
-        }
-        if self.model.calibrate_from.is_some() && self.model.memory.is_none() {
-            return Err(("model.calibrate_from", "needs `model.memory`: the file the calibration writes".into()));
-        }
-        let source = &self.source;
-        match source.kind {
-            SourceKind::Directory if source.path.is_none() => {
-                return Err(("source.path", "a directory source needs the folder".into()));
-            }
-            SourceKind::Camera if source.device.is_none() => {
-                return Err(("source.device", "a camera source needs the device: an index or a name".into()));
-            }
-            _ => {}
-        }
-        if source.width == 0 || source.height == 0 {
-            return Err(("source.width", "width and height must be positive".into()));
-        }
-        if source.fps == 0 {
-            return Err(("source.fps", "must be positive".into()));
-        }
-        if source.reconnect_ms == 0 || source.reconnect_max_ms < source.reconnect_ms {
-            return Err(("source.reconnect_ms", "must be positive and at most `reconnect_max_ms`".into()));
-        }
-        match self.trigger.mode {
-            TriggerMode::Interval if self.trigger.interval_ms.unwrap_or(0) == 0 => {
-                return Err(("trigger.interval_ms", "the interval trigger needs a positive period".into()));
-            }
-            TriggerMode::Gpio if self.gpio.kind == GpioKind::None || self.gpio.trigger_line.is_none() => {
-                return Err(("gpio.trigger_line", "the gpio trigger needs `gpio.kind` and `gpio.trigger_line`".into()));
-            }
-            _ => {}
-        }
-        if let Some(roi) = &self.roi {
-            if roi.width == 0 || roi.height == 0 {
-                return Err(("roi.width", "width and height must be positive".into()));
-            }
-        }
-        let display = &self.display;
-        if let Some(bits) = display.bits_per_pixel.filter(|b| ![16, 24, 32].contains(b)) {
-            return Err(("display.bits_per_pixel", format!("{bits}: must be 16, 24 or 32")));
-        }
-        if display.kind == DisplayKind::Framebuffer && display.device.is_none() {
-            return Err(("display.device", "the framebuffer display needs `/dev/fbN` or a file".into()));
-        }
-        let geometry = [display.width, display.height, display.bits_per_pixel];
-        if geometry.iter().any(Option::is_some) && !geometry.iter().all(Option::is_some) {
-            return Err(("display.width", "give all of `width`, `height` and `bits_per_pixel`, or none".into()));
-        }
-        match self.gpio.kind {
-            GpioKind::Chardev if self.gpio.chip.is_none() => {
-                return Err(("gpio.chip", "the chardev GPIO needs the chip, e.g. \"/dev/gpiochip0\"".into()))
-            }
-            GpioKind::Recording if self.gpio.record.is_none() => {
-                return Err(("gpio.record", "the recording GPIO needs the file it writes".into()))
-            }
-            _ => {}
-        }
-        if self.gpio.output == OutputMode::Pulse && self.gpio.pulse_ms == 0 {
-            return Err(("gpio.pulse_ms", "must be positive in pulse mode".into()));
-        }
-        if self.log.max_images == 0 {
-            return Err(("log.max_images", "must be positive (leave out `failures_dir` to save no images)".into()));
-        }
-        Ok(())
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let reason = one_line(e.inner());
+            invalid(crate::schema::field_path(e.path(), &reason), reason)
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! goes on judging parts.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,8 +14,8 @@ use anyhow::Context;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::atomic::write_atomic;
 use crate::sink::overlay::png_bytes;
+use crate::storage::owned::{open_owned, FileKind, FolderKind, OwnedDir};
 use crate::verdict::Verdict;
 
 /// One verdict as logged.
@@ -36,7 +36,8 @@ pub struct ResultRecord<'a> {
 }
 
 /// Appends one JSON object per verdict to a file; each line is written with one `write` call
-/// to a file opened for appending, so a line is never interleaved or half-replaced.
+/// to a file opened for appending, so a line is never interleaved or half-replaced. An existing
+/// file must be a result log (`storage::owned`), and the file is locked while open.
 pub struct ResultLog {
     file: File,
     path: PathBuf,
@@ -46,14 +47,7 @@ pub struct ResultLog {
 impl ResultLog {
     /// Opens `path` for appending (created if missing).
     pub fn open(path: &Path) -> anyhow::Result<ResultLog> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("{}: cannot open the result log", path.display()))?;
+        let file = open_owned(path, FileKind::ResultLog, true)?;
         Ok(ResultLog { file, path: path.to_path_buf(), line: Vec::with_capacity(512) })
     }
 
@@ -66,44 +60,45 @@ impl ResultLog {
     }
 }
 
-/// Keeps the images and overlays of failed parts in a folder, within a count and a byte
-/// budget: the oldest are deleted first. Files are written atomically (`crate::atomic`).
+/// Suffixes of a failed part's two files.
+const PART_FILES: [&str; 2] = ["-frame.png", "-overlay.png"];
+
+/// Whether `name` is a file the archive wrote: `<time>-<frame>-frame.png` or `-overlay.png`,
+/// the time starting with a four-digit year.
+fn is_part_file(name: &str) -> bool {
+    let dated = name.len() > 5 && name.as_bytes()[..4].iter().all(u8::is_ascii_digit) && name.as_bytes()[4] == b'-';
+    dated && PART_FILES.iter().any(|suffix| name.ends_with(suffix))
+}
+
+/// Keeps the images and overlays of failed parts in a folder clipada owns, within a count and a
+/// byte budget: the oldest parts are deleted first, and only files of the archive's own naming
+/// are ever deleted (anything else in the folder is left alone and not counted).
 pub struct FailureArchive {
-    dir: PathBuf,
+    dir: OwnedDir,
     max_parts: usize,
     max_bytes: u64,
-    /// Saved parts, oldest first: their files and total size.
-    kept: VecDeque<(Vec<PathBuf>, u64)>,
+    /// Saved parts, oldest first: their file names and total size.
+    kept: VecDeque<(Vec<String>, u64)>,
     bytes: u64,
 }
 
 impl FailureArchive {
-    /// Uses `dir` (created if missing); parts saved there by earlier runs count toward the limits.
+    /// Uses `dir` (created if missing, or a failed-parts folder clipada made; see
+    /// `storage::owned`); parts saved there by earlier runs count toward the limits.
     pub fn open(dir: &Path, max_parts: usize, max_bytes: u64) -> anyhow::Result<FailureArchive> {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
-            .with_context(|| format!("{}: cannot list", dir.display()))?
-            .flatten()
-            .filter_map(|e| {
-                let path = e.path();
-                let part = path.extension().is_some_and(|x| x == "png");
-                part.then(|| (path, e.metadata().map(|m| m.len()).unwrap_or(0)))
-            })
-            .collect();
+        let dir = OwnedDir::claim(dir, FolderKind::FailedParts)?;
+        let mut archive = FailureArchive { max_parts, max_bytes, kept: VecDeque::new(), bytes: 0, dir };
         // Names start with the time, so name order is age order.
-        files.sort();
-        let mut archive =
-            FailureArchive { dir: dir.to_path_buf(), max_parts, max_bytes, kept: VecDeque::new(), bytes: 0 };
-        for (path, size) in files {
+        for (name, size) in archive.dir.files()?.into_iter().filter(|(name, _)| is_part_file(name)) {
             archive.bytes += size;
-            // A part's files share the name up to the last `-` (`…-frame.png`, `…-overlay.png`).
-            let stem = |p: &Path| p.to_string_lossy().rsplit_once('-').map(|(stem, _)| stem.to_string());
+            // A part's files share the name up to the last `-`.
+            let stem = |n: &str| n.rsplit_once('-').map(|(stem, _)| stem.to_string());
             match archive.kept.back_mut() {
-                Some((files, bytes)) if stem(&files[0]) == stem(&path) => {
-                    files.push(path);
+                Some((files, bytes)) if stem(&files[0]) == stem(&name) => {
+                    files.push(name);
                     *bytes += size;
                 }
-                _ => archive.kept.push_back((vec![path], size)),
+                _ => archive.kept.push_back((vec![name], size)),
             }
         }
         archive.evict(0, 0)?;
@@ -114,18 +109,18 @@ impl FailureArchive {
     /// `-overlay.png`, after deleting the oldest parts that must go to make room.
     pub fn save(&mut self, time: &str, frame_id: u64, frame: &RgbImage, overlay: &RgbImage) -> anyhow::Result<()> {
         let stem = format!("{}-{frame_id:08}", time.replace(':', ""));
-        let encoded = [("frame", png_bytes(frame)?), ("overlay", png_bytes(overlay)?)];
+        let encoded = [(PART_FILES[0], png_bytes(frame)?), (PART_FILES[1], png_bytes(overlay)?)];
         let size = encoded.iter().map(|(_, bytes)| bytes.len() as u64).sum();
         self.evict(1, size)?;
         let mut files = Vec::new();
         let mut written = Ok(());
         for (suffix, bytes) in &encoded {
-            let path = self.dir.join(format!("{stem}-{suffix}.png"));
-            written = write_atomic(&path, bytes).with_context(|| format!("{}: cannot write", path.display()));
+            let name = format!("{stem}{suffix}");
+            written = self.dir.write_atomic(Path::new(&name), bytes).map(drop).map_err(anyhow::Error::from);
             if written.is_err() {
                 break;
             }
-            files.push(path);
+            files.push(name);
         }
         if !files.is_empty() {
             self.bytes += size;
@@ -141,9 +136,7 @@ impl FailureArchive {
             let Some((files, size)) = self.kept.pop_front() else { break };
             self.bytes -= size;
             for file in files {
-                std::fs::remove_file(&file)
-                    .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-                    .with_context(|| format!("{}: cannot delete", file.display()))?;
+                self.dir.remove(&file)?;
             }
         }
         Ok(())
@@ -191,6 +184,113 @@ pub fn rfc3339(time: SystemTime) -> heapless::String<32> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn read_png(path: &Path) -> RgbImage {
+        crate::source::files::read_image(path).unwrap()
+    }
+
+    #[test]
+    fn a_saved_failed_part_holds_its_frame_and_its_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        // Different sizes and contents, so that one file cannot pass for the other.
+        let frame = RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 5, y as u8 * 7, 90]));
+        let overlay = RgbImage::from_pixel(12, 9, image::Rgb([200, 10, 10]));
+        FailureArchive::open(dir.path(), 10, u64::MAX)
+            .unwrap()
+            .save("2026-01-01T00:00:01.000Z", 7, &frame, &overlay)
+            .unwrap();
+        let read = |suffix: &str| read_png(&dir.path().join(format!("2026-01-01T000001.000Z-00000007-{suffix}.png")));
+        assert_eq!(read("frame"), frame);
+        assert_eq!(read("overlay"), overlay);
+    }
+
+    fn parts_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| is_part_file(n))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_failed_parts_folder_keeps_the_newest_within_its_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let frame = RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]));
+        let mut archive = FailureArchive::open(dir.path(), 3, u64::MAX).unwrap();
+        for id in 1..=5 {
+            archive.save(&format!("2026-01-01T00:00:0{id}.000Z"), id, &frame, &frame).unwrap();
+        }
+        let names = parts_in(dir.path());
+        assert_eq!(names.len(), 6);
+        assert!(names[0].contains("00000003-frame"), "{names:?}");
+        assert!(names[5].contains("00000005-overlay"), "{names:?}");
+        // A new run counts what is there; a byte budget of one part keeps only the newest.
+        let one_part: u64 = names.iter().take(2).map(|n| std::fs::metadata(dir.path().join(n)).unwrap().len()).sum();
+        let mut archive = FailureArchive::open(dir.path(), 10, one_part).unwrap();
+        assert_eq!(archive.len(), 1);
+        archive.save("2026-01-01T00:00:09.000Z", 9, &frame, &frame).unwrap();
+        let names = parts_in(dir.path());
+        assert_eq!(names.len(), 2);
+        assert!(names.iter().all(|n| n.contains("00000009")), "{names:?}");
+    }
+
+    #[test]
+    fn files_the_archive_did_not_write_are_never_deleted_and_a_foreign_folder_is_refused() {
+        // Regression: eviction deleted any *.png in the folder (10 user images lost), and a
+        // folder named `x.png` in it broke every save.
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("photos");
+        std::fs::create_dir(&user).unwrap();
+        std::fs::write(user.join("holiday.png"), b"mine").unwrap();
+        assert!(FailureArchive::open(&user, 1, u64::MAX).is_err(), "a folder of other files is not taken over");
+        assert_eq!(std::fs::read(user.join("holiday.png")).unwrap(), b"mine");
+
+        let failures = dir.path().join("failures");
+        let frame = RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]));
+        let mut archive = FailureArchive::open(&failures, 1, u64::MAX).unwrap();
+        std::fs::write(failures.join("notes.png"), b"mine").unwrap();
+        std::fs::create_dir(failures.join("x.png")).unwrap();
+        for id in 1..=3 {
+            archive.save(&format!("2026-01-01T00:00:0{id}.000Z"), id, &frame, &frame).unwrap();
+        }
+        let mut archive = FailureArchive::open(&failures, 1, u64::MAX).unwrap();
+        archive.save("2026-01-01T00:00:09.000Z", 9, &frame, &frame).unwrap();
+        assert_eq!(std::fs::read(failures.join("notes.png")).unwrap(), b"mine");
+        assert!(failures.join("x.png").is_dir());
+        assert_eq!(parts_in(&failures).len(), 2);
+    }
+
+    #[test]
+    fn a_result_log_is_appended_to_and_a_file_of_another_kind_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        let record = |frame| ResultRecord {
+            time: "t",
+            frame,
+            score: Some(0.5),
+            verdict: Verdict::Pass,
+            latency_ms: 1.0,
+            error: None,
+        };
+        ResultLog::open(&path).unwrap().append(&record(1)).unwrap();
+        ResultLog::open(&path).unwrap().append(&record(2)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, "root's notes\n").unwrap();
+        assert!(ResultLog::open(&other).is_err());
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "root's notes\n");
+    }
+
+    #[test]
+    fn only_the_archives_own_names_count_as_parts() {
+        assert!(is_part_file("2026-11-27T150405.123Z-00000012-frame.png"));
+        assert!(is_part_file("2026-11-27T150405.123Z-00000012-overlay.png"));
+        for other in ["holiday.png", "x.png", "2026-frame.jpg", "frame.png", "12-frame.png"] {
+            assert!(!is_part_file(other), "{other}");
+        }
+    }
 
     #[test]
     fn rfc3339_matches_known_dates() {

@@ -2,52 +2,61 @@
 //! verdict on the GPIO lines, the overlay on the display, a line in the result log, and the
 //! images of failed parts in a bounded folder.
 //!
-//! Fail-safe by construction: the lines are put in the safe state (default READY low, FAIL
-//! asserted) before the first frame, on every ERROR verdict, and however the loop ends
-//! (return, error, panic: [`gpio::VerdictLines`] does it on drop; SIGTERM/SIGINT: the stop
-//! flag).
-//! A frame that cannot be had or judged is an ERROR verdict, never a PASS. Logs and saved
-//! images failing (full disk) are reported and counted; inspection goes on.
+//! Two processes: the supervisor ([`supervisor`]) owns the verdict lines and puts them in the
+//! safe state first thing, on every ERROR, when the inspection loop misses its deadline, and
+//! however the loop ends (even a crash); the worker runs [`Station`], the inspection loop, and
+//! reaches the lines only through its [`supervisor::SupervisorLink`]. `commands::run` starts
+//! both; tests run both ends in one process ([`supervisor::pair`]).
 //!
-//! Under systemd the loop reports readiness after the safe state is set and sends watchdog
-//! heartbeats while it runs ([`watchdog`]), so a hung loop is restarted.
+//! A frame that cannot be had or judged is an ERROR verdict, never a PASS ([`FrameError`] says
+//! why). The same error repeating is logged once with a count and retried with a growing pause,
+//! so a vanished folder or camera does not flood the log. Logs and saved images failing (full
+//! disk) are reported and counted; inspection goes on.
 //!
 //! After warm-up the loop allocates nothing per frame for the parts this crate owns (a test
 //! counts allocations): buffers are reused, fixed-capacity `heapless` state holds the recent
 //! results and text. What allocates inside an engine (tract, ONNX Runtime), an image decoder
-//! (folder source, MJPEG) or a PNG encoder (saving a failed part) is theirs.
+//! (folder source, MJPEG) or a PNG encoder (saving a failed part) is theirs, and so are error
+//! messages.
 
+pub mod assemble;
 pub mod config;
-pub mod gpio;
+pub mod lines;
 pub mod log;
+pub mod plan;
+pub mod supervisor;
 pub mod trigger;
 pub mod watchdog;
 
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context;
 use image::RgbImage;
 
-use crate::calibration::DEFAULT_MEMORY_SIZE;
-use crate::commands::calibrate::{calibrate, CalibrateOptions};
-use crate::pipeline::{InspectOptions, Inspector};
+use crate::pipeline::{InspectError, Inspector, Judged};
 use crate::sink::display::{StationScreen, Status};
 use crate::sink::framebuffer::Framebuffer;
 use crate::sink::overlay::OverlayRenderer;
-use crate::source::directory::DirectorySource;
-use crate::source::FrameSource;
+use crate::source::{Frame, FrameSource, SourceError};
 use crate::verdict::Verdict;
-use config::{DisplayKind, GpioKind, SourceKind, SourceSection, StationConfig, TriggerMode};
-use gpio::{Output, Recorder, RecordingPin, SignalLines, VerdictLines};
+use lines::GpioError;
 use log::{rfc3339, FailureArchive, ResultLog, ResultRecord};
-use trigger::{EdgeDetector, Fired, Trigger};
-use watchdog::Notifier;
+use supervisor::{LinkError, SupervisorLink};
+use trigger::{Fired, Trigger};
 
 /// Recent verdicts kept for the frame rate.
 const RECENT: usize = 32;
+/// How long SIGTERM may take to bring the station to the safe state and end it, from any
+/// point, start-up included (the supervisor enforces it).
+pub const STOP_WITHIN: Duration = Duration::from_millis(100);
+/// The first pause after an error from the source or trigger; it doubles with each error in a
+/// row, up to [`ERROR_PAUSE_MAX`].
+pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause between attempts while errors repeat.
+pub const ERROR_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// While the same error repeats, how often it is logged again (with its count).
+pub const ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// A rectangle of the frame, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +71,45 @@ pub struct Roi {
     pub height: u32,
 }
 
-/// Everything a station is made of; [`StationParts::from_config`] builds it, tests swap parts.
+/// Why a triggered frame got an ERROR verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The trigger input could not be read.
+    #[error("trigger: {0}")]
+    Trigger(#[from] GpioError),
+    /// No frame could be had.
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    /// The region of interest does not fit the frame.
+    #[error("roi: {roi_width}x{roi_height} at ({x}, {y}) does not fit in the {width}x{height} frame")]
+    Roi {
+        /// ROI left.
+        x: u32,
+        /// ROI top.
+        y: u32,
+        /// ROI width.
+        roi_width: u32,
+        /// ROI height.
+        roi_height: u32,
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+    },
+    /// The frame could not be judged.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+}
+
+impl FrameError {
+    /// Whether the next attempt should wait (the same cause is likely to repeat at once).
+    fn pauses(&self) -> bool {
+        matches!(self, FrameError::Trigger(_) | FrameError::Source(_))
+    }
+}
+
+/// Everything a station's loop is made of; `commands::run` builds it from a plan, tests swap
+/// parts. The verdict lines are not here: they belong to the supervisor.
 pub struct StationParts {
     /// Judges frames.
     pub inspector: Inspector,
@@ -74,8 +121,6 @@ pub struct StationParts {
     pub roi: Option<Roi>,
     /// The display.
     pub display: Option<Framebuffer>,
-    /// PASS, FAIL, READY.
-    pub lines: SignalLines,
     /// JSON-lines result log.
     pub results: Option<ResultLog>,
     /// Saved failed parts.
@@ -97,7 +142,7 @@ pub struct RunSummary {
     pub images_dropped: u64,
     /// Result lines that could not be written.
     pub log_failures: u64,
-    /// GPIO writes that failed.
+    /// Verdicts the lines could not show (they went to the safe state instead).
     pub gpio_failures: u64,
     /// Display updates that failed.
     pub display_failures: u64,
@@ -116,154 +161,223 @@ pub enum Step {
 
 /// The inspection loop and its reused state.
 pub struct Station {
-    parts: StationParts,
-    frame: RgbImage,
+    inspector: Inspector,
+    source: Box<dyn FrameSource>,
+    trigger: Trigger,
+    roi: Option<Roi>,
+    frame: Frame,
     crop: RgbImage,
+    outlets: Outlets,
+    started: bool,
+    /// Errors in a row, and the pause before the next attempt.
+    failing: u32,
+}
+
+/// Where a verdict goes, and the counters: apart from the inspector and frames, so that a
+/// verdict can be reported while its map and image are borrowed.
+struct Outlets {
+    link: SupervisorLink,
+    display: Option<Framebuffer>,
+    results: Option<ResultLog>,
+    archive: Option<FailureArchive>,
     overlay: OverlayRenderer,
     screen: StationScreen,
     status: Status,
     summary: RunSummary,
     recent: heapless::HistoryBuf<Instant, RECENT>,
-    /// ERROR verdicts in a row from the source, to report its recovery.
-    source_errors_in_row: u64,
-    started: bool,
-    /// systemd notifications (readiness, watchdog heartbeats), when supervised.
-    notifier: Option<Notifier>,
+    repeats: RepeatedError,
+    /// Whether the last verdict was an error that calls for a pause before the next attempt.
+    last_pauses: bool,
+}
+
+/// The error being repeated, how often, and when it was last logged.
+#[derive(Default)]
+struct RepeatedError {
+    text: String,
+    count: u64,
+    logged_at: Option<Instant>,
 }
 
 impl Station {
-    /// A station over `parts`.
-    pub fn new(parts: StationParts) -> Station {
-        let threshold = parts.inspector.threshold();
+    /// A station over `parts`, showing its verdicts through `link`.
+    pub fn new(parts: StationParts, link: SupervisorLink) -> Station {
+        let threshold = parts.inspector.threshold().value();
         Station {
-            parts,
-            frame: RgbImage::new(0, 0),
+            inspector: parts.inspector,
+            source: parts.source,
+            trigger: parts.trigger,
+            roi: parts.roi,
+            frame: Frame::default(),
             crop: RgbImage::new(0, 0),
-            overlay: OverlayRenderer::default(),
-            screen: StationScreen::default(),
-            status: Status { threshold, ..Status::default() },
-            summary: RunSummary::default(),
-            recent: heapless::HistoryBuf::new(),
-            source_errors_in_row: 0,
+            outlets: Outlets {
+                link,
+                display: parts.display,
+                results: parts.results,
+                archive: parts.archive,
+                overlay: OverlayRenderer::default(),
+                screen: StationScreen::default(),
+                status: Status { threshold, ..Status::default() },
+                summary: RunSummary::default(),
+                recent: heapless::HistoryBuf::new(),
+                repeats: RepeatedError::default(),
+                last_pauses: false,
+            },
             started: false,
-            notifier: None,
+            failing: 0,
         }
     }
 
-    /// Reports readiness, heartbeats from the loop and stopping to the service manager.
-    pub fn supervised_by(&mut self, notifier: Notifier) {
-        self.notifier = Some(notifier);
-    }
-
-    /// Runs until the source is exhausted or `stop` is set; the lines end in the safe state.
+    /// Runs until the source is exhausted or `stop` is set. An error only when the lines can no
+    /// longer be reached (the supervisor is gone).
     pub fn run(&mut self, stop: &AtomicBool, diagnostics: &mut dyn Write) -> anyhow::Result<RunSummary> {
         while let Step::Judged(_) = self.step(stop, diagnostics)? {}
-        if let Some(notifier) = &mut self.notifier {
-            notifier.stopping();
+        if self.outlets.repeats.count > 1 {
+            let _ = writeln!(
+                diagnostics,
+                "clipada: the last error repeated {} times: {}",
+                self.outlets.repeats.count, self.outlets.repeats.text
+            );
         }
-        self.parts.lines.enter_safe_state().context("cannot leave the GPIO lines in the safe state")?;
-        Ok(self.summary)
+        Ok(self.outlets.summary)
     }
 
-    /// Counters so far.
-    pub fn summary(&self) -> RunSummary {
-        self.summary
-    }
-
-    /// Waits for one trigger and judges one frame. The first call puts the lines in the
-    /// safe state (an error if that fails: a station that cannot signal must not start).
+    /// Waits for one trigger and judges one frame.
     pub fn step(&mut self, stop: &AtomicBool, diagnostics: &mut dyn Write) -> anyhow::Result<Step> {
+        let link = &mut self.outlets.link;
         if !self.started {
-            self.parts.lines.enter_safe_state().context("cannot put the GPIO lines in the safe state")?;
+            link.ready()?;
             self.started = true;
-            if let Some(notifier) = &mut self.notifier {
-                notifier.ready();
+        }
+        if self.failing > 0 {
+            let pause = (ERROR_PAUSE * 2u32.saturating_pow(self.failing - 1)).min(ERROR_PAUSE_MAX);
+            if !pause_for(pause, stop, link)? {
+                return Ok(Step::Stopped);
             }
         }
-        let notifier = &mut self.notifier;
-        let fired = self.parts.trigger.wait(stop, &mut || {
-            if let Some(notifier) = notifier.as_mut() {
-                notifier.heartbeat();
+        let mut lost: Option<LinkError> = None;
+        let fired = self.trigger.wait(stop, &mut || {
+            if let Err(e) = link.alive() {
+                lost = Some(e);
             }
         });
+        if let Some(e) = lost {
+            return Err(e.into());
+        }
         let triggered = match fired {
             Ok(Fired::At(at)) => at,
             Ok(Fired::Stop) => return Ok(Step::Stopped),
             Err(e) => {
-                // The trigger input failed: one ERROR verdict, then keep trying.
-                let _ = writeln!(diagnostics, "clipada: trigger: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                return Ok(self.conclude(Instant::now(), Err(e.to_string()), false, diagnostics));
+                return self
+                    .outlets
+                    .conclude(Instant::now(), Err(e.into()), None, stop, diagnostics)
+                    .map(|v| self.after(v))
             }
         };
-        let (judged, has_frame) = match self.parts.source.next_frame(&mut self.frame) {
+        let got = match self.source.next_frame(&mut self.frame) {
             Ok(false) => return Ok(Step::Exhausted),
-            Ok(true) => {
-                if self.source_errors_in_row > 0 {
-                    let _ =
-                        writeln!(diagnostics, "clipada: source recovered after {} errors", self.source_errors_in_row);
-                    self.source_errors_in_row = 0;
-                }
-                (self.judge_frame(), true)
-            }
-            Err(e) => {
-                self.source_errors_in_row += 1;
-                (Err(e.to_string()), false)
-            }
+            Ok(true) => Ok(()),
+            Err(e) => Err(FrameError::from(e)),
         };
-        Ok(self.conclude(triggered, judged, has_frame, diagnostics))
+        let threshold = self.inspector.threshold().value();
+        let (judged, shown): (Result<Judged<'_>, FrameError>, Option<&RgbImage>) = match got {
+            Err(e) => (Err(e), None),
+            Ok(()) => match crop(self.roi, &self.frame.image, &mut self.crop) {
+                // The frame as it came: the display never shows another frame's picture.
+                Err(e) => (Err(e), Some(&self.frame.image)),
+                Ok(cropped) => {
+                    let image = if cropped { &self.crop } else { &self.frame.image };
+                    (self.inspector.inspect(image).map_err(FrameError::from), Some(image))
+                }
+            },
+        };
+        self.outlets.status.threshold = threshold;
+        let verdict = self.outlets.conclude(triggered, judged, shown, stop, diagnostics)?;
+        Ok(self.after(verdict))
     }
 
-    /// Crops the region of interest and judges it.
-    fn judge_frame(&mut self) -> Result<(f32, Verdict), String> {
-        if let Some(roi) = self.parts.roi {
-            let (w, h) = self.frame.dimensions();
-            if roi.x.saturating_add(roi.width) > w || roi.y.saturating_add(roi.height) > h {
-                return Err(format!(
-                    "roi: {}x{} at ({}, {}) does not fit in the {w}x{h} frame",
-                    roi.width, roi.height, roi.x, roi.y
-                ));
-            }
-            if self.crop.dimensions() != (roi.width, roi.height) {
-                self.crop = RgbImage::new(roi.width, roi.height);
-            }
-            let row = roi.width as usize * 3;
-            for y in 0..roi.height as usize {
-                let from = ((roi.y as usize + y) * w as usize + roi.x as usize) * 3;
-                self.crop.as_mut()[y * row..(y + 1) * row].copy_from_slice(&self.frame.as_raw()[from..from + row]);
-            }
+    /// Keeps count of errors in a row that call for a pause.
+    fn after(&mut self, step: Step) -> Step {
+        self.failing = if self.outlets.last_pauses { self.failing.saturating_add(1) } else { 0 };
+        step
+    }
+}
+
+/// Waits `pause`, telling the supervisor the loop is alive; false when stopped meanwhile.
+fn pause_for(pause: Duration, stop: &AtomicBool, link: &mut SupervisorLink) -> Result<bool, LinkError> {
+    let until = Instant::now() + pause;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
         }
-        let image = judged_image(self.parts.roi, &self.crop, &self.frame);
-        self.parts.inspector.inspect(image).map(|j| (j.score, j.verdict)).map_err(|e| e.to_string())
+        let now = Instant::now();
+        if now >= until {
+            return Ok(true);
+        }
+        link.alive()?;
+        std::thread::sleep((until - now).min(trigger::STOP_CHECK));
     }
+}
 
-    /// Signals, shows and records one verdict.
+/// Copies the region of interest of `frame` into `crop`; `Ok(false)` when there is no region
+/// (the whole frame is judged).
+fn crop(roi: Option<Roi>, frame: &RgbImage, crop: &mut RgbImage) -> Result<bool, FrameError> {
+    let Some(roi) = roi else { return Ok(false) };
+    let (w, h) = frame.dimensions();
+    if roi.x.saturating_add(roi.width) > w || roi.y.saturating_add(roi.height) > h {
+        return Err(FrameError::Roi {
+            x: roi.x,
+            y: roi.y,
+            roi_width: roi.width,
+            roi_height: roi.height,
+            width: w,
+            height: h,
+        });
+    }
+    if crop.dimensions() != (roi.width, roi.height) {
+        *crop = RgbImage::new(roi.width, roi.height);
+    }
+    let row = roi.width as usize * 3;
+    for y in 0..roi.height as usize {
+        let from = ((roi.y as usize + y) * w as usize + roi.x as usize) * 3;
+        crop.as_mut()[y * row..(y + 1) * row].copy_from_slice(&frame.as_raw()[from..from + row]);
+    }
+    Ok(true)
+}
+
+impl Outlets {
+    /// Signals, shows and records one verdict: `judged` is the outcome, `shown` the image to
+    /// display (none when no frame was had). An error only when the lines are out of reach.
     fn conclude(
         &mut self,
         triggered: Instant,
-        judged: Result<(f32, Verdict), String>,
-        has_frame: bool,
+        judged: Result<Judged<'_>, FrameError>,
+        shown: Option<&RgbImage>,
+        stop: &AtomicBool,
         diagnostics: &mut dyn Write,
-    ) -> Step {
-        let (score, verdict) = match &judged {
-            Ok((score, verdict)) => (Some(*score), *verdict),
-            Err(_) => (None, Verdict::Error),
-        };
-        if let Err(e) = self.parts.lines.show(verdict) {
-            self.summary.gpio_failures += 1;
-            let _ = writeln!(diagnostics, "clipada: {e}");
+    ) -> anyhow::Result<Step> {
+        let verdict = judged.as_ref().map_or(Verdict::Error, |j| j.verdict);
+        let score = judged.as_ref().ok().map(|j| j.score);
+        self.summary.frames += 1;
+        match self.link.show(verdict, self.summary.frames, stop) {
+            Ok(()) | Err(LinkError::Stopped) => {}
+            Err(LinkError::Line(why)) => {
+                self.summary.gpio_failures += 1;
+                let _ = writeln!(
+                    diagnostics,
+                    "clipada: frame {}: the lines went to the safe state: {why}",
+                    self.summary.frames
+                );
+            }
+            Err(e @ LinkError::Gone(_)) => return Err(e.into()),
         }
         let latency_ms = triggered.elapsed().as_secs_f64() * 1e3;
         let now = rfc3339(SystemTime::now());
-        self.summary.frames += 1;
         match verdict {
             Verdict::Pass => self.summary.passed += 1,
             Verdict::Fail => self.summary.failed += 1,
             Verdict::Error => self.summary.errors += 1,
         }
-        if let Err(reason) = &judged {
-            let _ = writeln!(diagnostics, "clipada: frame {}: ERROR: {reason}", self.summary.frames);
-        }
+        self.note_error(judged.as_ref().err(), diagnostics);
         self.recent.write(Instant::now());
         let fps = match (self.recent.oldest(), self.recent.recent()) {
             (Some(first), Some(last)) if self.recent.len() > 1 && last > first => {
@@ -281,13 +395,12 @@ impl Station {
             errors: self.summary.errors,
             ..self.status
         };
-        let wants_overlay = self.parts.display.is_some() || (verdict == Verdict::Fail && self.parts.archive.is_some());
-        let judged_image = judged_image(self.parts.roi, &self.crop, &self.frame);
-        let overlay = (wants_overlay && has_frame && judged_image.width() > 0).then(|| {
-            let map = score.map(|s| (self.parts.inspector.map(), s));
-            self.overlay.render(judged_image, map, self.parts.inspector.threshold(), verdict)
+        let wants_overlay = self.display.is_some() || (verdict == Verdict::Fail && self.archive.is_some());
+        let overlay = shown.filter(|_| wants_overlay).map(|image| {
+            let map = judged.as_ref().ok().map(|j| (j.map, j.score));
+            self.overlay.render(image, map, self.status.threshold, verdict)
         });
-        if let Some(display) = &mut self.parts.display {
+        if let Some(display) = &mut self.display {
             let _ = self.screen.draw(display, overlay, &self.status);
             if let Err(e) = display.flush() {
                 self.summary.display_failures += 1;
@@ -296,14 +409,15 @@ impl Station {
                 }
             }
         }
-        if let Some(results) = &mut self.parts.results {
+        if let Some(results) = &mut self.results {
+            let error = judged.as_ref().err().map(|e| e.to_string());
             let record = ResultRecord {
                 time: &now,
                 frame: self.summary.frames,
                 score,
                 verdict,
                 latency_ms: (latency_ms * 1e3).round() as f32 / 1e3,
-                error: judged.as_ref().err().map(String::as_str),
+                error: error.as_deref(),
             };
             if let Err(e) = results.append(&record) {
                 self.summary.log_failures += 1;
@@ -312,8 +426,9 @@ impl Station {
                 }
             }
         }
-        if let (Verdict::Fail, Some(archive), Some(overlay)) = (verdict, &mut self.parts.archive, overlay) {
-            if let Err(e) = archive.save(&now, self.summary.frames, judged_image, overlay) {
+        if let (Verdict::Fail, Some(archive), Some(overlay), Some(image)) = (verdict, &mut self.archive, overlay, shown)
+        {
+            if let Err(e) = archive.save(&now, self.summary.frames, image, overlay) {
                 self.summary.images_dropped += 1;
                 let _ = writeln!(
                     diagnostics,
@@ -322,182 +437,40 @@ impl Station {
                 );
             }
         }
-        Step::Judged(verdict)
+        Ok(Step::Judged(verdict))
     }
-}
 
-/// The image a frame is judged on: its region of interest when there is one.
-fn judged_image<'a>(roi: Option<Roi>, crop: &'a RgbImage, frame: &'a RgbImage) -> &'a RgbImage {
-    if roi.is_some() {
-        crop
-    } else {
-        frame
-    }
-}
-
-impl StationParts {
-    /// Builds every part from `config`; `stop` also cuts short a camera's reconnect waits.
-    /// Reports what it does (calibration, engine choice) to `diagnostics`.
-    pub fn from_config(
-        config: &StationConfig,
-        stop: Arc<AtomicBool>,
-        diagnostics: &mut dyn Write,
-    ) -> anyhow::Result<StationParts> {
-        let model = &config.model;
-        if let (Some(memory), Some(good)) = (&model.memory, &model.calibrate_from) {
-            if !memory.exists() {
-                let _ =
-                    writeln!(diagnostics, "clipada: {} missing: calibrating from {}", memory.display(), good.display());
-                if let Some(dir) = memory.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| format!("model.memory: {}", dir.display()))?;
-                }
-                let options = CalibrateOptions {
-                    model: model.path.clone(),
-                    good: good.clone(),
-                    out: memory.clone(),
-                    memory_size: DEFAULT_MEMORY_SIZE,
-                    no_refine: !model.refine,
-                    engine: model.engine(),
-                };
-                calibrate(&options, diagnostics).context("model.calibrate_from")?;
+    /// Logs an error, once per run of the same error (with its count every
+    /// [`ERROR_REPORT_EVERY`]), and the recovery when a frame is judged again.
+    fn note_error(&mut self, error: Option<&FrameError>, diagnostics: &mut dyn Write) {
+        let repeats = &mut self.repeats;
+        let Some(error) = error else {
+            if repeats.count > 1 {
+                let _ = writeln!(diagnostics, "clipada: recovered after {} errors in a row", repeats.count);
             }
+            repeats.count = 0;
+            self.last_pauses = false;
+            return;
+        };
+        self.last_pauses = error.pauses();
+        let text = error.to_string();
+        let now = Instant::now();
+        if repeats.count > 0 && text == repeats.text {
+            repeats.count += 1;
+            if repeats.logged_at.is_some_and(|at| now.duration_since(at) >= ERROR_REPORT_EVERY) {
+                let _ = writeln!(
+                    diagnostics,
+                    "clipada: frame {}: ERROR: {text} (repeated {} times)",
+                    self.summary.frames, repeats.count
+                );
+                repeats.logged_at = Some(now);
+            }
+            return;
         }
-        let options = InspectOptions {
-            no_refine: !model.refine,
-            threshold: model.threshold,
-            memory: model.memory.clone(),
-            engine: model.engine(),
-        };
-        let mut inspector = Inspector::load(&model.path, &options)?;
-        let roi = config.roi.as_ref().map(|r| Roi { x: r.x, y: r.y, width: r.width, height: r.height });
-        if let Some(mask) = config.roi.as_ref().and_then(|r| r.ignore_mask.as_ref()) {
-            let image =
-                image::open(mask).with_context(|| format!("roi.ignore_mask: {}: cannot read", mask.display()))?;
-            inspector.set_ignore_mask(&image.into_luma8());
+        if repeats.count > 1 {
+            let _ = writeln!(diagnostics, "clipada: the error before repeated {} times", repeats.count);
         }
-        let source: Box<dyn FrameSource> = match (config.source.kind, &config.source.path) {
-            (SourceKind::Directory, Some(path)) => {
-                Box::new(DirectorySource::open(path, config.source.looping).context("source.path")?)
-            }
-            (SourceKind::Directory, None) => anyhow::bail!("source.path: missing"),
-            (SourceKind::Camera, _) => camera_source(&config.source, stop)?,
-        };
-        let gpio = &config.gpio;
-        let (outputs, trigger_input) = gpio_lines(config)?;
-        let lines = SignalLines::new(VerdictLines::new(
-            outputs,
-            gpio.active_low,
-            gpio.output,
-            Duration::from_millis(gpio.pulse_ms),
-            gpio.safe_state,
-        ));
-        let trigger = match (config.trigger.mode, trigger_input) {
-            (TriggerMode::FreeRun, _) => Trigger::FreeRun,
-            (TriggerMode::Interval, _) => {
-                let period = Duration::from_millis(config.trigger.interval_ms.unwrap_or(1000));
-                Trigger::Interval { period, next: None }
-            }
-            (TriggerMode::Gpio, Some(input)) => Trigger::Input(EdgeDetector::new(
-                input,
-                config.trigger.edge,
-                Duration::from_millis(config.trigger.debounce_ms),
-            )),
-            (TriggerMode::Gpio, None) => anyhow::bail!("gpio.trigger_line: the gpio trigger needs it"),
-        };
-        let display = match (config.display.kind, &config.display.device) {
-            (DisplayKind::None, _) => None,
-            (DisplayKind::Framebuffer, None) => anyhow::bail!("display.device: missing"),
-            (DisplayKind::Framebuffer, Some(device)) => {
-                let d = &config.display;
-                let configured = d.width.zip(d.height).zip(d.bits_per_pixel).map(|((w, h), b)| (w, h, b));
-                Some(Framebuffer::open(device, configured).context("display.device")?)
-            }
-        };
-        let results = config.log.results.as_deref().map(ResultLog::open).transpose().context("log.results")?;
-        let archive = (config.log.failures_dir.as_deref())
-            .map(|dir| FailureArchive::open(dir, config.log.max_images, config.log.max_bytes))
-            .transpose()
-            .context("log.failures_dir")?;
-        Ok(StationParts { inspector, source, trigger, roi, display, lines, results, archive })
-    }
-}
-
-#[cfg(feature = "camera")]
-fn camera_source(section: &SourceSection, stop: Arc<AtomicBool>) -> anyhow::Result<Box<dyn FrameSource>> {
-    use crate::source::camera::{CameraSettings, CameraSource};
-    let device = section.device.clone().context("source.device: missing")?;
-    let settings = CameraSettings {
-        device,
-        width: section.width,
-        height: section.height,
-        fps: section.fps,
-        format: section.format,
-        reconnect: Duration::from_millis(section.reconnect_ms),
-        reconnect_max: Duration::from_millis(section.reconnect_max_ms),
-    };
-    Ok(Box::new(CameraSource::open(settings, stop).context("source")?))
-}
-
-#[cfg(not(feature = "camera"))]
-fn camera_source(_: &SourceSection, _: Arc<AtomicBool>) -> anyhow::Result<Box<dyn FrameSource>> {
-    anyhow::bail!("source: this clipada was built without the `camera` feature")
-}
-
-/// The PASS, FAIL, READY outputs and the TRIGGER input the config asks for.
-fn gpio_lines(config: &StationConfig) -> anyhow::Result<([Output; 3], Option<gpio::Input>)> {
-    let gpio = &config.gpio;
-    match gpio.kind {
-        GpioKind::None => Ok((std::array::from_fn(|_| Box::new(NoLine) as Output), None)),
-        GpioKind::Recording => {
-            let path = gpio.record.as_deref().context("gpio.record: missing")?;
-            let recorder = Recorder::create(path).context("gpio.record")?;
-            let pin = |name| Box::new(RecordingPin::new(name, recorder.clone())) as Output;
-            anyhow::ensure!(gpio.trigger_line.is_none(), "gpio.trigger_line: the recording GPIO has no inputs");
-            Ok(([pin("pass"), pin("fail"), pin("ready")], None))
-        }
-        GpioKind::Chardev => chardev_lines(config),
-    }
-}
-
-#[cfg(all(feature = "gpio", target_os = "linux"))]
-fn chardev_lines(config: &StationConfig) -> anyhow::Result<([Output; 3], Option<gpio::Input>)> {
-    use gpio::chardev::ChardevLine;
-    let gpio = &config.gpio;
-    let chip: &std::path::Path = gpio.chip.as_deref().context("gpio.chip: missing")?;
-    let output = |key: &str, line: Option<u32>| -> anyhow::Result<Output> {
-        let offset = line.with_context(|| format!("gpio.{key}: missing"))?;
-        Ok(Box::new(ChardevLine::output(chip, offset).with_context(|| format!("gpio.{key}"))?))
-    };
-    let outputs = [
-        output("pass_line", gpio.pass_line)?,
-        output("fail_line", gpio.fail_line)?,
-        output("ready_line", gpio.ready_line)?,
-    ];
-    let input = match gpio.trigger_line {
-        Some(offset) => Some(Box::new(ChardevLine::input(chip, offset).context("gpio.trigger_line")?) as gpio::Input),
-        None => None,
-    };
-    Ok((outputs, input))
-}
-
-#[cfg(not(all(feature = "gpio", target_os = "linux")))]
-fn chardev_lines(_: &StationConfig) -> anyhow::Result<([Output; 3], Option<gpio::Input>)> {
-    anyhow::bail!("gpio.kind: this clipada was built without the `gpio` feature (Linux only)")
-}
-
-/// An output that goes nowhere (no GPIO configured).
-struct NoLine;
-
-impl embedded_hal::digital::ErrorType for NoLine {
-    type Error = gpio::GpioError;
-}
-
-impl embedded_hal::digital::OutputPin for NoLine {
-    fn set_low(&mut self) -> Result<(), gpio::GpioError> {
-        Ok(())
-    }
-
-    fn set_high(&mut self) -> Result<(), gpio::GpioError> {
-        Ok(())
+        let _ = writeln!(diagnostics, "clipada: frame {}: ERROR: {text}", self.summary.frames);
+        *repeats = RepeatedError { text, count: 1, logged_at: Some(now) };
     }
 }

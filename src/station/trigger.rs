@@ -6,13 +6,25 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::config::Edge;
-use super::gpio::{GpioError, Input};
+use serde::Deserialize;
+
+use super::lines::{GpioError, Input};
 
 /// Longest wait between checks of the stop flag.
 pub const STOP_CHECK: Duration = Duration::from_millis(20);
 /// How often the TRIGGER input is sampled.
 pub const INPUT_POLL: Duration = Duration::from_millis(1);
+
+/// A trigger edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Edge {
+    /// Low to high.
+    #[default]
+    Rising,
+    /// High to low.
+    Falling,
+}
 
 /// What a wait ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,5 +129,80 @@ impl Trigger {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_hal::digital::{ErrorType, InputPin};
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+
+    /// An input that plays a script of `(from ms, level)` steps against a shared clock.
+    struct ScriptedInput {
+        start: Instant,
+        now: Arc<Mutex<Instant>>,
+        script: Vec<(u64, bool)>,
+    }
+
+    impl ErrorType for ScriptedInput {
+        type Error = GpioError;
+    }
+
+    impl InputPin for ScriptedInput {
+        fn is_high(&mut self) -> Result<bool, GpioError> {
+            let elapsed = (*self.now.lock().unwrap() - self.start).as_millis() as u64;
+            Ok(self.script.iter().rev().find(|(from, _)| *from <= elapsed).map(|(_, level)| *level).unwrap_or(false))
+        }
+        fn is_low(&mut self) -> Result<bool, GpioError> {
+            self.is_high().map(|h| !h)
+        }
+    }
+
+    /// Samples the script every millisecond for `ms`; the trigger instants, in ms from start.
+    fn triggers(script: &[(u64, bool)], edge: Edge, ms: u64) -> Vec<u64> {
+        let start = Instant::now();
+        let now = Arc::new(Mutex::new(start));
+        let input = ScriptedInput { start, now: now.clone(), script: script.to_vec() };
+        let mut detector = EdgeDetector::new(Box::new(input) as Input, edge, Duration::from_millis(5));
+        let mut fired = Vec::new();
+        for t in 0..ms {
+            let at = start + Duration::from_millis(t);
+            *now.lock().unwrap() = at;
+            if let Some(edge_at) = detector.sample(at).unwrap() {
+                fired.push((edge_at - start).as_millis() as u64);
+            }
+        }
+        fired
+    }
+
+    #[test]
+    fn edges_are_debounced_and_dated_when_first_seen() {
+        // A 2 ms glitch at 10, a real press at 30 with bounces, released at 60.
+        let script = [(0, false), (10, true), (12, false), (30, true), (31, false), (32, true), (60, false)];
+        assert_eq!(triggers(&script, Edge::Rising, 100), [32]);
+        assert_eq!(triggers(&script, Edge::Falling, 100), [60]);
+        // A level already high at start is not an edge.
+        assert_eq!(triggers(&[(0, true)], Edge::Rising, 50), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_interval_trigger_keeps_its_schedule_and_stops_on_request() {
+        let mut trigger = Trigger::Interval { period: Duration::from_millis(30), next: None };
+        let stop = AtomicBool::new(false);
+        let mut fired = Vec::new();
+        for _ in 0..4 {
+            match trigger.wait(&stop, &mut || {}).unwrap() {
+                Fired::At(at) => fired.push(at),
+                Fired::Stop => panic!("not asked to stop"),
+            }
+        }
+        // Dated on the schedule: exactly one period apart, whatever the waits' jitter.
+        for pair in fired.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(30));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(trigger.wait(&stop, &mut || {}).unwrap(), Fired::Stop);
     }
 }

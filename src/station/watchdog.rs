@@ -1,6 +1,7 @@
 //! systemd's service notification protocol (`sd_notify`), without libsystemd: `READY=1` when
-//! the station is about to take its first frame, `WATCHDOG=1` heartbeats from the inspection
-//! loop (so a hung loop is restarted by `WatchdogSec=`), `STOPPING=1` on the way out.
+//! the station is about to take its first frame, `WATCHDOG=1` heartbeats while the inspection
+//! loop is heard from (so a hung loop is restarted by `WatchdogSec=`), `STATUS=` lines,
+//! `STOPPING=1` on the way out. The supervisor sends them (it is the service's main process).
 //! Outside systemd (`NOTIFY_SOCKET` unset) every call does nothing.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -56,6 +57,18 @@ impl Notifier {
             self.send("WATCHDOG=1");
             self.last_beat = Some(now);
         }
+    }
+
+    /// A status line (`STATUS=`): what the station is doing, its counters.
+    pub fn status(&mut self, text: &str) {
+        let mut message = heapless::String::<160>::new();
+        let _ = message.push_str("STATUS=");
+        for c in text.chars().filter(|c| !c.is_control()) {
+            if message.push(c).is_err() {
+                break;
+            }
+        }
+        self.send(&message);
     }
 
     /// The station is shutting down.

@@ -127,3 +127,26 @@ pub fn assert_snapshot(name: &str, image: &image::RgbImage) {
         .count();
     assert!(differing * 500 <= snapshot.len() / 3, "{differing} pixels differ from {}", path.display());
 }
+
+/// A memory of the default model calibrated (on tract) from the sample good parts, made once
+/// per test run in a folder of its own.
+pub fn default_memory() -> PathBuf {
+    static MEMORY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MEMORY
+        .get_or_init(|| {
+            let dir = tempfile::Builder::new().prefix("clipada-it-").tempdir().unwrap().keep();
+            let memory = dir.join("part.memory");
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
+                .args(["calibrate", "--backend", "tract", "--model"])
+                .arg(default_model())
+                .arg("--good")
+                .arg(sample("train/good"))
+                .arg("--out")
+                .arg(&memory)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            memory
+        })
+        .clone()
+}

@@ -83,7 +83,7 @@ fn ill_typed_nested_field_is_refused_with_its_path() {
 
 #[test]
 fn negative_standard_deviation_is_refused() {
-    assert_refused_on(|d| d["input"]["std"][1] = json!(-0.2), "input.std", "positive");
+    assert_refused_on(|d| d["input"]["std"][1] = json!(-0.2), "input.std", "must be in");
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn input_name_absent_from_the_graph_is_refused() {
 
 #[test]
 fn negative_refinement_sharpness_is_refused() {
-    assert_refused_on(|d| d["refine"]["sharpness"] = json!(-1.0), "refine.sharpness", "not negative");
+    assert_refused_on(|d| d["refine"]["sharpness"] = json!(-1.0), "refine.sharpness", "must be in");
 }
 
 #[test]
@@ -156,4 +156,70 @@ fn cli_exits_1_naming_file_and_field_for_a_bad_model() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("edited.onnx") && stderr.contains("`contract`"), "{stderr}");
     assert!(output.stdout.is_empty(), "nothing judged, nothing printed");
+}
+
+#[test]
+fn every_number_of_the_contract_is_bounded() {
+    // Regressions: std = 1e38 gave every image the same score (PASS); sigma = 1e9 asked for
+    // 48 GB at load; a radius of 2^64-1 overflowed; threshold 50 passed everything.
+    assert_refused_on(|d| d["input"]["std"][0] = json!(1e38), "input.std", "must be in");
+    assert_refused_on(|d| d["input"]["mean"][2] = json!(1e30), "input.mean", "must be in");
+    assert_refused_on(|d| d["score"]["sigma"] = json!(1e9), "score.sigma", "must be in");
+    assert_refused_on(|d| d["refine"]["radius"] = json!(18446744073709551615u64), "refine.radius", "at most");
+    assert_refused_on(|d| d["score"]["threshold"] = json!(50), "score.threshold", "must be in");
+    assert_refused_on(|d| d["score"]["threshold"] = json!(0), "score.threshold", "must be in");
+    assert_refused_on(|d| d["input"]["size"] = json!([64, 100000]), "input.size", "must be in");
+    assert_refused_on(|d| d["feature_dim"] = json!(1 << 20), "feature_dim", "must be in");
+    assert_refused_on(|d| d["layers"] = json!(vec![0; 100]), "layers", "between");
+}
+
+#[test]
+fn a_duplicated_key_or_a_second_contract_is_refused_never_resolved_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proto, doc) = fixture();
+    let text = doc.to_string().replacen("\"threshold\":0.5", "\"threshold\":0.5,\"threshold\":0.001", 1);
+    assert!(text.contains("0.001"), "the edit took");
+    proto.metadata_props.iter_mut().find(|p| p.key == "clipada").unwrap().value = text;
+    let path = dir.path().join("duplicate-key.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let message = refusal(&path).to_string();
+    assert!(message.contains("duplicate field `threshold`"), "{message}");
+
+    let (mut proto, _) = fixture();
+    let second = proto.metadata_props.iter().find(|p| p.key == "clipada").unwrap().clone();
+    proto.metadata_props.push(second);
+    let path = dir.path().join("two-contracts.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let message = refusal(&path).to_string();
+    assert!(message.contains("more than one"), "{message}");
+}
+
+#[test]
+fn a_model_whose_weights_live_in_another_file_is_refused() {
+    // Its hash would not cover them, and they could be read from anywhere in its folder.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proto, _) = fixture();
+    let tensor = &mut proto.graph.as_mut().unwrap().initializer[0];
+    tensor.data_location = Some(1);
+    tensor
+        .external_data
+        .push(tract_onnx::pb::StringStringEntryProto { key: "location".into(), value: "weights.bin".into() });
+    let path = dir.path().join("external.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let message = refusal(&path).to_string();
+    assert!(message.contains("external data"), "{message}");
+}
+
+#[test]
+fn a_fifo_or_device_given_as_the_model_is_refused_at_once() {
+    // Regression: a FIFO as --model blocked forever.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.onnx");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let message = refusal(&fifo).to_string();
+    assert!(message.contains("not a regular file but a FIFO"), "{message}");
+    let message = refusal(Path::new("/dev/urandom")).to_string();
+    assert!(message.contains("character device"), "{message}");
 }

@@ -9,7 +9,7 @@ use clipada::model::{Engine, ModelFile, RawOutputs};
 use clipada::pipeline::{InspectOptions, Inspector};
 use clipada::preprocess::Preprocessor;
 use clipada::score::Scorer;
-use clipada::source::files::load_rgb;
+use clipada::source::files::read_image;
 use common::*;
 
 #[test]
@@ -45,8 +45,8 @@ fn preprocessing_matches_reference_resize_and_normalisation() {
     for name in GOLDEN_SAMPLES {
         let golden = golden(name);
         assert_eq!(golden.input.shape, spec.input_shape().to_vec());
-        let frame = load_rgb(&root().join(&golden.image)).unwrap();
-        assert_close(&format!("{name} input"), preprocessor.run(&frame), &golden.input.data);
+        let frame = read_image(&root().join(&golden.image)).unwrap();
+        assert_close(&format!("{name} input"), preprocessor.run(&frame).unwrap(), &golden.input.data);
     }
 }
 
@@ -54,12 +54,13 @@ fn preprocessing_matches_reference_resize_and_normalisation() {
 fn scoring_of_onnxruntime_outputs_matches_reference_with_and_without_refinement() {
     let spec = ModelFile::open(&tiny_model()).unwrap().spec;
     for refine in [true, false] {
-        let mut scorer = Scorer::new(&spec, refine, None);
+        let mut scorer = Scorer::new(&spec, refine, None).unwrap();
         for name in GOLDEN_SAMPLES {
             let golden = golden(name);
             let expected = if refine { &golden.refined } else { &golden.unrefined };
-            let score = scorer.score(&golden.raw_outputs()).unwrap();
-            let map = scorer.map();
+            let raw = golden.raw_outputs();
+            let scored = scorer.score(&raw).unwrap();
+            let (score, map) = (scored.score, scored.map);
             assert_eq!([map.height, map.width], [expected.map.shape[0], expected.map.shape[1]]);
             assert_close(&format!("{name} map (refine {refine})"), map.values, &expected.map.data);
             assert_close(&format!("{name} score (refine {refine})"), &[score], &[expected.score]);
@@ -71,12 +72,12 @@ fn scoring_of_onnxruntime_outputs_matches_reference_with_and_without_refinement(
 fn image_file_to_verdict_matches_reference_end_to_end() {
     for refine in [true, false] {
         let options = InspectOptions { no_refine: !refine, ..InspectOptions::default() };
-        let mut inspector = Inspector::load(&tiny_model(), &options).unwrap();
+        let mut inspector = Inspector::load(&tiny_model(), &options, &mut std::io::sink()).unwrap();
         for name in GOLDEN_SAMPLES {
             let golden = golden(name);
             let expected = if refine { &golden.refined } else { &golden.unrefined };
-            let judged = inspector.inspect(&load_rgb(&root().join(&golden.image)).unwrap()).unwrap();
-            assert_close(&format!("{name} map (refine {refine})"), inspector.map().values, &expected.map.data);
+            let judged = inspector.inspect(&read_image(&root().join(&golden.image)).unwrap()).unwrap();
+            assert_close(&format!("{name} map (refine {refine})"), judged.map.values, &expected.map.data);
             assert_close(&format!("{name} score (refine {refine})"), &[judged.score], &[expected.score]);
             assert_eq!(judged.verdict.name(), expected.verdict, "{name}");
         }
@@ -91,11 +92,10 @@ fn refinement_changes_the_map_so_the_switch_is_real() {
     assert!(diff > 1e-2, "reference refinement changed the map by only {diff}");
     let spec = ModelFile::open(&tiny_model()).unwrap().spec;
     let raw = golden.raw_outputs();
-    let mut with = Scorer::new(&spec, true, None);
-    let mut without = Scorer::new(&spec, false, None);
-    with.score(&raw).unwrap();
-    without.score(&raw).unwrap();
-    assert!(max_abs_diff(with.map().values, without.map().values) > 1e-2);
+    let mut with = Scorer::new(&spec, true, None).unwrap();
+    let mut without = Scorer::new(&spec, false, None).unwrap();
+    let refined = with.score(&raw).unwrap().map.values.to_vec();
+    assert!(max_abs_diff(&refined, without.score(&raw).unwrap().map.values) > 1e-2);
 }
 
 #[test]
@@ -110,8 +110,8 @@ fn default_model_features_match_onnxruntime_within_1e4() {
     let path = root().join("tests/data/goldens/default-efficientnet.json");
     let golden: Subsampled = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let file = ModelFile::open(&default_model()).unwrap();
-    let frame = load_rgb(&root().join(&golden.image)).unwrap();
-    let input = Preprocessor::new(&file.spec.input).run(&frame).to_vec();
+    let frame = read_image(&root().join(&golden.image)).unwrap();
+    let input = Preprocessor::new(&file.spec.input).run(&frame).unwrap().to_vec();
     let every = |v: &[f32]| v.iter().step_by(golden.every).copied().collect::<Vec<f32>>();
     assert_close("default model input", &every(&input), &golden.input.data);
     let mut raw = RawOutputs::for_spec(&file.spec);

@@ -25,7 +25,7 @@ fn corrupt_image_gets_error_verdict_and_the_others_are_judged() {
     let model = common::tiny_model();
     let output = clipada(&["infer", "--json", "--model", model.to_str().unwrap()], &[dir.path()]);
 
-    assert_eq!(output.status.code(), Some(2), "exit 2 when an image was not judged");
+    assert_eq!(output.status.code(), Some(3), "exit 3 when an image was not judged");
     let lines = json_lines(&output);
     assert_eq!(lines.len(), 3, "one line per image: {lines:?}");
     let names: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap().rsplit('/').next().unwrap()).collect();
@@ -47,7 +47,7 @@ fn corrupt_image_gets_error_verdict_and_the_others_are_judged() {
 fn missing_file_gets_error_verdict_naming_it() {
     let model = common::tiny_model();
     let output = clipada(&["infer", "--model", model.to_str().unwrap()], &[Path::new("/nonexistent/part.png")]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.trim(), "/nonexistent/part.png - error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/part.png"));

@@ -99,14 +99,15 @@ fn damaged_memory_file_is_refused_naming_it() {
 }
 
 #[test]
-fn feature_only_model_without_memory_gets_error_verdicts_saying_what_is_missing() {
+fn feature_only_model_without_memory_is_refused_at_start_saying_what_is_missing() {
+    // Regression: it used to start and judge every image ERROR; nothing can be judged without
+    // the memory, so it is refused before any image.
     let model = common::default_model();
     let image = common::sample("test/good/000.png");
     let output = clipada(&["infer", "--json", "--model", model.to_str().unwrap(), image.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2));
-    let line: Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
-    assert_eq!(line["verdict"], "error");
-    assert!(line["error"].as_str().unwrap().contains("clipada calibrate"), "{line}");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "no verdicts: {}", text(&output.stdout));
+    assert!(text(&output.stderr).contains("clipada calibrate"), "{}", text(&output.stderr));
 }
 
 #[test]
@@ -148,8 +149,9 @@ fn eval_reports_a_missing_mask_by_path() {
 #[test]
 fn text_and_memory_maps_are_fused_by_their_mean() {
     use clipada::calibration::calibrate;
-    use clipada::model::backend::{Backend, EngineConfig};
+    use clipada::model::tract::TractEngine;
     use clipada::model::{ModelFile, RawOutputs};
+    use clipada::pipeline::Extractor;
     use clipada::score::Scorer;
 
     // The tiny CLIP-ADA fixture has both branches. Without refinement every later step
@@ -157,24 +159,25 @@ fn text_and_memory_maps_are_fused_by_their_mean() {
     // map and the memory-only map.
     let file = ModelFile::open(&common::tiny_model()).unwrap();
     let good: Vec<_> = (0..4).map(|i| common::sample(&format!("train/good/{i:03}.png"))).collect();
-    let tract = EngineConfig { backend: Backend::Tract, ..EngineConfig::default() };
-    let bank = calibrate(&file, &good, 256, true, &tract).unwrap().bank;
+    let engine = Box::new(TractEngine::load(&file).unwrap());
+    let mut extractor = Extractor::new(file.spec.clone(), file.sha256.clone(), engine);
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let bank = calibrate(&mut extractor, &good, 256, true, &never, &mut |_, _, _| {}).unwrap().bank;
     let golden = common::golden("scratch");
     let raw: RawOutputs = golden.raw_outputs();
     let mut memory_only_spec = file.spec.clone();
     memory_only_spec.outputs.patch_logits = None;
     let map = |spec, memory| {
-        let mut scorer = Scorer::new(spec, false, memory);
+        let mut scorer = Scorer::new(spec, false, memory).unwrap();
         let mut raw = raw.clone();
         if spec.outputs.patch_logits.is_none() {
             raw.patch_logits = None;
         }
-        scorer.score(&raw).unwrap();
-        scorer.map().values.to_vec()
+        scorer.score(&raw).unwrap().map.values.to_vec()
     };
-    let fused = map(&file.spec, Some(bank.clone()));
+    let fused = map(&file.spec, Some(&bank));
     let text = map(&file.spec, None);
-    let memory = map(&memory_only_spec, Some(bank));
+    let memory = map(&memory_only_spec, Some(&bank));
     let mean: Vec<f32> = text.iter().zip(&memory).map(|(t, m)| 0.5 * (t + m)).collect();
     common::assert_close("fused map", &fused, &mean);
     assert!(common::max_abs_diff(&text, &memory) > 1e-2, "the two branches differ, so the test can tell");

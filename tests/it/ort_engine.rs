@@ -46,7 +46,7 @@ fn ort_cpu_matches_tract_within_1e4_on_both_fixtures() {
     for model in [common::tiny_model(), common::default_model()] {
         let file = ModelFile::open(&model).unwrap();
         let mut ort = load_engine(&file, &ort_config()).unwrap();
-        assert_eq!((ort.name, ort.provider), ("ort", "cpu"));
+        assert_eq!((ort.engine.info().engine, ort.engine.info().provider), ("ort", "cpu"));
         let mut tract = TractEngine::load(&file).unwrap();
         // A structured input (a ramp per channel), not zeros, so every output is exercised.
         let n = file.spec.input_len();
@@ -69,7 +69,7 @@ fn ort_cpu_matches_tract_within_1e4_on_both_fixtures() {
 fn missing_gpu_providers_are_skipped_with_their_reasons_and_cpu_runs() {
     let file = ModelFile::open(&common::tiny_model()).unwrap();
     let chosen = load_engine(&file, &ort_config()).unwrap();
-    assert_eq!(chosen.provider, "cpu");
+    assert_eq!(chosen.engine.info().provider, "cpu");
     assert_eq!(chosen.skipped.len(), 2, "{:?}", chosen.skipped);
     assert!(chosen.skipped[0].starts_with("tensorrt: "), "{:?}", chosen.skipped);
     assert!(chosen.skipped[1].starts_with("cuda: "), "{:?}", chosen.skipped);

@@ -5,24 +5,25 @@ use crate::common;
 
 use clipada::pipeline::{InspectOptions, Inspector};
 use clipada::sink::overlay::{banner_colour, OverlayRenderer, BANNER_HEIGHT, OUTLINE_COLOUR};
-use clipada::source::files::load_rgb;
-use clipada::verdict::Verdict;
+use clipada::source::files::read_image;
+use clipada::verdict::{Threshold, ThresholdSource, Verdict};
 use embedded_graphics::pixelcolor::RgbColor;
 use image::RgbImage;
 
 /// Renders the scratch sample with a threshold at the map's upper quartile, so that there is
 /// a region to outline whatever the random fixture weights make of the scratch.
 fn render_scratch() -> (RgbImage, RgbImage, Vec<f32>, f32, Verdict) {
-    let frame = load_rgb(&common::sample("test/scratch/000.png")).unwrap();
-    let mut inspector = Inspector::load(&common::tiny_model(), &InspectOptions::default()).unwrap();
+    let frame = read_image(&common::sample("test/scratch/000.png")).unwrap();
+    let mut inspector =
+        Inspector::load(&common::tiny_model(), &InspectOptions::default(), &mut std::io::sink()).unwrap();
     let judged = inspector.inspect(&frame).unwrap();
-    let mut sorted = inspector.map().values.to_vec();
+    let mut sorted = judged.map.values.to_vec();
     sorted.sort_by(f32::total_cmp);
     let threshold = sorted[sorted.len() * 3 / 4];
-    let verdict = Verdict::judge(judged.score, threshold);
+    let verdict = Verdict::judge(judged.score, &Threshold::new(threshold, ThresholdSource::Operator, 1.0).unwrap());
     let overlay =
-        OverlayRenderer::default().render(&frame, Some((inspector.map(), judged.score)), threshold, verdict).clone();
-    (frame, overlay, inspector.map().values.to_vec(), threshold, verdict)
+        OverlayRenderer::default().render(&frame, Some((judged.map, judged.score)), threshold, verdict).clone();
+    (frame, overlay, judged.map.values.to_vec(), threshold, verdict)
 }
 
 #[test]

@@ -38,7 +38,7 @@ fn tract_runs_qdq_with_float_softmax_and_dynamic_int8_close_to_fp32() {
     const SCORE_TOLERANCE: f32 = 0.05;
     let golden = common::golden("scratch");
     let spec = ModelFile::open(&common::tiny_model()).unwrap().spec;
-    let score = |raw: &RawOutputs| Scorer::new(&spec, true, None).score(raw).unwrap();
+    let score = |raw: &RawOutputs| Scorer::new(&spec, true, None).unwrap().score(raw).unwrap().score;
     let fp32 = run_tract("tiny-clipada.onnx", &golden.input.data);
     for model in ["tiny-clipada-qdq.onnx", "tiny-clipada-dynamic.onnx"] {
         let quantized = run_tract(model, &golden.input.data);

@@ -13,13 +13,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clipada::memory::MemoryBank;
-use clipada::model::{Engine, EngineError, ModelFile, RawOutputs};
-use clipada::pipeline::Inspector;
+use clipada::model::{Engine, EngineError, EngineInfo, ModelFile, Precision, RawOutputs};
+use clipada::pipeline::{Extractor, Inspector, Memory};
 use clipada::sink::framebuffer::Framebuffer;
-use clipada::source::{FrameSource, SourceError};
-use clipada::station::config::{OutputMode, SafeState};
-use clipada::station::gpio::{Output, Recorder, RecordingPin, SignalLines, VerdictLines};
+use clipada::source::{Frame, FrameSource, SourceError};
+use clipada::station::lines::{LineSettings, Output, OutputMode, Recorder, RecordingPin, SafeState, VerdictLines};
 use clipada::station::log::ResultLog;
+use clipada::station::supervisor;
 use clipada::station::trigger::Trigger;
 use clipada::station::{Roi, Station, StationParts, Step};
 use clipada::verdict::Verdict;
@@ -79,9 +79,23 @@ impl Engine for StandInEngine {
                 *v = (i as f32 * 0.37 + phase).sin();
             }
         }
+        // Features are unit length per layer, as the contract says.
+        if let Some(features) = &mut out.patch_features {
+            for vector in features.chunks_exact_mut(FEATURE_DIM) {
+                let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+                vector.iter_mut().for_each(|v| *v /= norm);
+            }
+        }
         Ok(())
     }
+
+    fn info(&self) -> EngineInfo {
+        EngineInfo { engine: "stand-in", provider: "cpu", precision: Precision::Fp32 }
+    }
 }
+
+/// The tiny fixture's feature size.
+const FEATURE_DIM: usize = 32;
 
 /// A moving pattern, drawn into the frame buffer in place.
 struct PatternSource {
@@ -89,7 +103,8 @@ struct PatternSource {
 }
 
 impl FrameSource for PatternSource {
-    fn next_frame(&mut self, frame: &mut RgbImage) -> Result<bool, SourceError> {
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+        let frame = &mut frame.image;
         if frame.dimensions() != (320, 240) {
             *frame = RgbImage::new(320, 240);
         }
@@ -108,38 +123,50 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
     let file = ModelFile::open(&common::tiny_model()).unwrap();
     let spec = file.spec.clone();
     let (layers, dim) = (spec.layer_count(), spec.feature_dim.unwrap());
+    assert_eq!(dim, FEATURE_DIM);
+    let extractor = Extractor::new(spec.clone(), file.sha256.clone(), Box::new(StandInEngine { calls: 0 }));
+    let mut features: Vec<f32> = (0..300 * layers * dim).map(|i| (i as f32 * 0.11).cos()).collect();
+    for vector in features.chunks_exact_mut(dim) {
+        let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
     let bank = MemoryBank {
-        model_sha256: file.sha256.clone(),
-        model_name: spec.name.clone(),
+        made_for: extractor.made_for(false),
         layers,
         dim,
-        features: (0..300 * layers * dim).map(|i| (i as f32 * 0.11).cos()).collect(),
+        grid: spec.grid,
+        features,
         sources: (0..300).map(|i| i / 30).collect(),
         threshold: None,
         good_images: 10,
+        good_scores: Vec::new(),
     };
-    let engine = Box::new(StandInEngine { calls: 0 });
-    let inspector = Inspector::new(spec, engine, false, Some(0.5), Some(bank));
+    let memory = Memory { bank, path: dir.path().join("stand-in.memory") };
+    // The stand-in's scores swing between about 0.55 and 0.65: both verdicts occur.
+    let inspector = Inspector::new(extractor, false, Some(&memory), Some(0.6)).unwrap();
     let recorder = Recorder::create(&dir.path().join("gpio.log")).unwrap();
     let pin = |name| Box::new(RecordingPin::new(name, recorder.clone())) as Output;
-    let lines = VerdictLines::new(
-        [pin("pass"), pin("fail"), pin("ready")],
-        false,
-        OutputMode::Level,
-        Duration::from_millis(10),
-        SafeState::default(),
-    );
+    let settings = LineSettings {
+        active_low: false,
+        mode: OutputMode::Level,
+        pulse: Duration::from_millis(10),
+        safe: SafeState::default(),
+    };
+    let lines = VerdictLines::new([pin("pass"), pin("fail"), pin("ready")], settings);
+    let (mut supervisor, link) = supervisor::pair(lines, Duration::from_secs(2)).unwrap();
+    let supervisor_stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stop_supervisor = supervisor_stop.clone();
+    let supervising = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::sink()));
     let parts = StationParts {
         inspector,
         source: Box::new(PatternSource { frame: 0 }),
         trigger: Trigger::FreeRun,
         roi: Some(Roi { x: 10, y: 20, width: 200, height: 180 }),
         display: Some(Framebuffer::open(&dir.path().join("fb"), Some((160, 120, 32))).unwrap()),
-        lines: SignalLines::new(lines),
         results: Some(ResultLog::open(&dir.path().join("results.jsonl")).unwrap()),
         archive: None,
     };
-    let mut station = Station::new(parts);
+    let mut station = Station::new(parts, link);
     let stop = AtomicBool::new(false);
     let mut diagnostics = std::io::sink();
     for _ in 0..10 {
@@ -159,4 +186,6 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
     // Both verdicts happened, so both paths through the loop were measured.
     assert!(verdicts[0] > 0 && verdicts[1] > 0, "{verdicts:?}");
     assert_eq!(std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap().lines().count(), 210);
+    supervisor_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    supervising.join().unwrap();
 }

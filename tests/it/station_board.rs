@@ -15,9 +15,10 @@
 fn chardev_lines_follow_the_verdicts_and_end_in_the_safe_state() {
     use std::time::Duration;
 
-    use clipada::station::config::{OutputMode, SafeState};
-    use clipada::station::gpio::chardev::ChardevLine;
-    use clipada::station::gpio::{Output, VerdictLines};
+    use std::time::Instant;
+
+    use clipada::station::lines::chardev::ChardevLine;
+    use clipada::station::lines::{LineSettings, Output, OutputMode, SafeState, VerdictLines};
     use clipada::verdict::Verdict;
     use embedded_hal::digital::InputPin;
 
@@ -27,13 +28,19 @@ fn chardev_lines_follow_the_verdicts_and_end_in_the_safe_state() {
         .split(',')
         .map(|s| s.trim().parse().expect("line offsets"))
         .collect();
+    // Requested at the safe state's levels: PASS low, FAIL high, READY low.
     let outputs: [Output; 3] =
-        std::array::from_fn(|i| Box::new(ChardevLine::output(&chip, offsets[i]).unwrap()) as Output);
-    let mut lines =
-        VerdictLines::new(outputs, false, OutputMode::Level, Duration::from_millis(50), SafeState::default());
+        std::array::from_fn(|i| Box::new(ChardevLine::output(&chip, offsets[i], i == 1).unwrap()) as Output);
+    let settings = LineSettings {
+        active_low: false,
+        mode: OutputMode::Level,
+        pulse: Duration::from_millis(50),
+        safe: SafeState::default(),
+    };
+    let mut lines = VerdictLines::new(outputs, settings);
     lines.enter_safe_state().unwrap();
-    lines.show(Verdict::Pass).unwrap();
-    lines.show(Verdict::Fail).unwrap();
+    lines.request(Verdict::Pass, Instant::now()).unwrap();
+    lines.request(Verdict::Fail, Instant::now()).unwrap();
     drop(lines);
     // Released lines keep their last value on most chips: read them back as inputs.
     let levels: Vec<bool> = offsets.iter().map(|o| ChardevLine::input(&chip, *o).unwrap().is_high().unwrap()).collect();

@@ -1,6 +1,7 @@
 //! The station end to end, through the same code `clipada run` uses: a folder of good and
 //! defective sample parts, a plain file as framebuffer, the recording GPIO, the result log and
-//! the failed-parts folder; a source that fails mid-run; SIGTERM.
+//! the failed-parts folder; a source that fails mid-run; a full disk; SIGTERM; the binary as
+//! the README runs it.
 
 use crate::common;
 
@@ -10,29 +11,26 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clipada::source::directory::DirectorySource;
-use clipada::source::{FrameSource, SourceError};
-use clipada::station::config::StationConfig;
-use clipada::station::{Station, StationParts};
-use image::RgbImage;
+use clipada::source::{Frame, FrameSource, SourceError, SourceErrorKind};
+use clipada::station::assemble::run_in_process;
+use clipada::station::plan::StationPlan;
+use clipada::station::{RunSummary, StationParts};
 
 /// The sample test parts in the order a folder source reads them, and their ground truth.
 const EXPECTED: [&str; 10] = ["fail", "fail", "fail", "fail", "pass", "pass", "pass", "pass", "fail", "fail"];
 
 /// A station config in `dir` over the sample parts; `model` is `default` (with a memory
-/// calibrated from the good samples) or `tiny`.
+/// calibrated from the good samples, made here once) or `tiny`.
 fn config(dir: &Path, model: &str, looping: bool) -> PathBuf {
     let samples = common::sample("");
     let model_lines = match model {
-        "default" => format!(
-            "path = {:?}\nmemory = {:?}\ncalibrate_from = {:?}\n",
-            common::default_model(),
-            dir.join("part.memory"),
-            samples.join("train/good")
-        ),
+        "default" => format!("path = {:?}\nmemory = {:?}\n", common::default_model(), common::default_memory()),
         _ => format!("path = {:?}\n", common::tiny_model()),
     };
     let text = format!(
         r#"
+state_dir = {state:?}
+
 [model]
 backend = "tract"
 {model_lines}
@@ -58,6 +56,7 @@ pulse_ms = 15
 results = {results:?}
 failures_dir = {failures:?}
 "#,
+        state = dir.join("state"),
         test = samples.join("test"),
         fb = dir.join("fb.raw"),
         gpio = dir.join("gpio.log"),
@@ -81,6 +80,7 @@ fn recorded(dir: &Path) -> Vec<Level> {
     std::fs::read_to_string(dir.join("gpio.log"))
         .unwrap()
         .lines()
+        .filter(|l| !l.starts_with('#'))
         .map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
             Level { ms: fields[0].parse().unwrap(), line: fields[1].into(), high: fields[2] == "1" }
@@ -114,10 +114,24 @@ fn final_levels(levels: &[Level]) -> [(String, bool); 3] {
         .map(|name| (name.to_string(), levels.iter().rev().find(|l| l.line == name).map(|l| l.high).unwrap()))
 }
 
-/// `clipada run` as the library runs it, output discarded.
-fn run_quietly(config: &Path) -> clipada::station::RunSummary {
-    clipada::commands::run::run(config, Arc::new(AtomicBool::new(false)), &mut std::io::sink(), &mut std::io::sink())
-        .unwrap()
+/// The station of `config`, both ends in this process, with `edit` applied to its parts; the
+/// summary and what it told its diagnostics.
+fn run_with(config: &Path, edit: &mut dyn FnMut(&mut StationParts)) -> (RunSummary, String) {
+    let plan = StationPlan::load(config).unwrap();
+    let mut diagnostics = Vec::new();
+    let summary = run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut diagnostics, edit).unwrap();
+    (summary, String::from_utf8(diagnostics).unwrap())
+}
+
+fn run_quietly(config: &Path) -> RunSummary {
+    run_with(config, &mut |_| {}).0
+}
+
+/// `clipada run --config` as the README runs it: the binary, supervisor and worker processes.
+fn clipada_run(config: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"));
+    command.args(["run", "--config"]).arg(config);
+    command
 }
 
 fn results(dir: &Path) -> Vec<serde_json::Value> {
@@ -129,10 +143,9 @@ fn results(dir: &Path) -> Vec<serde_json::Value> {
 fn replaying_good_and_defective_parts_gives_the_expected_pulses_logs_and_images() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "default", false);
-    let (mut out, mut diagnostics) = (Vec::new(), Vec::new());
-    let summary =
-        clipada::commands::run::run(&config, Arc::new(AtomicBool::new(false)), &mut out, &mut diagnostics).unwrap();
-    assert_eq!((summary.frames, summary.passed, summary.failed, summary.errors), (10, 4, 6, 0));
+    let output = clipada_run(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let out = output.stdout;
 
     let levels = recorded(dir.path());
     // The safe state comes first, before any verdict: READY low, PASS low, FAIL asserted.
@@ -164,6 +177,7 @@ fn replaying_good_and_defective_parts_gives_the_expected_pulses_logs_and_images(
     let mut saved: Vec<String> = std::fs::read_dir(dir.path().join("failures"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.starts_with('.'))
         .collect();
     saved.sort();
     assert_eq!(saved.len(), 12, "frame and overlay of the 6 failed parts: {saved:?}");
@@ -174,7 +188,7 @@ fn replaying_good_and_defective_parts_gives_the_expected_pulses_logs_and_images(
         }
     }
     let screen = std::fs::read(dir.path().join("fb.raw")).unwrap();
-    assert_eq!(screen.len(), 64 * 48 * 2);
+    assert_eq!(screen.len(), 64 * 48 * 2 + 32, "the page and clipada's trailer");
     // The status bar (bottom row) shows the last verdict's colour, FAIL red, in RGB565.
     let bottom = u16::from_le_bytes([screen[47 * 128 + 2], screen[47 * 128 + 3]]);
     assert_eq!(bottom, (210 >> 3) << 11 | (30 >> 2) << 5 | (30 >> 3));
@@ -189,10 +203,14 @@ struct Unplugged {
 }
 
 impl FrameSource for Unplugged {
-    fn next_frame(&mut self, frame: &mut RgbImage) -> Result<bool, SourceError> {
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
         self.calls += 1;
         if self.failing.contains(&self.calls) {
-            return Err(SourceError { origin: "camera 0".into(), reason: "unplugged".into() });
+            return Err(SourceError {
+                kind: SourceErrorKind::Gone,
+                origin: "camera 0".into(),
+                reason: "unplugged".into(),
+            });
         }
         self.inner.next_frame(frame)
     }
@@ -201,12 +219,10 @@ impl FrameSource for Unplugged {
 #[test]
 fn a_source_failing_mid_run_gives_errors_and_the_safe_state_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StationConfig::load(&config(dir.path(), "tiny", false)).unwrap();
-    let mut diagnostics = Vec::new();
-    let mut parts = StationParts::from_config(&config, Arc::new(AtomicBool::new(false)), &mut diagnostics).unwrap();
-    let inner = DirectorySource::open(&common::sample("test"), false).unwrap();
-    parts.source = Box::new(Unplugged { inner, calls: 0, failing: 3..5 });
-    let summary = Station::new(parts).run(&AtomicBool::new(false), &mut diagnostics).unwrap();
+    let (summary, log) = run_with(&config(dir.path(), "tiny", false), &mut |parts| {
+        let inner = DirectorySource::open(&common::sample("test"), false).unwrap();
+        parts.source = Box::new(Unplugged { inner, calls: 0, failing: 3..5 });
+    });
     assert_eq!((summary.frames, summary.errors, summary.passed + summary.failed), (12, 2, 10));
 
     let results = results(dir.path());
@@ -231,9 +247,9 @@ fn a_source_failing_mid_run_gives_errors_and_the_safe_state_then_recovers() {
         }
     }
     assert_eq!(ready, [false, true, false, true, false]);
-    let log = String::from_utf8(diagnostics).unwrap();
     assert!(log.contains("frame 3: ERROR: camera 0: unplugged"), "{log}");
-    assert!(log.contains("source recovered after 2 errors"), "{log}");
+    assert_eq!(log.matches("ERROR: camera 0: unplugged").count(), 1, "a repeated error is logged once: {log}");
+    assert!(log.contains("recovered after 2 errors in a row"), "{log}");
 }
 
 #[test]
@@ -244,9 +260,7 @@ fn under_systemd_it_reports_ready_heartbeats_and_sigterm_stops_it_in_the_safe_st
     let notify_path = dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
-        .args(["run", "--config"])
-        .arg(&config)
+    let child = clipada_run(&config)
         .env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "100000")
         .stdout(std::process::Stdio::piped())
@@ -300,24 +314,37 @@ fn a_region_of_interest_outside_the_frame_is_an_error_verdict_that_says_so() {
 fn a_full_disk_drops_logs_and_images_and_says_so_but_inspection_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), "tiny", false);
-    // Every write to /dev/full fails with ENOSPC, as on a full disk; threshold 0: all FAIL.
+    // A file-size limit stands in for a full disk: writes that would grow a file past 16 KiB
+    // fail (EFBIG). The result log is already past it from "earlier runs", and every failed
+    // part's images are larger (the samples are 25 KB PNGs); the GPIO record stays far below. The threshold is at the
+    // bottom of the score range, so every part is a FAIL with images to save.
+    let earlier = "{\"verdict\":\"pass\"}\n".repeat(20 << 10 >> 4);
+    std::fs::write(dir.path().join("results.jsonl"), earlier).unwrap();
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace(&format!("results = {:?}", dir.path().join("results.jsonl")), "results = \"/dev/full\"")
-        .replace("backend = \"tract\"", "backend = \"tract\"\nthreshold = 0.0");
+        .replace("backend = \"tract\"", "backend = \"tract\"\nthreshold = 0.001");
+    let text = text.replace("kind = \"framebuffer\"", "kind = \"none\"");
     std::fs::write(&path, text).unwrap();
-    let config = StationConfig::load(&path).unwrap();
-    let mut diagnostics = Vec::new();
-    let parts = StationParts::from_config(&config, Arc::new(AtomicBool::new(false)), &mut diagnostics).unwrap();
-    // The failed-parts folder disappears after start: saving fails too.
-    let failures = dir.path().join("failures");
-    std::fs::remove_dir_all(&failures).unwrap();
-    std::fs::write(&failures, b"not a folder").unwrap();
-    let summary = Station::new(parts).run(&AtomicBool::new(false), &mut diagnostics).unwrap();
-    assert_eq!((summary.frames, summary.failed), (10, 10));
-    assert_eq!((summary.log_failures, summary.images_dropped), (10, 10));
-    let log = String::from_utf8(diagnostics).unwrap();
-    assert!(log.contains("result log: /dev/full: cannot append"), "{log}");
+    let mut command = clipada_run(&path);
+    // SAFETY: between fork and exec only async-signal-safe calls (setrlimit, signal).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 16 << 10, rlim_max: 16 << 10 };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("10 frames: 0 pass, 10 fail, 0 error; 10 failed parts not saved, 10 log lines lost"),
+        "{stdout}"
+    );
+    assert!(log.contains("result log:") && log.contains("cannot append"), "{log}");
     assert!(log.contains("failed part 1 not saved"), "{log}");
     let pulses = pulses(&recorded(dir.path()));
     assert_eq!(pulses.len(), 10, "every part still signalled");
@@ -329,12 +356,16 @@ fn the_shipped_replay_config_runs_from_the_repository_root() {
     // paths (model, samples, target/replay/...) resolve from there.
     let config = common::root().join("board/examples/replay.toml");
     assert_eq!(std::env::current_dir().unwrap(), common::root());
-    let summary = run_quietly(&config);
-    assert_eq!((summary.frames, summary.passed, summary.failed, summary.errors), (10, 4, 6, 0));
+    // The README's first command made the memory the replay uses.
+    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_clipada")).arg("demo").output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let output = clipada_run(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("10 frames: 4 pass, 6 fail, 0 error"));
     let replay = common::root().join("target/replay");
     let lines = std::fs::read_to_string(replay.join("results.jsonl")).unwrap().lines().count();
     assert!(lines >= 10, "{lines} result lines");
-    assert_eq!(std::fs::metadata(replay.join("framebuffer.raw")).unwrap().len(), 320 * 240 * 4);
+    assert_eq!(std::fs::metadata(replay.join("framebuffer.raw")).unwrap().len(), 320 * 240 * 4 + 32);
     let gpio = std::fs::read_to_string(replay.join("gpio.log")).unwrap();
     assert!(gpio.lines().count() > 20, "{gpio}");
 }

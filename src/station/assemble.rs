@@ -1,0 +1,174 @@
+//! Building a station from its plan: the supervisor's lines, the worker's parts, and both ends
+//! run in one process (`run_in_process`, for tests and embeddings).
+//!
+//! Every start-up refusal names the configuration file and key at fault.
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::lines::{NoLine, Output, Recorder, RecordingPin, VerdictLines};
+use super::log::{FailureArchive, ResultLog};
+use super::plan::{OutputsPlan, SourcePlan, StationPlan, TriggerPlan};
+use super::supervisor;
+use super::trigger::{EdgeDetector, Trigger};
+use super::{RunSummary, Station, StationParts};
+use crate::model::ModelFile;
+use crate::pipeline::{Extractor, Inspector, Memory};
+use crate::sink::framebuffer::Framebuffer;
+use crate::source::directory::DirectorySource;
+use crate::source::files::read_gray;
+use crate::source::FrameSource;
+use crate::storage::owned::{FolderKind, OwnedDir};
+
+/// Claims the station's state folder and holds its lock: one station per folder.
+pub fn lock_state(plan: &StationPlan) -> anyhow::Result<OwnedDir> {
+    let key = |k: &str| format!("{}: `{k}`", plan.file.display());
+    let state = OwnedDir::claim(&plan.state_dir, FolderKind::State).with_context(|| key("state_dir"))?;
+    state.lock().with_context(|| key("state_dir"))?;
+    Ok(state)
+}
+
+/// The PASS, FAIL and READY outputs the plan asks for, requested at the safe state's levels.
+pub fn lines(plan: &StationPlan) -> anyhow::Result<VerdictLines> {
+    let settings = plan.lines.settings;
+    let key = |k: &str| format!("{}: `gpio.{k}`", plan.file.display());
+    let outputs: [Output; 3] = match &plan.lines.outputs {
+        OutputsPlan::None => std::array::from_fn(|_| Box::new(NoLine) as Output),
+        OutputsPlan::Recording(path) => {
+            let recorder = Recorder::create(path).with_context(|| key("record"))?;
+            let pin = |name| Box::new(RecordingPin::new(name, recorder.clone())) as Output;
+            [pin("pass"), pin("fail"), pin("ready")]
+        }
+        OutputsPlan::Chardev { chip, lines } => chardev_outputs(chip, *lines, settings).with_context(|| key("chip"))?,
+    };
+    Ok(VerdictLines::new(outputs, settings))
+}
+
+#[cfg(all(feature = "gpio", target_os = "linux"))]
+fn chardev_outputs(
+    chip: &std::path::Path,
+    [pass, fail, ready]: [u32; 3],
+    settings: super::lines::LineSettings,
+) -> anyhow::Result<[Output; 3]> {
+    use super::lines::chardev::ChardevLine;
+    let safe = settings.safe;
+    // The physical level of each line in the safe state, from the first instant.
+    let level = |asserted: bool| asserted != settings.active_low;
+    Ok([
+        Box::new(ChardevLine::output(chip, pass, level(safe.pass))?),
+        Box::new(ChardevLine::output(chip, fail, level(safe.fail))?),
+        Box::new(ChardevLine::output(chip, ready, level(safe.ready))?),
+    ])
+}
+
+#[cfg(not(all(feature = "gpio", target_os = "linux")))]
+fn chardev_outputs(_: &std::path::Path, _: [u32; 3], _: super::lines::LineSettings) -> anyhow::Result<[Output; 3]> {
+    anyhow::bail!("this clipada was built without the `gpio` feature (Linux only)")
+}
+
+/// The worker's parts: the model (with its memory and threshold), source, trigger, display and
+/// logs. `stop` also cuts short a camera's reconnect waits; engine reports go to `diagnostics`.
+pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>, diagnostics: &mut dyn Write) -> anyhow::Result<StationParts> {
+    let file = plan.file.display();
+    let model = &plan.model;
+    let model_file = ModelFile::open(&model.path).with_context(|| format!("{file}: `model.path`"))?;
+    let memory =
+        model.memory.as_deref().map(Memory::read).transpose().with_context(|| format!("{file}: `model.memory`"))?;
+    let extractor =
+        Extractor::load(&model_file, &model.engine, diagnostics).with_context(|| format!("{file}: `model`"))?;
+    let mut inspector = Inspector::new(extractor, model.refine, memory.as_ref(), model.threshold)
+        .with_context(|| format!("{file}: `model.memory` or `model.threshold`"))?;
+    let roi = plan.roi.as_ref().map(|r| r.rect);
+    if let Some(mask) = plan.roi.as_ref().and_then(|r| r.ignore_mask.as_ref()) {
+        let image = read_gray(mask).with_context(|| format!("{file}: `roi.ignore_mask`"))?;
+        inspector
+            .set_ignore_mask(&image)
+            .map_err(|e| anyhow::anyhow!("{file}: `roi.ignore_mask`: {}: {e}", mask.display()))?;
+    }
+    let source: Box<dyn FrameSource> = match &plan.source {
+        SourcePlan::Directory { path, looping } => {
+            Box::new(DirectorySource::open(path, *looping).with_context(|| format!("{file}: `source.path`"))?)
+        }
+        SourcePlan::Camera(settings) => camera(settings.clone(), stop).with_context(|| format!("{file}: `source`"))?,
+    };
+    let trigger = match plan.trigger {
+        TriggerPlan::FreeRun => Trigger::FreeRun,
+        TriggerPlan::Interval(period) => Trigger::Interval { period, next: None },
+        TriggerPlan::Input { line, edge, debounce } => {
+            let OutputsPlan::Chardev { chip, .. } = &plan.lines.outputs else {
+                anyhow::bail!("{file}: `gpio.kind`: the gpio trigger needs chardev lines");
+            };
+            Trigger::Input(EdgeDetector::new(
+                trigger_input(chip, line).with_context(|| format!("{file}: `gpio.trigger_line`"))?,
+                edge,
+                debounce,
+            ))
+        }
+    };
+    let display = plan
+        .display
+        .as_ref()
+        .map(|d| Framebuffer::open(&d.device, d.geometry))
+        .transpose()
+        .with_context(|| format!("{file}: `display.device`"))?;
+    let results =
+        plan.results.as_deref().map(ResultLog::open).transpose().with_context(|| format!("{file}: `log.results`"))?;
+    let archive = plan
+        .failures
+        .as_ref()
+        .map(|f| FailureArchive::open(&f.dir, f.max_images, f.max_bytes))
+        .transpose()
+        .with_context(|| format!("{file}: `log.failures_dir`"))?;
+    Ok(StationParts { inspector, source, trigger, roi, display, results, archive })
+}
+
+#[cfg(feature = "camera")]
+fn camera(
+    settings: crate::source::camera::CameraSettings,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Box<dyn FrameSource>> {
+    Ok(Box::new(crate::source::camera::CameraSource::open(settings, stop)?))
+}
+
+#[cfg(not(feature = "camera"))]
+fn camera(_: crate::source::camera::CameraSettings, _: Arc<AtomicBool>) -> anyhow::Result<Box<dyn FrameSource>> {
+    anyhow::bail!("this clipada was built without the `camera` feature")
+}
+
+#[cfg(all(feature = "gpio", target_os = "linux"))]
+fn trigger_input(chip: &std::path::Path, line: u32) -> anyhow::Result<super::lines::Input> {
+    Ok(Box::new(super::lines::chardev::ChardevLine::input(chip, line)?))
+}
+
+#[cfg(not(all(feature = "gpio", target_os = "linux")))]
+fn trigger_input(_: &std::path::Path, _: u32) -> anyhow::Result<super::lines::Input> {
+    anyhow::bail!("this clipada was built without the `gpio` feature (Linux only)")
+}
+
+/// Runs the station of `plan` with both ends in this process: the supervisor on a thread of
+/// its own (its problems to stderr), the loop on this one, until the source ends or `stop` is
+/// set; `edit` may swap parts once they are built (tests put in failing sources). The lines end
+/// in the safe state.
+pub fn run_in_process(
+    plan: &StationPlan,
+    stop: Arc<AtomicBool>,
+    diagnostics: &mut dyn Write,
+    edit: &mut dyn FnMut(&mut StationParts),
+) -> anyhow::Result<RunSummary> {
+    let _state = lock_state(plan)?;
+    let (mut supervisor, link) = supervisor::pair(lines(plan)?, plan.lines.loop_deadline)?;
+    let supervisor_stop = Arc::new(AtomicBool::new(false));
+    let stop_supervisor = supervisor_stop.clone();
+    let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::stderr()));
+    let result = parts(plan, stop.clone(), diagnostics).and_then(|mut parts| {
+        edit(&mut parts);
+        Station::new(parts, link).run(&stop, diagnostics)
+    });
+    // The loop's end closes its link; the supervisor ends on that (or on the stop flag).
+    supervisor_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = thread.join();
+    result
+}

@@ -1,0 +1,518 @@
+//! The station's configuration, checked once and turned into a plan of what to build, with sum
+//! types in place of the file's optional keys. Every range and every rule across keys is
+//! checked here and nowhere else; errors name the file, the key and the reason.
+//!
+//! Rules that keep a PASS earned: the safe state may not assert PASS or READY; a model that
+//! scores only against a memory needs one; every number has a bounded range; the GPIO lines
+//! are distinct.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::config::{ConfigError, DisplayKind, GpioKind, SourceKind, StationConfig, TriggerMode};
+use super::lines::LineSettings;
+use super::trigger::Edge;
+use super::Roi;
+use crate::model::backend::{EngineConfig, Provider};
+use crate::source::camera::CameraSettings;
+use crate::source::decode::MAX_FRAME_SIDE;
+
+/// Ranges of the configuration's numbers.
+pub mod limits {
+    use std::ops::RangeInclusive;
+    /// `source.width`, `source.height`.
+    pub const CAMERA_SIDE: RangeInclusive<u32> = 1..=16_384;
+    /// `source.fps`.
+    pub const FPS: RangeInclusive<u32> = 1..=1000;
+    /// `source.reconnect_ms`.
+    pub const RECONNECT_MS: RangeInclusive<u64> = 1..=60_000;
+    /// `source.reconnect_max_ms`.
+    pub const RECONNECT_MAX_MS: u64 = 600_000;
+    /// `trigger.interval_ms`.
+    pub const INTERVAL_MS: RangeInclusive<u64> = 1..=3_600_000;
+    /// `trigger.debounce_ms`.
+    pub const DEBOUNCE_MS: RangeInclusive<u64> = 0..=1000;
+    /// `display.width`, `display.height`.
+    pub const DISPLAY_SIDE: RangeInclusive<u32> = 1..=8192;
+    /// `gpio.pulse_ms`.
+    pub const PULSE_MS: RangeInclusive<u64> = 1..=5000;
+    /// `gpio.loop_deadline_ms`.
+    pub const LOOP_DEADLINE_MS: RangeInclusive<u64> = 100..=60_000;
+    /// `log.max_images`.
+    pub const MAX_IMAGES: RangeInclusive<usize> = 1..=1_000_000;
+    /// `log.max_bytes`: at least room for one failed part.
+    pub const MIN_MAX_BYTES: u64 = 1 << 20;
+}
+
+/// The station to build, every value checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationPlan {
+    /// The configuration file it came from, for messages.
+    pub file: PathBuf,
+    /// The station's own folder.
+    pub state_dir: PathBuf,
+    /// The model and how it is judged.
+    pub model: ModelPlan,
+    /// Where frames come from.
+    pub source: SourcePlan,
+    /// When a frame is taken.
+    pub trigger: TriggerPlan,
+    /// The judged rectangle and its ignore mask.
+    pub roi: Option<RoiPlan>,
+    /// The display.
+    pub display: Option<DisplayPlan>,
+    /// The verdict lines.
+    pub lines: LinesPlan,
+    /// The result log.
+    pub results: Option<PathBuf>,
+    /// The failed-parts folder.
+    pub failures: Option<FailuresPlan>,
+}
+
+/// The model and how it is judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelPlan {
+    /// The model file.
+    pub path: PathBuf,
+    /// Its engine.
+    pub engine: EngineConfig,
+    /// The memory file.
+    pub memory: Option<PathBuf>,
+    /// The operator's threshold (its range depends on the model: checked at load).
+    pub threshold: Option<f32>,
+    /// Refinement on.
+    pub refine: bool,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourcePlan {
+    /// A folder of images.
+    Directory {
+        /// The folder.
+        path: PathBuf,
+        /// Start again after the last image.
+        looping: bool,
+    },
+    /// A camera.
+    Camera(CameraSettings),
+}
+
+/// When a frame is taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TriggerPlan {
+    /// As fast as frames come.
+    FreeRun,
+    /// On a fixed schedule.
+    Interval(Duration),
+    /// On an edge of the TRIGGER input (the chardev chip's line).
+    Input {
+        /// The line offset.
+        line: u32,
+        /// Which edge.
+        edge: Edge,
+        /// How long a new level must hold.
+        debounce: Duration,
+    },
+}
+
+/// The judged rectangle and its ignore mask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoiPlan {
+    /// The rectangle.
+    pub rect: Roi,
+    /// Black: never anomalous.
+    pub ignore_mask: Option<PathBuf>,
+}
+
+/// The display.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisplayPlan {
+    /// `/dev/fbN` or a plain file.
+    pub device: PathBuf,
+    /// Width, height and bits per pixel, required for a plain file.
+    pub geometry: Option<(u32, u32, u32)>,
+}
+
+/// Where the verdict lines go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputsPlan {
+    /// Nowhere.
+    None,
+    /// Lines of a GPIO chip.
+    Chardev {
+        /// `/dev/gpiochipN`.
+        chip: PathBuf,
+        /// PASS, FAIL, READY line offsets.
+        lines: [u32; 3],
+    },
+    /// A record of transitions.
+    Recording(PathBuf),
+}
+
+/// The verdict lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinesPlan {
+    /// Where they go.
+    pub outputs: OutputsPlan,
+    /// How they behave.
+    pub settings: LineSettings,
+    /// Longest the loop may go unheard while a verdict is held.
+    pub loop_deadline: Duration,
+}
+
+/// The failed-parts folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailuresPlan {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Most parts kept.
+    pub max_images: usize,
+    /// Most bytes kept.
+    pub max_bytes: u64,
+}
+
+impl StationPlan {
+    /// Reads, parses and checks the configuration at `path`.
+    pub fn load(path: &Path) -> Result<StationPlan, ConfigError> {
+        StationPlan::from_config(StationConfig::load(path)?, path)
+    }
+
+    /// Checks `config` (read from `path`) and makes the plan.
+    pub fn from_config(config: StationConfig, path: &Path) -> Result<StationPlan, ConfigError> {
+        plan(config, path).map_err(|(key, reason)| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            reason,
+        })
+    }
+}
+
+type Checked<T> = Result<T, (&'static str, String)>;
+
+fn within<T: PartialOrd + std::fmt::Debug>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Checked<T> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err((key, format!("{value:?} is outside {range:?}")))
+    }
+}
+
+fn required<T>(key: &'static str, value: Option<T>, why: &str) -> Checked<T> {
+    value.ok_or_else(|| (key, format!("missing: {why}")))
+}
+
+fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
+    let model = &config.model;
+    if let Some(t) = model.threshold {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(("model.threshold", format!("{t}: must be a positive number")));
+        }
+    }
+    let providers = match &model.providers {
+        Some(list) if list.is_empty() => return Err(("model.providers", "give at least one provider".into())),
+        Some(list) => list.clone(),
+        None => vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu],
+    };
+    let model_plan = ModelPlan {
+        path: model.path.clone(),
+        engine: EngineConfig {
+            backend: model.backend,
+            ort_library: model.ort_library.clone(),
+            providers,
+            tensorrt: model.tensorrt.clone(),
+        },
+        memory: model.memory.clone(),
+        threshold: model.threshold,
+        refine: model.refine,
+    };
+
+    let s = &config.source;
+    let source = match s.kind {
+        SourceKind::Directory => SourcePlan::Directory {
+            path: required("source.path", s.path.clone(), "a directory source needs the folder")?,
+            looping: s.looping,
+        },
+        SourceKind::Camera => {
+            let reconnect_ms = within("source.reconnect_ms", s.reconnect_ms, limits::RECONNECT_MS)?;
+            SourcePlan::Camera(CameraSettings {
+                device: required("source.device", s.device.clone(), "a camera source needs an index or a name")?,
+                width: within("source.width", s.width, limits::CAMERA_SIDE)?,
+                height: within("source.height", s.height, limits::CAMERA_SIDE)?,
+                fps: within("source.fps", s.fps, limits::FPS)?,
+                format: s.format,
+                reconnect: Duration::from_millis(reconnect_ms),
+                reconnect_max: Duration::from_millis(within(
+                    "source.reconnect_max_ms",
+                    s.reconnect_max_ms,
+                    reconnect_ms..=limits::RECONNECT_MAX_MS,
+                )?),
+            })
+        }
+    };
+
+    let g = &config.gpio;
+    let outputs = match g.kind {
+        GpioKind::None => OutputsPlan::None,
+        GpioKind::Recording => {
+            if g.trigger_line.is_some() {
+                return Err(("gpio.trigger_line", "the recording GPIO has no inputs".into()));
+            }
+            OutputsPlan::Recording(required("gpio.record", g.record.clone(), "the recording GPIO needs its file")?)
+        }
+        GpioKind::Chardev => {
+            let chip =
+                required("gpio.chip", g.chip.clone(), "the chardev GPIO needs the chip, e.g. \"/dev/gpiochip0\"")?;
+            let lines = [
+                required("gpio.pass_line", g.pass_line, "the chardev GPIO needs the PASS line")?,
+                required("gpio.fail_line", g.fail_line, "the chardev GPIO needs the FAIL line")?,
+                required("gpio.ready_line", g.ready_line, "the chardev GPIO needs the READY line")?,
+            ];
+            let all: Vec<u32> = lines.iter().copied().chain(g.trigger_line).collect();
+            if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
+                return Err(("gpio.pass_line", format!("the lines {all:?} must be distinct")));
+            }
+            OutputsPlan::Chardev { chip, lines }
+        }
+    };
+    if g.safe_state.pass || g.safe_state.ready {
+        return Err((
+            "gpio.safe_state",
+            "PASS and READY may not be asserted in the safe state: it would read as a judged good part".into(),
+        ));
+    }
+    let lines = LinesPlan {
+        outputs,
+        settings: LineSettings {
+            active_low: g.active_low,
+            mode: g.output,
+            pulse: Duration::from_millis(within("gpio.pulse_ms", g.pulse_ms, limits::PULSE_MS)?),
+            safe: g.safe_state,
+        },
+        loop_deadline: Duration::from_millis(within(
+            "gpio.loop_deadline_ms",
+            g.loop_deadline_ms,
+            limits::LOOP_DEADLINE_MS,
+        )?),
+    };
+
+    let t = &config.trigger;
+    let trigger = match t.mode {
+        TriggerMode::FreeRun => TriggerPlan::FreeRun,
+        TriggerMode::Interval => {
+            let ms = required("trigger.interval_ms", t.interval_ms, "the interval trigger needs its period")?;
+            TriggerPlan::Interval(Duration::from_millis(within("trigger.interval_ms", ms, limits::INTERVAL_MS)?))
+        }
+        TriggerMode::Gpio => {
+            if g.kind != GpioKind::Chardev {
+                return Err(("gpio.kind", "the gpio trigger needs `chardev` lines".into()));
+            }
+            TriggerPlan::Input {
+                line: required("gpio.trigger_line", g.trigger_line, "the gpio trigger needs its input line")?,
+                edge: t.edge,
+                debounce: Duration::from_millis(within("trigger.debounce_ms", t.debounce_ms, limits::DEBOUNCE_MS)?),
+            }
+        }
+    };
+
+    let roi = match &config.roi {
+        None => None,
+        Some(r) => {
+            let side = 1..=MAX_FRAME_SIDE;
+            let rect = Roi {
+                x: within("roi.x", r.x, 0..=MAX_FRAME_SIDE - 1)?,
+                y: within("roi.y", r.y, 0..=MAX_FRAME_SIDE - 1)?,
+                width: within("roi.width", r.width, side.clone())?,
+                height: within("roi.height", r.height, side)?,
+            };
+            Some(RoiPlan { rect, ignore_mask: r.ignore_mask.clone() })
+        }
+    };
+
+    let d = &config.display;
+    let display = match d.kind {
+        DisplayKind::None => None,
+        DisplayKind::Framebuffer => {
+            let device =
+                required("display.device", d.device.clone(), "the framebuffer display needs /dev/fbN or a file")?;
+            let geometry = match (d.width, d.height, d.bits_per_pixel) {
+                (None, None, None) => None,
+                (Some(w), Some(h), Some(bits)) => {
+                    if ![16, 24, 32].contains(&bits) {
+                        return Err(("display.bits_per_pixel", format!("{bits}: must be 16, 24 or 32")));
+                    }
+                    Some((
+                        within("display.width", w, limits::DISPLAY_SIDE)?,
+                        within("display.height", h, limits::DISPLAY_SIDE)?,
+                        bits,
+                    ))
+                }
+                _ => {
+                    return Err(("display.width", "give all of `width`, `height` and `bits_per_pixel`, or none".into()))
+                }
+            };
+            Some(DisplayPlan { device, geometry })
+        }
+    };
+
+    let l = &config.log;
+    let failures = match &l.failures_dir {
+        None => None,
+        Some(dir) => Some(FailuresPlan {
+            dir: dir.clone(),
+            max_images: within("log.max_images", l.max_images, limits::MAX_IMAGES)?,
+            max_bytes: within("log.max_bytes", l.max_bytes, limits::MIN_MAX_BYTES..=u64::MAX)?,
+        }),
+    };
+
+    Ok(StationPlan {
+        file: path.to_path_buf(),
+        state_dir: config.state_dir,
+        model: model_plan,
+        source,
+        trigger,
+        roi,
+        display,
+        lines,
+        results: config.log.results,
+        failures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::station::lines::{OutputMode, SafeState};
+
+    const MINIMAL: &str = r#"
+state_dir = "state"
+[model]
+path = "m.onnx"
+[source]
+kind = "directory"
+path = "frames"
+"#;
+
+    fn parse(text: &str) -> Result<StationPlan, ConfigError> {
+        let path = Path::new("station.toml");
+        StationConfig::parse(text, path).and_then(|c| StationPlan::from_config(c, path))
+    }
+
+    fn invalid(text: &str) -> (String, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid { path, key, reason }) => {
+                assert_eq!(path, Path::new("station.toml"));
+                (key, reason)
+            }
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_takes_the_documented_defaults() {
+        let plan = parse(MINIMAL).unwrap();
+        assert_eq!(plan.lines.settings.safe, SafeState { ready: false, pass: false, fail: true });
+        assert_eq!(plan.lines.settings.mode, OutputMode::Level);
+        assert_eq!(plan.lines.loop_deadline, Duration::from_secs(2));
+        assert!(plan.model.refine);
+        assert_eq!(plan.trigger, TriggerPlan::FreeRun);
+        assert_eq!(plan.source, SourcePlan::Directory { path: "frames".into(), looping: false });
+    }
+
+    #[test]
+    fn config_errors_name_the_full_key_and_the_reason() {
+        let (key, reason) = invalid(&format!("{MINIMAL}[gpio]\npulse_ms = \"long\"\n"));
+        assert_eq!(key, "gpio.pulse_ms");
+        assert!(reason.contains("invalid type"), "{reason}");
+
+        let (key, reason) = invalid(&format!("{MINIMAL}[gpio]\npluse_ms = 5\n"));
+        assert_eq!(key, "gpio.pluse_ms");
+        assert!(reason.contains("unknown field `pluse_ms`"), "{reason}");
+
+        let (key, reason) = invalid(&format!("{MINIMAL}[gpio.safe_state]\nreddy = true\n"));
+        assert_eq!(key, "gpio.safe_state.reddy");
+        assert!(reason.contains("reddy"), "{reason}");
+
+        let (key, reason) = invalid(&format!("{MINIMAL}[trigger]\nmode = \"sometimes\"\n"));
+        assert_eq!(key, "trigger.mode");
+        assert!(reason.contains("sometimes"), "{reason}");
+
+        let (key, reason) =
+            invalid(&MINIMAL.replace("kind = \"directory\"", "kind = \"camera\"\ndevice = 0\nfps = -3"));
+        assert_eq!(key, "source.fps");
+        assert!(reason.contains("invalid value"), "{reason}");
+
+        let (key, _) = invalid(&format!("{MINIMAL}[trigger]\nmode = \"interval\"\ninterval_ms = 0\n"));
+        assert_eq!(key, "trigger.interval_ms");
+
+        let (key, reason) = invalid(&format!("{MINIMAL}[trigger]\nmode = \"gpio\"\n"));
+        assert_eq!(key, "gpio.kind");
+        assert!(reason.contains("chardev"), "{reason}");
+
+        let (key, _) = invalid(&format!(
+            "{MINIMAL}[display]\nkind = \"framebuffer\"\ndevice = \"fb\"\nbits_per_pixel = 12\nwidth = 4\nheight = 4\n"
+        ));
+        assert_eq!(key, "display.bits_per_pixel");
+
+        let (key, _) = invalid(&format!("{MINIMAL}[gpio]\nkind = \"chardev\"\n"));
+        assert_eq!(key, "gpio.chip");
+
+        let (key, _) = invalid(&MINIMAL.replace("[source]", "calibrate_from = \"good\"\n[source]"));
+        assert_eq!(key, "model.calibrate_from", "the station no longer calibrates on its own");
+
+        let (key, _) = invalid(&MINIMAL.replace("state_dir = \"state\"", ""));
+        assert_eq!(key, "state_dir");
+
+        let (key, _) = invalid("state_dir = \"s\"\n[model]\npath = 3\n");
+        assert_eq!(key, "model.path");
+
+        let (key, reason) = invalid("[model\npath = 3\n");
+        assert_eq!(key, ".");
+        assert!(!reason.is_empty());
+    }
+
+    #[test]
+    fn a_safe_state_that_asserts_pass_or_ready_is_refused() {
+        // Regression: `ready = true, pass = true, fail = false` signalled every ERROR as PASS.
+        for safe in ["pass = true", "ready = true", "ready = true\npass = true\nfail = false"] {
+            let (key, reason) = invalid(&format!("{MINIMAL}[gpio.safe_state]\n{safe}\n"));
+            assert_eq!(key, "gpio.safe_state");
+            assert!(reason.contains("PASS and READY"), "{reason}");
+        }
+        assert!(parse(&format!("{MINIMAL}[gpio.safe_state]\nfail = false\n")).is_ok(), "FAIL may be left low");
+    }
+
+    #[test]
+    fn every_number_is_bounded_and_the_error_names_the_key() {
+        // Regression: pulse_ms = 2^63-1 blocked forever; a display width of 2^27 wrapped.
+        for (section, key, value) in [
+            ("gpio", "pulse_ms", "9223372036854775807"),
+            ("gpio", "pulse_ms", "0"),
+            ("gpio", "loop_deadline_ms", "10"),
+            ("log", "max_bytes", "0"),
+            ("log", "max_images", "0"),
+            ("trigger", "interval_ms", "99999999999"),
+        ] {
+            let mode = if section == "trigger" { "mode = \"interval\"\n" } else { "" };
+            let extra = if section == "log" { "failures_dir = \"f\"\n" } else { "" };
+            let (found, reason) = invalid(&format!("{MINIMAL}[{section}]\n{mode}{extra}{key} = {value}\n"));
+            assert_eq!(found, format!("{section}.{key}"), "{reason}");
+            assert!(reason.contains("outside"), "{reason}");
+        }
+        let (key, _) = invalid(&format!(
+            "{MINIMAL}[display]\nkind = \"framebuffer\"\ndevice = \"fb\"\nwidth = 134217728\nheight = 2\nbits_per_pixel = 32\n"
+        ));
+        assert_eq!(key, "display.width");
+        let (key, _) =
+            invalid(&MINIMAL.replace("[model]\npath = \"m.onnx\"", "[model]\npath = \"m.onnx\"\nthreshold = -1"));
+        assert_eq!(key, "model.threshold");
+        let (key, _) = invalid(&format!(
+            "{MINIMAL}[gpio]\nkind = \"chardev\"\nchip = \"/dev/gpiochip0\"\npass_line = 3\nfail_line = 3\nready_line = 4\n"
+        ));
+        assert_eq!(key, "gpio.pass_line", "two outputs on one line");
+    }
+}

@@ -1,0 +1,414 @@
+//! The supervisor: the part of the station that owns the verdict lines, apart from the
+//! inspection loop, so that no fault of the loop can leave PASS asserted.
+//!
+//! `clipada run` starts as the supervisor: it claims the lines and puts them in the safe state
+//! first thing, then starts the inspection loop as a worker process (the same binary) connected
+//! by a Unix socket, and drives the lines only as the worker asks. The lines go to the safe
+//! state when the worker
+//! - reports ERROR, or stops or dies in any way (exit, panic, abort, SIGKILL, out of memory:
+//!   the socket reaches end of file),
+//! - misses its deadline: in level mode a PASS or FAIL is held only while the worker shows
+//!   signs of life (a message at least every `loop_deadline`), so a hung loop drops it long
+//!   before the service watchdog fires,
+//!
+//! and on SIGTERM/SIGINT at once, whatever the worker is doing (loading a model, building
+//! TensorRT engines): the supervisor then stops the worker and exits within
+//! [`super::STOP_WITHIN`]. The supervisor itself does little (no images, no model), so its own
+//! failure is unlikely; if it is killed anyway, the worker follows it (parent-death signal) and
+//! the lines keep their last level (docs/ARCHITECTURE.md, "Fail-safe rules").
+//!
+//! Both ends run in one process in tests (`pair`): the loop's own code talks to the same
+//! supervisor over the same socket.
+//!
+//! Messages are fixed frames of [`FRAME`] bytes: kind, verdict, text length, a `u64` sequence
+//! number, and up to [`TEXT`] bytes of text.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::lines::{GpioError, VerdictLines};
+use super::watchdog::Notifier;
+use crate::verdict::Verdict;
+
+/// Bytes in a message.
+pub const FRAME: usize = 128;
+/// Most bytes of text in a message.
+pub const TEXT: usize = FRAME - 11;
+/// Longest the supervisor waits before it looks at the stop flag, pulses and deadlines again.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Least time between the worker's signs of life.
+pub const ALIVE_EVERY: Duration = Duration::from_millis(50);
+
+/// What a message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Worker: the loop is about to take its first frame.
+    Ready = 1,
+    /// Worker: show this verdict (sequence: the frame).
+    Show = 2,
+    /// Worker: alive.
+    Alive = 3,
+    /// Worker: a status line for the service manager.
+    Status = 4,
+    /// Supervisor: the verdict of this frame is on the lines.
+    Shown = 10,
+    /// Supervisor: writing the lines failed (text: why); they were put in the safe state.
+    LineFailed = 11,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        [Kind::Ready, Kind::Show, Kind::Alive, Kind::Status, Kind::Shown, Kind::LineFailed]
+            .into_iter()
+            .find(|k| *k as u8 == byte)
+    }
+}
+
+fn verdict_byte(verdict: Verdict) -> u8 {
+    match verdict {
+        Verdict::Pass => 0,
+        Verdict::Fail => 1,
+        Verdict::Error => 2,
+    }
+}
+
+/// One decoded message.
+struct Message {
+    kind: Kind,
+    /// ERROR for any unknown value: an unreadable verdict is never shown as PASS.
+    verdict: Verdict,
+    sequence: u64,
+    text: heapless::String<TEXT>,
+}
+
+fn encode(kind: Kind, verdict: Verdict, sequence: u64, text: &str, frame: &mut [u8; FRAME]) {
+    let mut end = text.len().min(TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    frame.fill(0);
+    frame[0] = kind as u8;
+    frame[1] = verdict_byte(verdict);
+    frame[2] = end as u8;
+    frame[3..11].copy_from_slice(&sequence.to_le_bytes());
+    frame[11..11 + end].copy_from_slice(&text.as_bytes()[..end]);
+}
+
+fn decode(frame: &[u8; FRAME]) -> Option<Message> {
+    let kind = Kind::from_byte(frame[0])?;
+    let verdict = match frame[1] {
+        0 => Verdict::Pass,
+        1 => Verdict::Fail,
+        _ => Verdict::Error,
+    };
+    let len = usize::from(frame[2]).min(TEXT);
+    let mut text = heapless::String::new();
+    let _ = text.push_str(std::str::from_utf8(&frame[11..11 + len]).unwrap_or("?"));
+    Some(Message { kind, verdict, sequence: u64::from_le_bytes(frame[3..11].try_into().expect("8 bytes")), text })
+}
+
+/// Reads whole frames from a socket with a read timeout, keeping partial ones.
+struct FrameReader {
+    buffer: [u8; FRAME],
+    filled: usize,
+}
+
+/// What one read gave.
+enum Received {
+    Frame,
+    Nothing,
+    Closed,
+}
+
+impl FrameReader {
+    fn new() -> Self {
+        FrameReader { buffer: [0; FRAME], filled: 0 }
+    }
+
+    /// Reads until a frame is complete, the timeout passes (`Nothing`) or the peer is gone.
+    fn read(&mut self, stream: &mut UnixStream, timeout: Duration) -> Received {
+        let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_micros(100))));
+        loop {
+            match stream.read(&mut self.buffer[self.filled..]) {
+                Ok(0) => return Received::Closed,
+                Ok(n) => {
+                    self.filled += n;
+                    if self.filled == FRAME {
+                        self.filled = 0;
+                        return Received::Frame;
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Received::Nothing,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Received::Closed,
+            }
+        }
+    }
+}
+
+/// How the supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The worker closed its end (it exited, or died).
+    WorkerGone,
+    /// Stop was requested.
+    Stopped,
+}
+
+/// Owns the verdict lines and drives them as the worker asks; see the module documentation.
+pub struct Supervisor {
+    lines: VerdictLines,
+    stream: UnixStream,
+    loop_deadline: Duration,
+    notifier: Option<Notifier>,
+    reader: FrameReader,
+    /// The frame whose verdict waits for a running pulse to end.
+    awaiting: Option<u64>,
+    ready: bool,
+    last_heard: Instant,
+    /// Whether the last missed deadline was reported (once per miss).
+    deadline_reported: bool,
+}
+
+impl Supervisor {
+    /// Takes over `lines`, putting them in the safe state at once (an error if that fails: a
+    /// station that cannot signal must not start), and talks to the worker over `stream`. In
+    /// level mode a verdict is held while the worker is heard from at least every `loop_deadline`.
+    pub fn new(mut lines: VerdictLines, stream: UnixStream, loop_deadline: Duration) -> Result<Supervisor, GpioError> {
+        lines.enter_safe_state()?;
+        Ok(Supervisor {
+            lines,
+            stream,
+            loop_deadline,
+            notifier: None,
+            reader: FrameReader::new(),
+            awaiting: None,
+            ready: false,
+            last_heard: Instant::now(),
+            deadline_reported: false,
+        })
+    }
+
+    /// Reports readiness, heartbeats (while the worker is alive), status and stopping to the
+    /// service manager.
+    pub fn supervised_by(&mut self, notifier: Notifier) {
+        self.notifier = Some(notifier);
+    }
+
+    /// Drives the lines until the worker is gone or `stop` is set; the lines end in the safe
+    /// state either way. Problems go to `diagnostics`.
+    pub fn run(&mut self, stop: &AtomicBool, diagnostics: &mut dyn Write) -> Ended {
+        let ended = loop {
+            if stop.load(Ordering::Relaxed) {
+                break Ended::Stopped;
+            }
+            let now = Instant::now();
+            match self.lines.poll(now) {
+                Ok(Some(_)) => self.acknowledge(Kind::Shown, ""),
+                Ok(None) => {}
+                Err(e) => self.line_failed(&e, diagnostics),
+            }
+            self.check_deadline(now, diagnostics);
+            let wait = self.lines.next_deadline().map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
+            match self.reader.read(&mut self.stream, wait) {
+                Received::Closed => break Ended::WorkerGone,
+                Received::Nothing => {}
+                Received::Frame => {
+                    if let Some(message) = decode(&self.reader.buffer) {
+                        self.handle(message, diagnostics);
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.lines.enter_safe_state() {
+            let _ = writeln!(diagnostics, "clipada: cannot leave the lines in the safe state: {e}");
+        }
+        if let Some(notifier) = &mut self.notifier {
+            notifier.stopping();
+        }
+        ended
+    }
+
+    fn handle(&mut self, message: Message, diagnostics: &mut dyn Write) {
+        self.last_heard = Instant::now();
+        self.deadline_reported = false;
+        if let (true, Some(notifier)) = (self.ready, &mut self.notifier) {
+            notifier.heartbeat();
+        }
+        match message.kind {
+            Kind::Ready => {
+                self.ready = true;
+                if let Some(notifier) = &mut self.notifier {
+                    notifier.ready();
+                }
+            }
+            Kind::Show => match self.lines.request(message.verdict, Instant::now()) {
+                Ok(true) => self.send(Kind::Shown, message.sequence, ""),
+                Ok(false) => self.awaiting = Some(message.sequence),
+                Err(e) => {
+                    self.awaiting = Some(message.sequence);
+                    self.line_failed(&e, diagnostics);
+                }
+            },
+            Kind::Status => {
+                if let Some(notifier) = &mut self.notifier {
+                    notifier.status(&message.text);
+                }
+            }
+            Kind::Alive | Kind::Shown | Kind::LineFailed => {}
+        }
+    }
+
+    /// A line write failed: the lines go to the safe state (as far as they can), and the
+    /// worker hears of it for the frame it waits on.
+    fn line_failed(&mut self, error: &GpioError, diagnostics: &mut dyn Write) {
+        let _ = self.lines.enter_safe_state();
+        let mut text = heapless::String::<TEXT>::new();
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{error}"));
+        if self.awaiting.is_some() {
+            self.acknowledge(Kind::LineFailed, &text);
+        } else {
+            let _ = writeln!(diagnostics, "clipada: {error}; the lines are in the safe state");
+        }
+    }
+
+    /// Drops a held verdict when the worker has not been heard from within its deadline.
+    fn check_deadline(&mut self, now: Instant, diagnostics: &mut dyn Write) {
+        let late = now.saturating_duration_since(self.last_heard) > self.loop_deadline;
+        if !self.ready || !late || self.awaiting.is_some() || self.deadline_reported {
+            return;
+        }
+        self.deadline_reported = true;
+        if !self.lines.is_safe() {
+            let _ = writeln!(
+                diagnostics,
+                "clipada: the inspection loop was not heard from for {:?}: the lines go to the safe state",
+                self.loop_deadline
+            );
+            if let Err(e) = self.lines.enter_safe_state() {
+                let _ = writeln!(diagnostics, "clipada: {e}");
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, kind: Kind, text: &str) {
+        if let Some(sequence) = self.awaiting.take() {
+            self.send(kind, sequence, text);
+        }
+    }
+
+    fn send(&mut self, kind: Kind, sequence: u64, text: &str) {
+        let mut frame = [0u8; FRAME];
+        encode(kind, Verdict::Error, sequence, text, &mut frame);
+        // A worker that went away is noticed by the next read.
+        let _ = self.stream.write_all(&frame);
+    }
+}
+
+/// Why the worker could not have its verdict shown.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LinkError {
+    /// The supervisor is gone: nothing drives the lines, the loop must end.
+    #[error("the supervisor is gone ({0}): nothing drives the verdict lines")]
+    Gone(String),
+    /// Writing the lines failed; they were put in the safe state.
+    #[error("{0}")]
+    Line(String),
+    /// Stop was requested while waiting.
+    #[error("stopped while waiting for the lines")]
+    Stopped,
+}
+
+/// The worker's end of the socket: the inspection loop's only way to the lines.
+pub struct SupervisorLink {
+    stream: UnixStream,
+    reader: FrameReader,
+    frame: [u8; FRAME],
+    last_alive: Option<Instant>,
+}
+
+impl SupervisorLink {
+    /// The worker's end of `stream`.
+    pub fn new(stream: UnixStream) -> SupervisorLink {
+        SupervisorLink { stream, reader: FrameReader::new(), frame: [0; FRAME], last_alive: None }
+    }
+
+    fn send(&mut self, kind: Kind, verdict: Verdict, sequence: u64, text: &str) -> Result<(), LinkError> {
+        encode(kind, verdict, sequence, text, &mut self.frame);
+        self.stream.write_all(&self.frame).map_err(|e| LinkError::Gone(e.to_string()))
+    }
+
+    /// The loop is about to take its first frame.
+    pub fn ready(&mut self) -> Result<(), LinkError> {
+        self.send(Kind::Ready, Verdict::Error, 0, "")
+    }
+
+    /// A sign of life, sent at most every [`ALIVE_EVERY`].
+    pub fn alive(&mut self) -> Result<(), LinkError> {
+        let now = Instant::now();
+        if self.last_alive.is_some_and(|last| now.duration_since(last) < ALIVE_EVERY) {
+            return Ok(());
+        }
+        self.last_alive = Some(now);
+        self.send(Kind::Alive, Verdict::Error, 0, "")
+    }
+
+    /// A status line for the service manager (`STATUS=`), cut to [`TEXT`] bytes.
+    pub fn status(&mut self, text: &str) -> Result<(), LinkError> {
+        self.send(Kind::Status, Verdict::Error, 0, text)
+    }
+
+    /// Shows frame `sequence`'s verdict and waits until it is on the lines (after a running
+    /// pulse has had its full length); `stop` ends the wait.
+    pub fn show(&mut self, verdict: Verdict, sequence: u64, stop: &AtomicBool) -> Result<(), LinkError> {
+        self.send(Kind::Show, verdict, sequence, "")?;
+        self.last_alive = Some(Instant::now());
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(LinkError::Stopped);
+            }
+            match self.reader.read(&mut self.stream, TICK) {
+                Received::Closed => return Err(LinkError::Gone("its socket closed".into())),
+                Received::Nothing => self.alive()?,
+                Received::Frame => match decode(&self.reader.buffer) {
+                    Some(m) if m.kind == Kind::Shown && m.sequence == sequence => return Ok(()),
+                    Some(m) if m.kind == Kind::LineFailed && m.sequence == sequence => {
+                        return Err(LinkError::Line(m.text.as_str().to_string()))
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+/// A supervisor and the worker's link to it, connected in this process (tests, and any
+/// embedding that runs both ends itself). The lines are put in the safe state now.
+pub fn pair(lines: VerdictLines, loop_deadline: Duration) -> Result<(Supervisor, SupervisorLink), GpioError> {
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| GpioError { line: "supervisor".into(), reason: e.to_string() })?;
+    Ok((Supervisor::new(lines, ours, loop_deadline)?, SupervisorLink::new(theirs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_survive_the_wire_and_unknown_verdicts_read_as_error() {
+        let mut frame = [0u8; FRAME];
+        encode(Kind::Show, Verdict::Pass, 42, "héllo", &mut frame);
+        let message = decode(&frame).unwrap();
+        assert_eq!((message.kind, message.verdict, message.sequence), (Kind::Show, Verdict::Pass, 42));
+        assert_eq!(message.text.as_str(), "héllo");
+        frame[1] = 7;
+        assert_eq!(decode(&frame).unwrap().verdict, Verdict::Error);
+        frame[0] = 99;
+        assert!(decode(&frame).is_none());
+        let long = "é".repeat(100);
+        encode(Kind::Status, Verdict::Error, 0, &long, &mut frame);
+        assert!(decode(&frame).unwrap().text.len() <= TEXT);
+    }
+}

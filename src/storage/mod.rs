@@ -1,0 +1,8 @@
+//! Files in and out, under the rules that keep what lies on the disk from deciding a verdict
+//! or being damaged: reads take only regular files, each of bounded size ([`read`]); writes
+//! go into folders and files that clipada made and marks as its own, without following
+//! symlinks, through unpredictable temporary names and atomic renames, and clipada deletes or
+//! truncates only what it made ([`owned`]).
+
+pub mod owned;
+pub mod read;
