@@ -194,15 +194,28 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Refuses to run with standard output closed: Rust's standard output swallows writes to a
-/// closed descriptor, so results would be lost without a word.
+/// Refuses to print results to a standard output that was closed when the program started:
+/// the Rust runtime then puts `/dev/null`, opened read-write, in its place, and the results
+/// would be lost without a word. (A shell's `> /dev/null` opens it write-only: that choice is
+/// the user's.)
 fn require_stdout() -> anyhow::Result<()> {
-    rustix::io::fcntl_getfd(std::io::stdout()).map(drop).context("standard output is closed: results would be lost")
+    use rustix::fs::{fstat, stat, FileType, OFlags};
+    let closed = || anyhow::anyhow!("standard output is closed: results would be lost");
+    let out = std::io::stdout();
+    let flags = rustix::fs::fcntl_getfl(&out).map_err(|_| closed())?;
+    let (Ok(ours), Ok(null)) = (fstat(&out), stat("/dev/null")) else { return Ok(()) };
+    let is_null = FileType::from_raw_mode(ours.st_mode) == FileType::CharacterDevice && ours.st_rdev == null.st_rdev;
+    if is_null && flags & OFlags::RWMODE == OFlags::RDWR {
+        return Err(closed());
+    }
+    Ok(())
 }
 
 /// Runs the command; `Ok(false)` when it completed but some input was not judged.
 fn dispatch(command: Command) -> anyhow::Result<bool> {
-    require_stdout()?;
+    if !matches!(command, Command::Run { .. }) {
+        require_stdout()?;
+    }
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     match command {
         Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, maps_dir, inputs } => {

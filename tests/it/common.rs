@@ -150,3 +150,38 @@ pub fn default_memory() -> PathBuf {
         })
         .clone()
 }
+
+/// The tiny fixture with its graph output `output` multiplied by `factor` (NaN, infinity, a
+/// huge or a small number): a model whose outputs go wrong the way a broken export, an FP16
+/// overflow or a bad quantisation would. Written into `dir`.
+pub fn tiny_model_with_output_times(dir: &Path, output: &str, factor: f32) -> PathBuf {
+    use prost::Message;
+    use tract_onnx::pb::{NodeProto, TensorProto};
+    let mut proto = clipada::model::ModelFile::open(&tiny_model()).unwrap().proto;
+    let graph = proto.graph.as_mut().unwrap();
+    let raw = format!("{output}_before_fault");
+    for node in &mut graph.node {
+        for name in &mut node.output {
+            if name == output {
+                *name = raw.clone();
+            }
+        }
+    }
+    let factor_name = format!("{output}_fault");
+    graph.initializer.push(TensorProto {
+        name: factor_name.clone(),
+        data_type: 1,
+        float_data: vec![factor],
+        ..TensorProto::default()
+    });
+    graph.node.push(NodeProto {
+        name: format!("{output}_fault_mul"),
+        op_type: "Mul".into(),
+        input: vec![raw, factor_name],
+        output: vec![output.into()],
+        ..NodeProto::default()
+    });
+    let path = dir.join(format!("tiny-{output}-times-{factor}.onnx"));
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    path
+}

@@ -4,6 +4,7 @@
 mod common;
 
 mod contract;
+mod failsafe;
 mod goldens;
 mod infer_cli;
 mod memory_eval;
