@@ -395,6 +395,123 @@ pub fn pair(lines: VerdictLines, loop_deadline: Duration) -> Result<(Supervisor,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::station::lines::{LineSettings, NoLine, Output, OutputMode, SafeState};
+    use embedded_hal::digital::{ErrorType, OutputPin};
+    use std::sync::{Arc, Mutex};
+
+    /// The last physical level of PASS, FAIL, READY.
+    type Levels = Arc<Mutex<[Option<bool>; 3]>>;
+
+    struct Probe(usize, Levels);
+
+    impl ErrorType for Probe {
+        type Error = GpioError;
+    }
+
+    impl OutputPin for Probe {
+        fn set_low(&mut self) -> Result<(), GpioError> {
+            self.1.lock().unwrap()[self.0] = Some(false);
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), GpioError> {
+            self.1.lock().unwrap()[self.0] = Some(true);
+            Ok(())
+        }
+    }
+
+    const SAFE: [Option<bool>; 3] = [Some(false), Some(true), Some(false)];
+
+    /// A supervisor on its own thread over probe lines (level mode), and the worker's link.
+    fn supervised(deadline: Duration) -> (Levels, SupervisorLink, Arc<AtomicBool>, std::thread::JoinHandle<Ended>) {
+        let levels = Levels::default();
+        let outputs: [Output; 3] = std::array::from_fn(|i| Box::new(Probe(i, levels.clone())) as Output);
+        let settings = LineSettings {
+            active_low: false,
+            mode: OutputMode::Level,
+            pulse: Duration::from_millis(10),
+            safe: SafeState::default(),
+        };
+        let (mut supervisor, link) = pair(VerdictLines::new(outputs, settings), deadline).unwrap();
+        assert_eq!(*levels.lock().unwrap(), SAFE, "safe before the worker says anything");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_supervisor = stop.clone();
+        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::sink()));
+        (levels, link, stop, thread)
+    }
+
+    #[test]
+    fn a_loop_that_misses_its_deadline_loses_its_held_verdict() {
+        let (levels, mut link, stop, thread) = supervised(Duration::from_millis(100));
+        link.ready().unwrap();
+        link.show(Verdict::Pass, 1, &AtomicBool::new(false)).unwrap();
+        assert_eq!(*levels.lock().unwrap(), [Some(true), Some(false), Some(true)], "PASS held");
+        // Signs of life keep it; silence beyond the deadline drops it.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(60));
+            link.last_alive = None;
+            link.alive().unwrap();
+        }
+        assert_eq!(levels.lock().unwrap()[0], Some(true), "still held while alive");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(*levels.lock().unwrap(), SAFE, "dropped to the safe state");
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(thread.join().unwrap(), Ended::Stopped);
+    }
+
+    #[test]
+    fn a_worker_that_dies_leaves_the_lines_safe_and_the_supervisor_ends() {
+        let (levels, mut link, _stop, thread) = supervised(Duration::from_secs(60));
+        link.ready().unwrap();
+        link.show(Verdict::Pass, 1, &AtomicBool::new(false)).unwrap();
+        drop(link);
+        assert_eq!(thread.join().unwrap(), Ended::WorkerGone);
+        assert_eq!(*levels.lock().unwrap(), SAFE);
+    }
+
+    #[test]
+    fn stop_reaches_the_safe_state_even_while_a_verdict_is_held() {
+        let (levels, mut link, stop, thread) = supervised(Duration::from_secs(60));
+        link.ready().unwrap();
+        link.show(Verdict::Pass, 1, &AtomicBool::new(false)).unwrap();
+        let asked = Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(thread.join().unwrap(), Ended::Stopped);
+        assert!(asked.elapsed() < Duration::from_millis(100), "{:?}", asked.elapsed());
+        assert_eq!(*levels.lock().unwrap(), SAFE);
+        assert!(matches!(link.show(Verdict::Pass, 2, &AtomicBool::new(false)), Err(LinkError::Gone(_))));
+    }
+
+    #[test]
+    fn a_line_that_fails_is_reported_to_the_loop_for_that_frame() {
+        struct Broken;
+        impl ErrorType for Broken {
+            type Error = GpioError;
+        }
+        impl OutputPin for Broken {
+            fn set_low(&mut self) -> Result<(), GpioError> {
+                Ok(())
+            }
+            fn set_high(&mut self) -> Result<(), GpioError> {
+                Err(GpioError { line: "pass".into(), reason: "short circuit".into() })
+            }
+        }
+        let outputs: [Output; 3] = [Box::new(Broken), Box::new(NoLine), Box::new(NoLine)];
+        let settings = LineSettings {
+            active_low: false,
+            mode: OutputMode::Level,
+            pulse: Duration::from_millis(10),
+            safe: SafeState::default(),
+        };
+        let (mut supervisor, mut link) = pair(VerdictLines::new(outputs, settings), Duration::from_secs(9)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_supervisor = stop.clone();
+        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::sink()));
+        link.ready().unwrap();
+        let error = link.show(Verdict::Pass, 7, &AtomicBool::new(false)).unwrap_err();
+        assert!(matches!(&error, LinkError::Line(why) if why.contains("short circuit")), "{error}");
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+    }
 
     #[test]
     fn messages_survive_the_wire_and_unknown_verdicts_read_as_error() {

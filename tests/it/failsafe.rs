@@ -438,3 +438,38 @@ fn item_16_a_source_that_keeps_failing_is_retried_with_a_growing_pause_not_4000_
     assert_eq!(log.matches("ERROR: parts: no such folder").count(), 1, "logged once: {log}");
     assert!(log.contains(&format!("repeated {} times", calls - 1)), "{log}");
 }
+
+#[test]
+fn a_worker_killed_outright_leaves_the_lines_in_the_safe_state() {
+    // What no `Drop` can catch (SIGKILL, the OOM killer, an abort): the supervisor sees the
+    // worker's socket close and puts the lines in the safe state.
+    let dir = tempfile::tempdir().unwrap();
+    let model_section = format!("path = {:?}\nbackend = \"tract\"\nthreshold = 0.999", common::tiny_model());
+    let config = station_config(dir.path(), &model_section, "");
+    let looping =
+        std::fs::read_to_string(&config).unwrap().replace("kind = \"directory\"", "kind = \"directory\"\nloop = true");
+    std::fs::write(&config, looping).unwrap();
+    let supervisor = clipada(&["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(dir.path().join("results.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no verdicts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = supervisor.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let worker: i32 = children.split_whitespace().next().expect("the worker process").parse().unwrap();
+    // SAFETY: killing the worker process the supervisor this test started has started.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    let output = supervisor.wait_with_output().unwrap();
+    assert!(!output.status.success(), "the supervisor reports the worker's death");
+    assert!(text(&output.stderr).contains("the inspection loop ended"), "{}", text(&output.stderr));
+    let record = std::fs::read_to_string(dir.path().join("gpio.log")).unwrap();
+    let last = |line: &str| record.lines().rev().find(|l| l.split(' ').nth(1) == Some(line)).map(|l| l.ends_with(" 1"));
+    assert_eq!(last("pass"), Some(false), "{record}");
+    assert_eq!((last("fail"), last("ready")), (Some(true), Some(false)), "{record}");
+    assert!(record.contains("pass 1"), "PASS had been asserted before the kill: {record}");
+}

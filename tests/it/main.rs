@@ -5,6 +5,7 @@ mod common;
 
 mod contract;
 mod failsafe;
+mod fuzz;
 mod goldens;
 mod infer_cli;
 mod memory_eval;

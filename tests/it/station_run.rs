@@ -369,3 +369,37 @@ fn the_shipped_replay_config_runs_from_the_repository_root() {
     let gpio = std::fs::read_to_string(replay.join("gpio.log")).unwrap();
     assert!(gpio.lines().count() > 20, "{gpio}");
 }
+
+/// Two frames: a red one the region of interest fits, then a green one too small for it.
+struct ShrinkingFrames {
+    served: usize,
+}
+
+impl FrameSource for ShrinkingFrames {
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+        self.served += 1;
+        frame.image = match self.served {
+            1 => image::RgbImage::from_pixel(200, 100, image::Rgb([220, 0, 0])),
+            2 => image::RgbImage::from_pixel(60, 40, image::Rgb([0, 220, 0])),
+            _ => return Ok(false),
+        };
+        Ok(true)
+    }
+}
+
+#[test]
+fn a_frame_the_region_does_not_fit_is_shown_as_it_came_not_as_the_previous_part() {
+    // Regression: the screen showed the previous part's crop under the ERROR of this one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "tiny", false);
+    let text = std::fs::read_to_string(&path).unwrap() + "\n[roi]\nx = 0\ny = 0\nwidth = 100\nheight = 50\n";
+    std::fs::write(&path, text).unwrap();
+    let (summary, _) = run_with(&path, &mut |parts| parts.source = Box::new(ShrinkingFrames { served: 0 }));
+    assert_eq!((summary.frames, summary.errors), (2, 1));
+    let screen = std::fs::read(dir.path().join("fb.raw")).unwrap();
+    // RGB565 at the middle of the image area (64x48 screen, 22 rows of status bar below).
+    let at = (12 * 64 + 32) * 2;
+    let pixel = u16::from_le_bytes([screen[at], screen[at + 1]]);
+    let (red, green) = (pixel >> 11, (pixel >> 5) & 0x3f);
+    assert!(green > 40 && red < 4, "the green frame is shown, not the red crop: {pixel:#06x}");
+}
