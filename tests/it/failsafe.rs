@@ -205,7 +205,7 @@ fn item_7_outputs_never_clash_and_never_land_on_the_inputs() {
     }
     // The input folder as the overlay folder is refused, and its images are untouched.
     let before = std::fs::read(&chip).unwrap();
-    let refused = infer_json(&common::tiny_model(), &["--overlay-dir", a.to_str().unwrap()], &[a.clone()]);
+    let refused = infer_json(&common::tiny_model(), &["--overlay-dir", a.to_str().unwrap()], std::slice::from_ref(&a));
     assert_eq!(refused.status.code(), Some(1));
     assert!(text(&refused.stderr).contains("--overlay-dir"), "{}", text(&refused.stderr));
     assert_eq!(std::fs::read(&chip).unwrap(), before);
@@ -278,7 +278,7 @@ fn item_11_12_loops_fifos_and_devices_in_a_folder_neither_hang_nor_repeat() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let started = Instant::now();
-    let result = infer_json(&common::tiny_model(), &[], &[folder.clone()]);
+    let result = infer_json(&common::tiny_model(), &[], std::slice::from_ref(&folder));
     assert!(started.elapsed() < Duration::from_secs(30), "it returned");
     let lines = json_lines(&result);
     let names: Vec<String> =
