@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+pub mod process;
 pub mod schema;
 pub mod score;
 pub mod sink;

@@ -254,6 +254,7 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
+    clipada::process::set_up();
     match dispatch(Cli::parse().command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
