@@ -57,6 +57,7 @@ fn make_good_images(root: &Path, dir: &Path, count: usize) {
 /// Runs `clipada calibrate` on `good`; its peak resident memory in MB and its wall time in s.
 fn calibrate(clipada: &Path, model: &Path, good: &Path, out: &Path) -> (f64, f64) {
     let started = Instant::now();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
     let child = std::process::Command::new(clipada)
         .args(["calibrate", "--model"])
         .arg(model)
