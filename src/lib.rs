@@ -7,6 +7,7 @@
 //! [`commands`] are the subcommands, as library functions.
 
 pub mod calibration;
+pub mod cli;
 pub mod commands;
 pub mod eval;
 pub mod memory;

@@ -7,3 +7,4 @@ pub mod demo;
 pub mod eval;
 pub mod infer;
 pub mod run;
+pub mod version;

@@ -146,3 +146,12 @@ fn load_ort(file: &ModelFile, config: &EngineConfig) -> Result<ChosenEngine, Eng
 fn load_ort(_: &ModelFile, _: &EngineConfig) -> Result<ChosenEngine, EngineLoadError> {
     Err(EngineLoadError::Unavailable("this clipada was built without the `ort` feature".into()))
 }
+
+/// The ONNX Runtime library this process would use, for `--version`: its version and path, or
+/// why there is none.
+pub fn ort_version() -> String {
+    #[cfg(feature = "ort")]
+    return super::ort::library_version().unwrap_or_else(|e| format!("not loaded: {e}"));
+    #[cfg(not(feature = "ort"))]
+    return "not built in (the `ort` feature is off)".to_string();
+}

@@ -60,6 +60,41 @@ fn environment(config: &EngineConfig) -> Result<&'static Environment, EngineLoad
     Ok(ENVIRONMENT.get_or_init(|| environment))
 }
 
+/// The ONNX Runtime library `ORT_DYLIB_PATH` names, loaded, and its build: `1.32.0 (PATH)`.
+pub fn library_version() -> Result<String, EngineLoadError> {
+    let library = library_path(None)?;
+    ort::init_from(&library).map_err(|e| unavailable(format!("{}: {e}", library.display())))?;
+    let version = loaded_version_string(&library).unwrap_or_else(|| "unknown version".to_string());
+    Ok(format!("{version} ({})", library.display()))
+}
+
+/// `OrtGetApiBase()->GetVersionString()` of the library at `path`, which must already be loaded
+/// (it is looked up with `RTLD_NOLOAD`, never loaded here).
+fn loaded_version_string(path: &std::path::Path) -> Option<String> {
+    use std::ffi::{CStr, CString};
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: RTLD_NOLOAD only returns a handle to a library this process already loaded (ort
+    // loaded it from this path); the symbol is ONNX Runtime's C entry point with the signature
+    // ort-sys declares, and the version string it returns is static and NUL-terminated.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return None;
+        }
+        let symbol = libc::dlsym(handle, c"OrtGetApiBase".as_ptr());
+        let version = if symbol.is_null() {
+            None
+        } else {
+            let get_api_base: unsafe extern "C" fn() -> *const ort::sys::OrtApiBase = std::mem::transmute(symbol);
+            let base = get_api_base();
+            (!base.is_null()).then(|| CStr::from_ptr(((*base).GetVersionString)()).to_string_lossy().into_owned())
+        };
+        libc::dlclose(handle);
+        version
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> EngineLoadError {
     EngineLoadError::Unavailable(e.to_string())
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod cli;
 mod contract;
 mod failsafe;
 mod fuzz;

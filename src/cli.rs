@@ -1,0 +1,308 @@
+//! The command line: its arguments (clap), and running the command they name. `main.rs` parses
+//! and calls [`main`]; everything else lives in the library's modules. The application edge:
+//! errors become messages and exit codes here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::calibration::DEFAULT_MEMORY_SIZE;
+use crate::commands::{bench, calibrate, check, demo, eval, infer, run};
+use crate::eval::EvalOptions;
+use crate::model::backend::{Backend, EngineConfig};
+use crate::pipeline::InspectOptions;
+
+/// Exit code when the command ran but some image was not judged (or its overlay not written).
+/// (1: it could not run, naming the file and field; 2: the command line was wrong.)
+const EXIT_INCOMPLETE: u8 = 3;
+
+/// clipada's command line.
+#[derive(Parser)]
+#[command(name = "clipada", version, about = "CLIP-ADA anomaly detection for inspection cameras")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which engine runs the model.
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// ONNX Runtime if its library loads (ORT_DYLIB_PATH), else tract.
+    Auto,
+    /// ONNX Runtime only.
+    Ort,
+    /// tract only.
+    Tract,
+}
+
+/// The model and the engine that runs it.
+#[derive(Args)]
+struct ModelArgs {
+    /// The ONNX model with clipada contract metadata.
+    #[arg(long)]
+    model: PathBuf,
+    /// Engine: ONNX Runtime if it loads (library from ORT_DYLIB_PATH), else tract; or insist on one.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+}
+
+impl ModelArgs {
+    /// The engine settings of a command-line run: TensorRT engines are cached in the user's
+    /// own cache folder, never the service's.
+    fn engine(&self) -> EngineConfig {
+        let backend = match self.backend {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Ort => Backend::Ort,
+            BackendArg::Tract => Backend::Tract,
+        };
+        let mut config = EngineConfig { backend, ..EngineConfig::default() };
+        config.tensorrt.engine_cache = user_cache().map(|dir| dir.join("clipada/tensorrt"));
+        config
+    }
+}
+
+/// `$XDG_CACHE_HOME`, else `$HOME/.cache`.
+fn user_cache() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| std::env::var_os("HOME").and_then(absolute).map(|home| home.join(".cache")))
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge image files: one line per image, `PATH SCORE VERDICT` (or JSON).
+    Infer {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Decision threshold on the image score, in (0, the score range] (default: the memory's,
+        /// else the model's).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Skip the anomaly region refinement.
+        #[arg(long)]
+        no_refine: bool,
+        /// Memory of good parts made by `clipada calibrate` (needed by feature-only models).
+        #[arg(long)]
+        memory: Option<PathBuf>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Write one overlay PNG per input here (a new, empty or clipada overlay folder).
+        #[arg(long)]
+        overlay_dir: Option<PathBuf>,
+        /// Write each judged input's anomaly map (model input resolution, float32) here as .npy.
+        #[arg(long)]
+        maps_dir: Option<PathBuf>,
+        /// Image files or directories (searched recursively for png, jpg, jpeg, bmp).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Store a memory of good parts (patch features) and a threshold for a model.
+    Calibrate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder of good images (searched recursively).
+        #[arg(long)]
+        good: PathBuf,
+        /// The memory file to write (an existing file there must be a memory file).
+        #[arg(long)]
+        out: PathBuf,
+        /// Patches kept (greedy coreset).
+        #[arg(long, default_value_t = DEFAULT_MEMORY_SIZE)]
+        memory_size: usize,
+        /// Derive the threshold without refinement (when infer will run with --no-refine).
+        #[arg(long)]
+        no_refine: bool,
+    },
+    /// Metrics on a dataset in the MVTec AD layout (calibrating from each category's train/good).
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Dataset root: ROOT/CATEGORY/{train/good, test/*, ground_truth/*}.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Category to evaluate (repeatable; default: all).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+        /// Calibrate from K train/good images spread evenly (default: all).
+        #[arg(long)]
+        shots: Option<usize>,
+        /// Skip the anomaly region refinement.
+        #[arg(long)]
+        no_refine: bool,
+        /// Patches kept in memory (greedy coreset).
+        #[arg(long, default_value_t = DEFAULT_MEMORY_SIZE)]
+        memory_size: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-stage times (preprocess, inference, scoring, overlay): median and p99 after a warm-up.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Memory of good parts made by `clipada calibrate`.
+        #[arg(long)]
+        memory: Option<PathBuf>,
+        /// Folder of images to cycle through (default: one synthetic 640x480 frame).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Skip the anomaly region refinement.
+        #[arg(long)]
+        no_refine: bool,
+        /// Untimed frames first.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Timed frames.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a model, run one input, and say which engine and provider ran it (exit 0 only if it ran).
+    Check {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Calibrate the shipped model on the shipped good samples, judge the test samples, write overlays.
+    Demo {
+        /// Where to write the memory file and the overlays.
+        #[arg(long, default_value_os_t = demo::default_output_dir())]
+        output: PathBuf,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of clipada and its subcommands.
+    Manual,
+    /// Run the inspection station: camera or folder in, display, GPIO and logs out, until the
+    /// source ends or SIGTERM/SIGINT.
+    Run {
+        /// The station's TOML configuration (see board/examples).
+        #[arg(long)]
+        config: PathBuf,
+        /// Internal: run as the inspection loop of a supervising `clipada run`.
+        #[arg(long, hide = true)]
+        worker: bool,
+    },
+}
+
+/// The manual page of clipada followed by one per subcommand, in roff.
+fn manual(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let command = Cli::command().long_version(crate::commands::version::describe());
+    clap_mangen::Man::new(command.clone()).render(out).context("stdout")?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("clipada-{}", sub.get_name());
+        clap_mangen::Man::new(sub.clone().name(name)).render(out).context("stdout")?;
+    }
+    Ok(())
+}
+
+/// Signals whose default action would end the process without putting the lines in their safe
+/// state: each one instead sets the stop flag, so the program stops the way SIGTERM stops it.
+/// (SIGPIPE stays ignored, as Rust sets it: a closed pipe is an error on that write.)
+const STOP_SIGNALS: [i32; 7] = {
+    use signal_hook::consts::*;
+    [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM]
+};
+
+/// A stop flag set by any of [`STOP_SIGNALS`].
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in STOP_SIGNALS {
+        signal_hook::flag::register(signal, stop.clone()).with_context(|| format!("cannot handle signal {signal}"))?;
+    }
+    Ok(stop)
+}
+
+/// Refuses to print results to a standard output that was closed when the program started:
+/// the Rust runtime then puts `/dev/null`, opened read-write, in its place, and the results
+/// would be lost without a word. (A shell's `> /dev/null` opens it write-only: that choice is
+/// the user's.)
+fn require_stdout() -> anyhow::Result<()> {
+    use rustix::fs::{fstat, stat, FileType, OFlags};
+    let closed = || anyhow::anyhow!("standard output is closed: results would be lost");
+    let out = std::io::stdout();
+    let flags = rustix::fs::fcntl_getfl(&out).map_err(|_| closed())?;
+    let (Ok(ours), Ok(null)) = (fstat(&out), stat("/dev/null")) else { return Ok(()) };
+    let is_null = FileType::from_raw_mode(ours.st_mode) == FileType::CharacterDevice && ours.st_rdev == null.st_rdev;
+    if is_null && flags & OFlags::RWMODE == OFlags::RDWR {
+        return Err(closed());
+    }
+    Ok(())
+}
+
+/// Runs the command; `Ok(false)` when it completed but some input was not judged.
+fn dispatch(command: Command) -> anyhow::Result<bool> {
+    if !matches!(command, Command::Run { .. }) {
+        require_stdout()?;
+    }
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+    match command {
+        Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, maps_dir, inputs } => {
+            let inspect = InspectOptions { no_refine, threshold, memory, engine: model.engine() };
+            let options = infer::InferOptions { model: model.model, inspect, json, overlay_dir, maps_dir, inputs };
+            Ok(infer::infer(&options, &mut out, &mut err)?.complete())
+        }
+        Command::Calibrate { model, good, out: file, memory_size, no_refine } => {
+            let engine = model.engine();
+            let options =
+                calibrate::CalibrateOptions { model: model.model, good, out: file, memory_size, no_refine, engine };
+            let stop = stop_on_signals()?;
+            calibrate::calibrate(&options, &stop, &mut out, &mut err).map(|_| true)
+        }
+        Command::Eval { model, dataset, categories, shots, no_refine, memory_size, json } => {
+            let engine = model.engine();
+            let options =
+                EvalOptions { model: model.model, dataset, categories, shots, no_refine, memory_size, engine };
+            eval::eval(&options, json, &mut out, &mut err).map(|_| true)
+        }
+        Command::Bench { model, memory, images, no_refine, warmup, iterations, json } => {
+            let inspect = InspectOptions { no_refine, threshold: None, memory, engine: model.engine() };
+            let options = bench::BenchOptions { model: model.model, inspect, images, warmup, iterations };
+            bench::bench(&options, json, &mut out, &mut err).map(|_| true)
+        }
+        Command::Check { model } => check::check(&model.model, &model.engine(), &mut out).map(|_| true),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "clipada", &mut out);
+            Ok(true)
+        }
+        Command::Manual => manual(&mut out).map(|()| true),
+        Command::Demo { output } => Ok(demo::demo(&output, &mut out, &mut err)?.complete()),
+        Command::Run { config, worker: false } => {
+            let clipada = std::env::current_exe().context("cannot find this program to start the worker")?;
+            run::run(&config, &clipada, stop_on_signals()?, &mut err).map(|()| true)
+        }
+        Command::Run { config, worker: true } => {
+            run::worker(&config, stop_on_signals()?, &mut out, &mut err).map(|_| true)
+        }
+    }
+}
+
+/// Parses the command line and runs the command: exit 0 done, 1 could not run (the message
+/// names the file and field), 2 the command line is wrong (clap), 3 some input not judged.
+pub fn main() -> ExitCode {
+    crate::process::set_up();
+    let cli = Cli::command().long_version(crate::commands::version::describe());
+    let cli = match cli.try_get_matches().and_then(|matches| Cli::from_arg_matches(&matches)) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match dispatch(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
+        Err(e) => {
+            let message = crate::commands::infer::escape_controls(&format!("{e:#}"));
+            eprintln!("clipada: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
