@@ -13,7 +13,8 @@
 //!
 //! Every buffer is allocated when the search is made, so a frame's search allocates nothing.
 //! On x86-64 a copy of the scan compiled for AVX2 and FMA is chosen at run time where the CPU
-//! has them; elsewhere (aarch64: NEON) the portable code vectorises as it is.
+//! has them; elsewhere (aarch64: NEON) the portable code vectorises as it is. The unit tests run
+//! every variant the CPU has against a brute-force search (under qemu too, for aarch64).
 
 use super::MemoryBank;
 
@@ -24,9 +25,48 @@ const ROWS: usize = 4;
 /// Marks padding in the packed sources (never a real image index, never excluded by mistake).
 const PADDING: u32 = u32::MAX;
 
+/// The scan's compiled variants; each is tested against a brute-force search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Separate multiply and add (baseline x86-64).
+    Portable,
+    /// Fused multiply-add (aarch64: NEON; elsewhere a library call, correct but slow).
+    Fused,
+    /// Compiled for AVX2 and FMA (x86-64 CPUs that have them).
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+impl Kernel {
+    /// The fastest variant this CPU runs.
+    fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Kernel::Avx2Fma;
+        }
+        if cfg!(target_arch = "aarch64") {
+            Kernel::Fused
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    /// Every variant this CPU can run.
+    #[cfg(test)]
+    fn available() -> Vec<Kernel> {
+        let mut kernels = vec![Kernel::Portable, Kernel::Fused];
+        #[cfg(target_arch = "x86_64")]
+        if Kernel::best() == Kernel::Avx2Fma {
+            kernels.push(Kernel::Avx2Fma);
+        }
+        kernels
+    }
+}
+
 /// Nearest-neighbour search against one memory bank; buffers reused from frame to frame.
 #[derive(Debug, Clone)]
 pub struct NearestSearch {
+    kernel: Kernel,
     layers: usize,
     dim: usize,
     /// `[blocks, L*D, LANES]`: the bank's features, block by block, feature-major in a block.
@@ -78,6 +118,7 @@ impl NearestSearch {
         }
         let rows = patches.div_ceil(ROWS) * ROWS;
         NearestSearch {
+            kernel: Kernel::best(),
             layers: bank.layers,
             dim: bank.dim,
             packed,
@@ -123,14 +164,13 @@ struct Scan {
 
 impl Scan {
     fn run(&self, search: &mut NearestSearch) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { self.run_avx2_fma(search) };
-            return;
+        match search.kernel {
+            Kernel::Portable => self.run_portable::<false>(search),
+            Kernel::Fused => self.run_portable::<true>(search),
+            // SAFETY: `Kernel::best` chose it only where the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe { self.run_avx2_fma(search) },
         }
-        // NEON always has fused multiply-add; baseline x86-64 does not.
-        self.run_portable::<{ cfg!(target_arch = "aarch64") }>(search);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -324,12 +364,15 @@ mod tests {
                     .copy_from_slice(&query[(i * layers + layer) * dim..][..dim]);
             }
         }
-        let mut search = NearestSearch::new(&bank, patches);
         let mut out = vec![0.0; patches];
-        for exclude in [None, Some(0), Some(3), Some(10)] {
-            search.distances(&model_layout, exclude, &mut out);
-            for (got, want) in out.iter().zip(brute_force(&bank, &query, exclude)) {
-                assert!((got - want).abs() < 1e-5, "exclude {exclude:?}: {got} vs {want}");
+        for kernel in Kernel::available() {
+            let mut search = NearestSearch::new(&bank, patches);
+            search.kernel = kernel;
+            for exclude in [None, Some(0), Some(3), Some(10)] {
+                search.distances(&model_layout, exclude, &mut out);
+                for (got, want) in out.iter().zip(brute_force(&bank, &query, exclude)) {
+                    assert!((got - want).abs() < 1e-5, "{kernel:?}, exclude {exclude:?}: {got} vs {want}");
+                }
             }
         }
     }
