@@ -2,6 +2,7 @@
 """Seconds per training step of CLIP-ADA with random CLIP weights (no download), to size a
 training run on a machine: `python models/bench_train_step.py [--clip ViT-B-16] [--image-size 224]
 [--taps 6 9 12] [--batch 8] [--steps 2]`."""
+
 import argparse
 import pathlib
 import sys

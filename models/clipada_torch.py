@@ -14,6 +14,7 @@ The anomaly region refinement has no learnable parts (r = a (a/M)^s over the fus
 models/reference.py and docs/ARCHITECTURE.md): training uses the maps before it, and export
 writes its parameters into the contract. All CLIP weights stay frozen.
 """
+
 import dataclasses
 
 import open_clip
@@ -59,7 +60,9 @@ def load_clip(config, weights=None):
         model = tiny_clip(config.seed)
     else:
         if weights is None:
-            raise ValueError(f"{config.clip}: give the path of its open_clip weights (--weights); nothing is downloaded")
+            raise ValueError(
+                f"{config.clip}: give the path of its open_clip weights (--weights); nothing is downloaded"
+            )
         model = open_clip.create_model(config.clip, pretrained=str(weights), force_image_size=config.image_size)
     model.eval()
     for p in model.parameters():
@@ -87,9 +90,11 @@ class PromptLearner(nn.Module):
         states, prompts, length = self.tokens.shape
         flat = self.tokens.reshape(states * prompts, length)
         x = clip.token_embedding(flat)  # [S*P, 77, W]
-        context = self.context[:, None].expand(states, prompts, self.n_ctx, -1).reshape(states * prompts, self.n_ctx, -1)
+        context = (
+            self.context[:, None].expand(states, prompts, self.n_ctx, -1).reshape(states * prompts, self.n_ctx, -1)
+        )
         # Token 0 is the start token; the next n_ctx are the placeholders the context replaces.
-        x = torch.cat([x[:, :1], context, x[:, 1 + self.n_ctx:]], dim=1)
+        x = torch.cat([x[:, :1], context, x[:, 1 + self.n_ctx :]], dim=1)
         x = x + clip.positional_embedding
         x = clip.transformer(x, attn_mask=clip.attn_mask)
         x = clip.ln_final(x)
@@ -140,7 +145,7 @@ class ClipAda(nn.Module):
                 taps.append(x if batch_first else x.transpose(0, 1))
         last = x if batch_first else x.transpose(0, 1)
         features, logits = [], []
-        for tokens, adapter in zip(taps, self.adapters):
+        for tokens, adapter in zip(taps, self.adapters, strict=True):
             f = F.normalize(adapter(visual.ln_post(tokens[:, 1:]) @ visual.proj), dim=-1)  # [B,N,E]
             features.append(f)
             sim = scale * f @ text.T  # [B,N,2]

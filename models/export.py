@@ -16,6 +16,7 @@ trained with (see models/README.md for where to get them).
     python models/export.py --checkpoint runs/vitb16/checkpoint.pt --weights ViT-B-16.bin \
         --out clipada-vitb16.onnx [--quantize static --calibration DIR]
 """
+
 import argparse
 import json
 import pathlib
@@ -24,12 +25,12 @@ import sys
 
 import numpy as np
 import onnx
-import onnxruntime
 import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import clipada_torch  # noqa: E402
+from common import cpu_session  # noqa: E402
 from make_fixtures import contract_for  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -93,9 +94,9 @@ def check(graph, path, example):
     """Largest absolute difference of onnxruntime's outputs from PyTorch's, over all outputs."""
     with torch.no_grad():
         expected = [t.numpy() for t in graph(example)]
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(pathlib.Path(path))
     actual = session.run(None, {"image": example.numpy()})
-    return max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
+    return max(float(np.abs(a - e).max()) for a, e in zip(actual, expected, strict=True))
 
 
 def main():
@@ -114,7 +115,15 @@ def main():
         sys.exit(f"the export differs from PyTorch by {worst:.2e} > {TOLERANCE}")
     if args.quantize:
         quantized = args.out.with_name(f"{args.out.stem}-{args.quantize}.onnx")
-        command = [sys.executable, str(HERE / "quantize.py"), str(args.out), "--mode", args.quantize, "--out", str(quantized)]
+        command = [
+            sys.executable,
+            str(HERE / "quantize.py"),
+            str(args.out),
+            "--mode",
+            args.quantize,
+            "--out",
+            str(quantized),
+        ]
         if args.calibration:
             command += ["--calibration", str(args.calibration)]
         subprocess.run(command, check=True)

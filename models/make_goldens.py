@@ -11,20 +11,16 @@ input tensor and of onnxruntime's patch features (default-efficientnet.json).
 
 Usage: python models/make_goldens.py [--check]   (--check: regenerate in memory, compare, write nothing)
 """
-import argparse
+
 import json
-import pathlib
 import sys
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
 import make_samples
 import reference
+from common import HERE, ROOT, artefact_arguments, contract_of, cpu_session, png_bytes, read_png, run_session
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
 TINY = HERE / "fixtures" / "tiny-clipada.onnx"
 DEFAULT = HERE / "default" / "efficientnet-lite0.onnx"
 GOLDENS = ROOT / "tests" / "data" / "goldens"
@@ -37,48 +33,22 @@ TINY_GOLDENS = {
     "small_scratch": "tests/data/images/small_scratch.png",
 }
 DEFAULT_GOLDEN_IMAGE = "models/samples/part/test/chip/000.png"
+# The two images whose patches make the memory of memory-mask.json.
+MEMORY_GOLDEN_IMAGES = ["models/samples/part/train/good/000.png", "models/samples/part/train/good/001.png"]
 SUBSAMPLE = 16
 CHECK_TOLERANCE = 1e-5
 
 
-def read_png(path):
-    """Decodes the PNGs make_samples.png_bytes writes (8-bit, filter 0, no interlace)."""
-    import struct
-    import zlib
-
-    data = path.read_bytes()
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    width, height, depth, colour, _, _, _ = header
-    assert depth == 8 and colour == 2, f"{path}: only 8-bit RGB"
-    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, 1 + 3 * width)
-    assert (rows[:, 0] == 0).all(), f"{path}: only filter 0"
-    return rows[:, 1:].reshape(height, width, 3)
-
-
 def flat(array):
-    return {"shape": list(array.shape), "data": [float(f"{v:.9g}") for v in np.asarray(array, dtype=np.float32).ravel()]}
-
-
-def spec_of(model_path):
-    return json.loads({p.key: p.value for p in onnx.load(model_path).metadata_props}["clipada"])
-
-
-def run(session, spec, x):
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {spec["input"]["name"]: x})))
+    return {
+        "shape": list(array.shape),
+        "data": [float(f"{v:.9g}") for v in np.asarray(array, dtype=np.float32).ravel()],
+    }
 
 
 def tiny_golden(image, session, spec):
     x = reference.preprocess(read_png(ROOT / image), spec["input"])
-    raw = run(session, spec, x)
+    raw = run_session(session, spec, x)
     doc = {"image": image, "input": flat(x), "raw": {k: flat(v) for k, v in raw.items()}}
     for key, enabled in (("refined", True), ("unrefined", False)):
         full, s, v = reference.score(raw, spec, refine_enabled=enabled)
@@ -87,10 +57,10 @@ def tiny_golden(image, session, spec):
 
 
 def default_golden():
-    spec = spec_of(DEFAULT)
-    session = ort.InferenceSession(str(DEFAULT), providers=["CPUExecutionProvider"])
+    spec = contract_of(DEFAULT)
+    session = cpu_session(DEFAULT)
     x = reference.preprocess(read_png(ROOT / DEFAULT_GOLDEN_IMAGE), spec["input"])
-    features = run(session, spec, x)["patch_features"]
+    features = run_session(session, spec, x)["patch_features"]
     return {
         "image": DEFAULT_GOLDEN_IMAGE,
         "every": SUBSAMPLE,
@@ -99,30 +69,65 @@ def default_golden():
     }
 
 
+def memory_golden(session, spec):
+    """The memory branch and the ignore mask on the tiny model: the scratch sample scored against a
+    bank of every patch of two other images (sources 0 and 1), with the left quarter of the
+    input ignored; refined, unrefined, and leaving image 0 out."""
+    raw = run_session(session, spec, reference.preprocess(read_png(ROOT / TINY_GOLDENS["scratch"]), spec["input"]))
+    banked = [MEMORY_GOLDEN_IMAGES[0], MEMORY_GOLDEN_IMAGES[1]]
+    rows = []
+    for image in banked:
+        features = run_session(session, spec, reference.preprocess(read_png(ROOT / image), spec["input"]))[
+            "patch_features"
+        ]
+        layers, patches, dim = features.shape
+        rows.append(features.transpose(1, 0, 2).reshape(patches, layers * dim))
+    bank = np.concatenate(rows).astype(np.float32)
+    sources = np.repeat(np.arange(len(banked)), rows[0].shape[0])
+    height, width = spec["input"]["size"]
+    inspected = np.zeros((height, width), bool)
+    inspected[:, width // 4 :] = True
+    doc = {
+        "image": TINY_GOLDENS["scratch"],
+        "banked": banked,
+        "raw": {k: flat(v) for k, v in raw.items()},
+        "bank": flat(bank),
+        "sources": sources.tolist(),
+        "inspected": flat(inspected.astype(np.float32)),
+    }
+    for key, enabled, exclude in (("refined", True, None), ("unrefined", False, None), ("refined_without_0", True, 0)):
+        full, s, _ = reference.score(
+            raw, spec, refine_enabled=enabled, memory=(bank, sources), inspected=inspected, exclude=exclude
+        )
+        doc[key] = {"map": flat(full), "score": s}
+    return doc
+
+
 def max_diff(a, b):
     if isinstance(a, dict):
         return max((max_diff(a[k], b[k]) for k in a), default=0.0)
     if isinstance(a, list):
-        return max((max_diff(p, q) for p, q in zip(a, b)), default=0.0) if len(a) == len(b) else float("inf")
+        return (
+            max((max_diff(p, q) for p, q in zip(a, b, strict=True)), default=0.0) if len(a) == len(b) else float("inf")
+        )
     if isinstance(a, str):
         return 0.0 if a == b else float("inf")
     return abs(a - b)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
-    args = parser.parse_args()
-    small = make_samples.png_bytes(make_samples.draw_part(7, "scratch", (40, 52))[0])
+    args = artefact_arguments(__doc__).parse_args()
+    small = png_bytes(make_samples.draw_part(7, "scratch", (40, 52))[0])
     if args.check:
         assert SMALL_IMAGE.read_bytes() == small, f"{SMALL_IMAGE} differs from a fresh drawing"
     else:
         SMALL_IMAGE.parent.mkdir(parents=True, exist_ok=True)
         SMALL_IMAGE.write_bytes(small)
-    spec = spec_of(TINY)
-    session = ort.InferenceSession(str(TINY), providers=["CPUExecutionProvider"])
+    spec = contract_of(TINY)
+    session = cpu_session(TINY)
     docs = {name: (lambda image=image: tiny_golden(image, session, spec)) for name, image in TINY_GOLDENS.items()}
     docs["default-efficientnet"] = default_golden
+    docs["memory-mask"] = lambda: memory_golden(session, spec)
     failures = []
     for name, make in docs.items():
         doc, path = make(), GOLDENS / f"{name}.json"

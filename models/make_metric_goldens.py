@@ -7,16 +7,16 @@ regions touching only diagonally (one 8-connected region) and an image without d
 
 Usage: python models/make_metric_goldens.py [--check]
 """
-import argparse
+
 import json
-import pathlib
-import sys
 
 import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "metrics" / "cases.json"
+from common import ROOT, artefact_arguments, exit_for, write_or_check
+
+OUT = ROOT / "tests" / "data" / "metrics" / "cases.json"
 FPR_LIMIT = 0.3
 
 
@@ -30,10 +30,16 @@ def f1_max(labels, scores):
 def classification(labels, scores):
     labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float32)
     if labels.all() or not labels.any():
-        return {"auroc": None, "ap": None if not labels.any() else float(average_precision_score(labels, scores)),
-                "f1_max": None if not labels.any() else f1_max(labels, scores)}
-    return {"auroc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores)),
-            "f1_max": f1_max(labels, scores)}
+        return {
+            "auroc": None,
+            "ap": None if not labels.any() else float(average_precision_score(labels, scores)),
+            "f1_max": None if not labels.any() else f1_max(labels, scores),
+        }
+    return {
+        "auroc": float(roc_auc_score(labels, scores)),
+        "ap": float(average_precision_score(labels, scores)),
+        "f1_max": f1_max(labels, scores),
+    }
 
 
 def aupro(maps, masks):
@@ -47,7 +53,7 @@ def aupro(maps, masks):
         return None
     fprs, pros = [0.0], [0.0]
     for t in np.unique(np.concatenate([m.ravel() for m in maps]))[::-1]:
-        fprs.append(sum(int(((mp >= t) & ~mk).sum()) for mp, mk in zip(maps, masks)) / normal)
+        fprs.append(sum(int(((mp >= t) & ~mk).sum()) for mp, mk in zip(maps, masks, strict=True)) / normal)
         pros.append(float(np.mean([((maps[i] >= t) & r).sum() / r.sum() for i, r in regions])))
     area = 0.0
     for j in range(1, len(fprs)):
@@ -78,10 +84,10 @@ def cases():
     # Pixel-level set: maps and masks.
     h, w = 12, 16
     masks = [np.zeros((h, w), bool) for _ in range(5)]
-    masks[0][2:6, 3:8] = True                    # a block
-    masks[1][5, 9] = True                        # one pixel
-    masks[1][0, 0] = True                        # one pixel in a corner
-    masks[2][3, 3] = masks[2][4, 4] = True       # diagonal neighbours: one region
+    masks[0][2:6, 3:8] = True  # a block
+    masks[1][5, 9] = True  # one pixel
+    masks[1][0, 0] = True  # one pixel in a corner
+    masks[2][3, 3] = masks[2][4, 4] = True  # diagonal neighbours: one region
     masks[2][8:11, 10:15] = True
     # masks[3] stays empty: a good image
     masks[4][6:12, 0:2] = True
@@ -89,12 +95,14 @@ def cases():
     for mask in masks:
         base = rng.random((h, w)) * 0.6 + mask * rng.uniform(0.2, 0.6)
         maps.append((np.round(base * 20) / 20).astype(np.float32))  # quantised: ties
-    out.append({
-        "name": "pixels",
-        "width": w,
-        "maps": [m.ravel().tolist() for m in maps],
-        "masks": [m.ravel().tolist() for m in masks],
-    })
+    out.append(
+        {
+            "name": "pixels",
+            "width": w,
+            "maps": [m.ravel().tolist() for m in maps],
+            "masks": [m.ravel().tolist() for m in masks],
+        }
+    )
     return out
 
 
@@ -109,19 +117,9 @@ def expected(case):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
+    args = artefact_arguments(__doc__).parse_args()
     doc = [dict(case, expected=expected(case)) for case in cases()]
-    text = json.dumps(doc, indent=None)
-    if args.check:
-        same = OUT.exists() and json.loads(OUT.read_text()) == json.loads(text)
-        print(f"{OUT.name}: {'reproduced' if same else 'DIFFERS from a fresh run'}")
-        sys.exit(0 if same else 1)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    for case in doc:
-        print(case["name"], case["expected"])
+    exit_for(write_or_check(OUT, json.dumps(doc, indent=None).encode(), args.check))
 
 
 if __name__ == "__main__":

@@ -11,33 +11,16 @@ A part is a grey machined disc with grooves on a dark textured belt, drawn from 
 
 Usage: python models/make_samples.py [--check]   (--check: compare with the files, write nothing)
 """
-import argparse
-import pathlib
-import struct
-import sys
-import zlib
 
 import numpy as np
 
-HERE = pathlib.Path(__file__).resolve().parent
+from common import HERE, artefact_arguments, exit_for, png_bytes, write_or_check
+
 DATASET = HERE / "samples"
 CATEGORY = "part"
 SAMPLE_SIZE = (128, 160)  # rows, columns: not the models' sizes nor their aspect, so resizing is exercised
 TRAIN_GOOD = 10
 TEST = {"good": 4, "scratch": 2, "contamination": 2, "chip": 2}
-
-
-def png_bytes(pixels):
-    """Minimal 8-bit PNG encoder (grey [H,W] or RGB [H,W,3]; filter 0 on every row)."""
-    height, width = pixels.shape[:2]
-    colour_type = 2 if pixels.ndim == 3 else 0
-    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def draw_part(seed, defect=None, size=SAMPLE_SIZE):
@@ -65,7 +48,7 @@ def draw_part(seed, defect=None, size=SAMPLE_SIZE):
         mask = (np.hypot(y - cy + 44, x - cx - rng.uniform(15, 30)) < 14) & inside
         rgb[mask] = np.stack([belt, belt, belt], axis=-1)[mask]
     top, left = (h - size[0]) // 2, (w - size[1]) // 2
-    rgb, mask = rgb[top:top + size[0], left:left + size[1]], mask[top:top + size[0], left:left + size[1]]
+    rgb, mask = rgb[top : top + size[0], left : left + size[1]], mask[top : top + size[0], left : left + size[1]]
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mask
 
 
@@ -84,18 +67,8 @@ def dataset_files():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    files = dataset_files()
-    if args.check:
-        differing = [p for p, data in files.items() if not (DATASET / p).is_file() or (DATASET / p).read_bytes() != data]
-        print(f"{DATASET.name}: {len(files) - len(differing)}/{len(files)} files reproduced")
-        sys.exit(1 if differing else 0)
-    for path, data in files.items():
-        (DATASET / path).parent.mkdir(parents=True, exist_ok=True)
-        (DATASET / path).write_bytes(data)
-    print(f"wrote {len(files)} files under {DATASET}, {sum(map(len, files.values()))} bytes")
+    args = artefact_arguments(__doc__).parse_args()
+    exit_for(all([write_or_check(DATASET / path, data, args.check) for path, data in dataset_files().items()]))
 
 
 if __name__ == "__main__":

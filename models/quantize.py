@@ -17,8 +17,8 @@ Usage:
   python models/quantize.py MODEL.onnx --mode dynamic --out OUT.onnx
   python models/quantize.py MODEL.onnx --mode fp16 --out OUT.onnx
 """
+
 import argparse
-import json
 import pathlib
 import sys
 import tempfile
@@ -28,15 +28,9 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 import reference
+from common import contract_of
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-
-
-def contract_of(model):
-    props = {p.key: p.value for p in model.metadata_props}
-    if "clipada" not in props:
-        sys.exit("the model has no clipada contract metadata")
-    return json.loads(props["clipada"])
 
 
 class ImageReader(CalibrationDataReader):
@@ -98,9 +92,13 @@ def main():
             if not args.calibration:
                 sys.exit("--calibration DIR is needed for static quantization")
             quantize_static(
-                named, args.out, ImageReader(args.calibration, spec, args.limit),
-                quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                named,
+                args.out,
+                ImageReader(args.calibration, spec, args.limit),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
                 nodes_to_exclude=islands if keep_float else [],
             )
         elif args.mode == "dynamic":

@@ -7,6 +7,7 @@ file (models/make_goldens.py). Equations and their rationale: docs/ARCHITECTURE.
 
 Shapes: H, W model input size; h, w patch grid; L tapped layers; N = h*w; E feature size.
 """
+
 import math
 
 import numpy as np
@@ -40,10 +41,10 @@ def resize(image, out_h, out_w):
     in_h, in_w, channels = image.shape
     tmp = np.empty((in_h, out_w, channels))
     for o, (lo, wts) in enumerate(resize_taps(in_w, out_w)):
-        tmp[:, o, :] = np.tensordot(image[:, lo:lo + len(wts), :], wts, axes=([1], [0]))
+        tmp[:, o, :] = np.tensordot(image[:, lo : lo + len(wts), :], wts, axes=([1], [0]))
     out = np.empty((out_h, out_w, channels))
     for o, (lo, wts) in enumerate(resize_taps(in_h, out_h)):
-        out[o] = np.tensordot(wts, tmp[lo:lo + len(wts)], axes=([0], [0]))
+        out[o] = np.tensordot(wts, tmp[lo : lo + len(wts)], axes=([0], [0]))
     return out
 
 
@@ -83,7 +84,7 @@ def refine(coarse, radius, sharpness):
     refined = np.zeros((h, w))
     for y in range(h):
         for x in range(w):
-            m = coarse[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1].max()
+            m = coarse[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1].max()
             if m > 0:
                 refined[y, x] = coarse[y, x] * (coarse[y, x] / m) ** sharpness
     return refined
@@ -101,7 +102,9 @@ def upsample_taps(n_in, n_out):
 
 def upsample(grid_map, out_h, out_w):
     """[h,w] -> [H,W] bilinear."""
-    rows = np.array([(1 - t) * grid_map[i0] + t * grid_map[i1] for i0, i1, t in upsample_taps(grid_map.shape[0], out_h)])
+    rows = np.array(
+        [(1 - t) * grid_map[i0] + t * grid_map[i1] for i0, i1, t in upsample_taps(grid_map.shape[0], out_h)]
+    )
     cols = upsample_taps(grid_map.shape[1], out_w)
     return np.stack([(1 - t) * rows[:, i0] + t * rows[:, i1] for i0, i1, t in cols], axis=1)
 
@@ -121,16 +124,33 @@ def smooth(full_map, sigma):
     k = gaussian_kernel(sigma)
     r = len(k) // 2
     padded = np.pad(full_map, ((0, 0), (r, r)), mode="edge")
-    rows = sum(k[i] * padded[:, i:i + full_map.shape[1]] for i in range(len(k)))
+    rows = sum(k[i] * padded[:, i : i + full_map.shape[1]] for i in range(len(k)))
     padded = np.pad(rows, ((r, r), (0, 0)), mode="edge")
-    return sum(k[i] * padded[i:i + full_map.shape[0], :] for i in range(len(k)))
+    return sum(k[i] * padded[i : i + full_map.shape[0], :] for i in range(len(k)))
 
 
-def image_score(full_map, top_k, image_logits=None, image_logits_weight=0.0):
-    """Mean of the ceil(top_k * H * W) largest map values (at least one), blended with the
-    class-token abnormal probability when the model has image logits:
+def memory_distances(features, bank, sources=None, exclude=None):
+    """The memory branch: each patch's cosine distance to the nearest remembered good patch.
+
+    features [L,N,E] (the model's `patch_features`, unit length per layer), bank [M,L*E] (each
+    remembered patch's features, layer after layer), sources [M] (the good image each came from):
+      d_i = 1 - max_j (1/L) sum_l <f_i^l, m_j^l>
+    over the remembered patches j not from image `exclude` (leave-one-out at calibration)."""
+    layers, patches, dim = features.shape
+    queries = features.transpose(1, 0, 2).reshape(patches, layers * dim).astype(np.float64)
+    similarity = queries @ np.asarray(bank, dtype=np.float64).T / layers
+    if exclude is not None:
+        similarity[:, np.asarray(sources) == exclude] = -np.inf
+    return 1.0 - similarity.max(axis=1)
+
+
+def image_score(full_map, top_k, image_logits=None, image_logits_weight=0.0, inspected=None):
+    """Mean of the ceil(top_k * n) largest of the n inspected map values (at least one; all
+    values without an ignore mask), blended with the class-token abnormal probability when the
+    model has image logits:
         s = (1 - w) * s_map + w * softmax(image_logits)[1]."""
-    values = np.sort(full_map.ravel())[::-1]
+    values = full_map.ravel() if inspected is None else full_map[inspected]
+    values = np.sort(values)[::-1]
     k = max(1, math.ceil(top_k * values.size))
     s_map = values[:k].mean()
     if image_logits is None:
@@ -146,13 +166,29 @@ def verdict(score, threshold):
     return "fail" if score >= threshold else "pass"
 
 
-def score(raw, spec, refine_enabled=True, threshold=None):
-    """Raw model outputs -> (anomaly map [H,W], image score, verdict), as the runtime does it."""
-    coarse = fuse_layers(layer_probabilities(raw["patch_logits"]))
+def score(raw, spec, refine_enabled=True, threshold=None, memory=None, inspected=None, exclude=None):
+    """Raw model outputs -> (anomaly map [H,W], image score, verdict), as the runtime does it.
+
+    memory: (bank [M,L*E], sources [M]) adds the memory branch: with a text branch the coarse map
+    is the mean of the text map and the memory distances, without one it is the distances;
+    `exclude` leaves one good image's patches out. inspected: [H,W] booleans (the ignore mask at
+    the model input's resolution, True = inspected): the image score is taken over the
+    inspected pixels only, and the map reads 0 elsewhere."""
+    height, width = spec["input"]["size"]
+    grid_h, grid_w = spec["grid"]
+    text = spec["outputs"].get("patch_logits") is not None
+    coarse = fuse_layers(layer_probabilities(raw["patch_logits"])) if text else None
+    if memory is not None:
+        bank, sources = memory
+        distances = memory_distances(raw["patch_features"], bank, sources, exclude).reshape(grid_h, grid_w)
+        coarse = distances if coarse is None else 0.5 * (coarse + distances)
     if refine_enabled and spec.get("refine"):
         coarse = refine(coarse, spec["refine"]["radius"], spec["refine"]["sharpness"])
-    height, width = spec["input"]["size"]
     full = smooth(upsample(coarse, height, width), spec["score"]["sigma"])
-    s = image_score(full, spec["score"]["top_k"], raw.get("image_logits"), spec["score"]["image_logits_weight"])
+    s = image_score(
+        full, spec["score"]["top_k"], raw.get("image_logits"), spec["score"]["image_logits_weight"], inspected
+    )
+    if inspected is not None:
+        full = np.where(inspected, full, 0.0)
     t = spec["score"]["threshold"] if threshold is None else threshold
     return full, s, verdict(s, t)

@@ -9,6 +9,7 @@ Two kinds, each returning the altered image and its mask (1 = anomalous pixel):
   (CutPaste-style), which makes anomalies that look like the product itself.
 Images are float arrays [H,W,3] in [0,1]; randomness comes from the numpy Generator passed in.
 """
+
 import numpy as np
 
 
@@ -17,7 +18,9 @@ def perlin_noise(shape, scale, rng):
     h, w = shape
     gradients = rng.normal(size=(scale + 1, scale + 1, 2))
     gradients /= np.linalg.norm(gradients, axis=-1, keepdims=True) + 1e-9
-    ys, xs = np.meshgrid(np.linspace(0, scale, h, endpoint=False), np.linspace(0, scale, w, endpoint=False), indexing="ij")
+    ys, xs = np.meshgrid(
+        np.linspace(0, scale, h, endpoint=False), np.linspace(0, scale, w, endpoint=False), indexing="ij"
+    )
     y0, x0 = ys.astype(int), xs.astype(int)
     fy, fx = ys - y0, xs - x0
 
@@ -72,13 +75,13 @@ def cut_paste(image, rng):
     ph, pw = int(h * rng.uniform(0.08, 0.3)), int(w * rng.uniform(0.08, 0.3))
     sy, sx = rng.integers(0, h - ph), rng.integers(0, w - pw)
     ty, tx = rng.integers(0, h - ph), rng.integers(0, w - pw)
-    patch = image[sy:sy + ph, sx:sx + pw]
+    patch = image[sy : sy + ph, sx : sx + pw]
     patch = patch[::-1] if rng.random() < 0.5 else patch[:, ::-1]
     patch = np.clip(patch * rng.uniform(0.8, 1.2, size=3) + rng.uniform(-0.1, 0.1), 0, 1)
     out = image.copy()
-    out[ty:ty + ph, tx:tx + pw] = patch
+    out[ty : ty + ph, tx : tx + pw] = patch
     mask = np.zeros((h, w), np.float32)
-    mask[ty:ty + ph, tx:tx + pw] = 1.0
+    mask[ty : ty + ph, tx : tx + pw] = 1.0
     return out.astype(np.float32), mask
 
 

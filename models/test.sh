@@ -6,11 +6,12 @@
 # that `clipada infer` on the exported model gives PyTorch's maps followed by reference.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/helpers.sh
 [ -x models/.venv-train/bin/python ] || python3 -m venv models/.venv-train
 models/.venv-train/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-train.txt
 cargo build --locked
 export CLIPADA_BIN=$PWD/target/debug/clipada
-ORT_DYLIB_PATH=$(models/.venv-train/bin/python -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')
+ORT_DYLIB_PATH=$(ort_library models/.venv-train/bin/python)
 export ORT_DYLIB_PATH
 cd models
 .venv-train/bin/python -W ignore::DeprecationWarning -m unittest -v test_train

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The exported EfficientNet-Lite0 feature model against a plain numpy forward pass of the
 same weights (unfolded batch norm, padding computed here): agreement within 1e-4."""
+
 import unittest
 
+import export_efficientnet as ee
 import numpy as np
 import onnxruntime as ort
-
-import export_efficientnet as ee
 
 TOLERANCE = 1e-4
 
@@ -22,12 +22,12 @@ def conv2d(x, w, stride, groups):
     out = np.zeros((w.shape[0], out_h, out_w))
     per_group_in, per_group_out = c // groups, w.shape[0] // groups
     for gi in range(groups):
-        xs = xp[gi * per_group_in:(gi + 1) * per_group_in]
-        ws = w[gi * per_group_out:(gi + 1) * per_group_out]
+        xs = xp[gi * per_group_in : (gi + 1) * per_group_in]
+        ws = w[gi * per_group_out : (gi + 1) * per_group_out]
         for dy in range(k):
             for dx in range(k):
-                patch = xs[:, dy:dy + stride * out_h:stride, dx:dx + stride * out_w:stride]
-                out[gi * per_group_out:(gi + 1) * per_group_out] += np.einsum("oc,chw->ohw", ws[:, :, dy, dx], patch)
+                patch = xs[:, dy : dy + stride * out_h : stride, dx : dx + stride * out_w : stride]
+                out[gi * per_group_out : (gi + 1) * per_group_out] += np.einsum("oc,chw->ohw", ws[:, :, dy, dx], patch)
     return out
 
 
@@ -62,17 +62,19 @@ def average_3x3(x):
     c, h, w = x.shape
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     ones = np.pad(np.ones((h, w)), 1)
-    total = sum(padded[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
-    count = sum(ones[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+    total = sum(padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+    count = sum(ones[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
     return total / count
 
 
 def upsample2(x):
     """Bilinear x2, half-pixel centres, edges clamped."""
+
     def axis(n):
         src = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
         i0 = np.floor(src).astype(int)
         return i0, np.minimum(i0 + 1, n - 1), src - i0
+
     r0, r1, rt = axis(x.shape[1])
     c0, c1, ct = axis(x.shape[2])
     rows = x[:, r0] * (1 - rt)[None, :, None] + x[:, r1] * rt[None, :, None]

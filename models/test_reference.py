@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Properties of the reference scoring that hold by construction, checked independently."""
+
 import math
 import unittest
 
@@ -82,3 +83,36 @@ class ReferenceProperties(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MemoryAndMask(unittest.TestCase):
+    def unit(self, shape, seed):
+        v = np.random.default_rng(seed).normal(size=shape)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    def test_a_patch_remembered_exactly_has_distance_zero(self):
+        features = self.unit((2, 5, 4), 0)
+        bank = features.transpose(1, 0, 2).reshape(5, 8)
+        np.testing.assert_allclose(reference.memory_distances(features, bank), 0.0, atol=1e-12)
+
+    def test_leaving_an_image_out_forgets_its_patches(self):
+        features = self.unit((1, 3, 4), 1)
+        other = self.unit((3, 4), 2)
+        bank = np.concatenate([features[0], other])
+        sources = np.array([0, 0, 0, 1, 1, 1])
+        with_own = reference.memory_distances(features, bank, sources)
+        without_own = reference.memory_distances(features, bank, sources, exclude=0)
+        np.testing.assert_allclose(with_own, 0.0, atol=1e-12)
+        expected = 1.0 - (features[0] @ other.T).max(axis=1)
+        np.testing.assert_allclose(without_own, expected)
+
+    def test_the_mask_scores_only_what_it_inspects(self):
+        full = np.zeros((10, 10))
+        full[:, :5] = 1.0  # anomalous left half
+        inspected = np.zeros((10, 10), bool)
+        inspected[:, 5:] = True
+        self.assertEqual(reference.image_score(full, 0.5, inspected=inspected), 0.0)
+        self.assertEqual(reference.image_score(full, 0.5), 1.0)
+        # top_k counts inspected pixels only: 10 % of 50 is 5 values.
+        full[0, 5:] = [0.5, 0.5, 0.5, 0.5, 0.5]
+        self.assertAlmostEqual(reference.image_score(full, 0.1, inspected=inspected), 0.5)

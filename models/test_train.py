@@ -1,5 +1,6 @@
 """Tests of the CLIP-ADA training and export code on a tiny open_clip configuration with
 random initial weights, on the CPU (models/test.sh runs them)."""
+
 import json
 import os
 import pathlib
@@ -17,12 +18,15 @@ import export
 import reference
 import synthesis
 import train
+from common import contract_of
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 GOOD = HERE / "samples" / "part" / "train" / "good"
 # Distinct file names: maps of file arguments are written under their file name.
-TEST_IMAGES = [HERE / "samples" / "part" / "test" / name for name in ("good/002.png", "scratch/000.png", "chip/001.png")]
+TEST_IMAGES = [
+    HERE / "samples" / "part" / "test" / name for name in ("good/002.png", "scratch/000.png", "chip/001.png")
+]
 CLIPADA = pathlib.Path(os.environ.get("CLIPADA_BIN", ROOT / "target" / "debug" / "clipada"))
 TINY = clipada_torch.ModelConfig(clip="tiny", image_size=64, taps=(2, 3), prompt_tokens=4, seed=3)
 
@@ -35,8 +39,10 @@ class SyntheticAnomalies(unittest.TestCase):
     def test_anomalies_change_the_image_only_inside_their_mask(self):
         rng = np.random.default_rng(1)
         image = rng.random((64, 64, 3)).astype(np.float32)
-        for make in (lambda: synthesis.perlin_anomaly(image, rng.random((64, 64, 3)), rng),
-                     lambda: synthesis.cut_paste(image, rng)):
+        for make in (
+            lambda: synthesis.perlin_anomaly(image, rng.random((64, 64, 3)), rng),
+            lambda: synthesis.cut_paste(image, rng),
+        ):
             for _ in range(10):
                 altered, mask = make()
                 self.assertGreater(mask.sum(), 0)
@@ -57,14 +63,15 @@ class Training(unittest.TestCase):
         model = tiny_model()
         frozen = {n: p.clone() for n, p in model.named_parameters() if n.startswith("clip.")}
         trained_before = [p.clone() for p in model.trainable()]
-        losses = train.train(model, train.find_images(images=GOOD), steps=40, batch=8, lr=3e-3, seed=0,
-                             log=lambda _: None)
+        losses = train.train(
+            model, train.find_images(images=GOOD), steps=40, batch=8, lr=3e-3, seed=0, log=lambda _: None
+        )
         first, last = np.mean(losses[:10]), np.mean(losses[-10:])
         self.assertLess(last, 0.95 * first, f"loss {first:.4f} -> {last:.4f}")
         for n, p in model.named_parameters():
             if n.startswith("clip."):
                 torch.testing.assert_close(p, frozen[n], rtol=0, atol=0, msg=f"{n} changed")
-        self.assertTrue(any(not torch.equal(a, b) for a, b in zip(trained_before, model.trainable())))
+        self.assertTrue(any(not torch.equal(a, b) for a, b in zip(trained_before, model.trainable(), strict=True)))
 
     def test_limit_images_keeps_that_many_per_category(self):
         with tempfile.TemporaryDirectory() as root:
@@ -107,7 +114,7 @@ class Export(unittest.TestCase):
 
     def test_the_contract_describes_the_graph(self):
         model = onnx.load(str(self.path))
-        contract = json.loads({p.key: p.value for p in model.metadata_props}["clipada"])
+        contract = contract_of(model)
         self.assertEqual(contract["layers"], [2, 3])
         self.assertEqual(contract["grid"], [8, 8])
         self.assertEqual(contract["input"]["size"], [64, 64])
@@ -117,23 +124,35 @@ class Export(unittest.TestCase):
     def test_the_runtime_gives_the_maps_of_pytorch_followed_by_the_reference_scoring(self):
         if not CLIPADA.exists():
             self.fail(f"{CLIPADA} missing: build it (cargo build) or set CLIPADA_BIN")
-        spec = json.loads({p.key: p.value for p in onnx.load(str(self.path)).metadata_props}["clipada"])
+        spec = contract_of(self.path)
         graph = export.ExportGraph(self.model).eval()
         maps = pathlib.Path(self.dir.name) / "maps"
         for backend in ["tract"] + (["ort"] if os.environ.get("ORT_DYLIB_PATH") else []):
             result = subprocess.run(
-                [str(CLIPADA), "infer", "--json", "--backend", backend, "--model", str(self.path),
-                 "--maps-dir", str(maps / backend), *map(str, TEST_IMAGES)],
-                capture_output=True, text=True, check=True,
+                [
+                    str(CLIPADA),
+                    "infer",
+                    "--json",
+                    "--backend",
+                    backend,
+                    "--model",
+                    str(self.path),
+                    "--maps-dir",
+                    str(maps / backend),
+                    *map(str, TEST_IMAGES),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             lines = [json.loads(line) for line in result.stdout.splitlines()]
             self.assertEqual(len(lines), len(TEST_IMAGES))
-            for image, line in zip(TEST_IMAGES, lines):
+            for image, line in zip(TEST_IMAGES, lines, strict=True):
                 rgb = np.asarray(Image.open(image).convert("RGB"))
                 x = reference.preprocess(rgb, spec["input"])
                 with torch.no_grad():
                     raw = [t.numpy().astype(np.float64) for t in graph(torch.from_numpy(x))]
-                raw = dict(zip(["patch_logits", "image_logits", "patch_features"], raw))
+                raw = dict(zip(["patch_logits", "image_logits", "patch_features"], raw, strict=True))
                 expected_map, expected_score, _ = reference.score(raw, spec)
                 runtime_map = np.load(line["map"])
                 self.assertLessEqual(np.abs(runtime_map - expected_map).max(), 1e-4, f"{backend} {image}")

@@ -16,10 +16,12 @@ category (the "marginal training data" setting).
 
     python models/train.py --clip ViT-B-16 --weights ViT-B-16.bin --image-size 224 \
         --taps 6 9 12 --data /data/mvtec_ad --steps 3000 --out runs/vitb16
-    python models/train.py --clip tiny --image-size 64 --taps 2 3 --images models/samples/part/train/good --steps 20 --out /tmp/tiny
+    python models/train.py --clip tiny --image-size 64 --taps 2 3 \
+        --images models/samples/part/train/good --steps 20 --out /tmp/tiny
 
 Writes OUT/checkpoint.pt every --save-every steps and at the end, and OUT/losses.json.
 """
+
 import argparse
 import json
 import pathlib
@@ -43,7 +45,9 @@ def find_images(data=None, images=None, limit=None):
     groups = []
     if data is not None:
         for category in sorted(p for p in pathlib.Path(data).iterdir() if (p / "train" / "good").is_dir()):
-            groups.append(sorted(p for p in (category / "train" / "good").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            groups.append(
+                sorted(p for p in (category / "train" / "good").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            )
     if images is not None:
         groups.append(sorted(p for p in pathlib.Path(images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
     if limit is not None:
@@ -156,7 +160,9 @@ def main():
     )
     model = clipada_torch.ClipAda(config, clipada_torch.load_clip(config, args.weights)).to(args.device)
     paths = find_images(args.data, args.images, args.limit_images)
-    print(f"{len(paths)} normal images; training {sum(p.numel() for p in model.trainable())} parameters on {args.device}")
+    print(
+        f"{len(paths)} normal images; training {sum(p.numel() for p in model.trainable())} parameters on {args.device}"
+    )
     train(model, paths, args.steps, args.batch, args.lr, args.seed, args.device, args.out, args.save_every)
     print(f"wrote {args.out / 'checkpoint.pt'}")
 

@@ -122,3 +122,59 @@ fn default_model_features_match_onnxruntime_within_1e4() {
         &golden.patch_features.data,
     );
 }
+
+#[test]
+fn memory_branch_and_ignore_mask_match_the_reference_with_and_without_leave_one_out() {
+    #[derive(serde::Deserialize)]
+    struct Scored {
+        map: Stored,
+        score: f32,
+    }
+    #[derive(serde::Deserialize)]
+    struct MemoryGolden {
+        raw: StoredRaw,
+        bank: Stored,
+        sources: Vec<u32>,
+        inspected: Stored,
+        refined: Scored,
+        unrefined: Scored,
+        refined_without_0: Scored,
+    }
+    let path = root().join("tests/data/goldens/memory-mask.json");
+    let golden: MemoryGolden = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let file = ModelFile::open(&tiny_model()).unwrap();
+    let spec = &file.spec;
+    let bank = clipada::memory::MemoryBank {
+        made_for: clipada::memory::MadeFor {
+            model_sha256: file.sha256.clone(),
+            model_name: spec.name.clone(),
+            precision: "fp32".into(),
+            refine: true,
+        },
+        layers: spec.layer_count(),
+        dim: spec.feature_dim.unwrap(),
+        grid: spec.grid,
+        features: golden.bank.data.clone(),
+        sources: golden.sources.clone(),
+        threshold: None,
+        good_images: 2,
+        good_scores: Vec::new(),
+    };
+    let raw = RawOutputs {
+        patch_logits: Some(golden.raw.patch_logits.data.clone()),
+        image_logits: Some(golden.raw.image_logits.data.clone()),
+        patch_features: Some(golden.raw.patch_features.data.clone()),
+    };
+    let inspected: Vec<bool> = golden.inspected.data.iter().map(|v| *v > 0.5).collect();
+    for (name, refine, exclude, expected) in [
+        ("refined", true, None, &golden.refined),
+        ("unrefined", false, None, &golden.unrefined),
+        ("refined without image 0", true, Some(0), &golden.refined_without_0),
+    ] {
+        let mut scorer = Scorer::new(spec, refine, Some(&bank)).unwrap();
+        scorer.set_inspected(Some(inspected.clone()));
+        let scored = scorer.score_excluding(&raw, exclude).unwrap();
+        assert_close(&format!("{name} map"), scored.map.values, &expected.map.data);
+        assert_close(&format!("{name} score"), &[scored.score], &[expected.score]);
+    }
+}
