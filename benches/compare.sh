@@ -5,9 +5,10 @@
 #   bash benches/compare.sh GOOD_DIR TEST_DIR [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/helpers.sh
 good=$1 test=$2 model=${3:-models/default/efficientnet-lite0.onnx}
 py=models/.venv/bin/python
-ORT_DYLIB_PATH=$($py -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')
+ORT_DYLIB_PATH=$(ort_library "$py")
 export ORT_DYLIB_PATH
 memory=$(mktemp --suffix=.memory)
 trap 'rm -f "$memory"' EXIT

@@ -9,6 +9,7 @@ refinement (scipy maximum_filter), bilinear upsampling, Gaussian smoothing (scip
 
 Usage: python benches/python_pipeline.py --model M.onnx --memory M.memory --images DIR
 """
+
 import argparse
 import json
 import math
@@ -27,7 +28,7 @@ def read_memory(path):
     data = pathlib.Path(path).read_bytes()
     assert data[:16] == b"CLIPADA-MEMORY\0\0", "not a clipada memory file"
     header_len = struct.unpack_from("<I", data, 20)[0]
-    header = json.loads(data[24:24 + header_len])
+    header = json.loads(data[24 : 24 + header_len])
     width = header["layers"] * header["dim"]
     features = np.frombuffer(data, "<f4", header["count"] * width, 24 + header_len).reshape(header["count"], width)
     return features, header

@@ -6,9 +6,10 @@
 #   bash benches/quantized.sh IMAGES_DIR [ITERATIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/helpers.sh
 images=$1 iterations=${2:-20}
 py=models/.venv/bin/python
-ORT_DYLIB_PATH=$($py -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')
+ORT_DYLIB_PATH=$(ort_library "$py")
 export ORT_DYLIB_PATH
 mkdir -p models/build
 [ -f models/build/vit-b16-clipada.onnx ] || $py models/make_fixtures.py --variant vit-b16

@@ -12,20 +12,14 @@
 # binary (target/debug/clipada) and models/.venv come from tests/run-all.sh, which calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/helpers.sh
 target=aarch64-unknown-linux-gnu
 out=target/$target/release
 sudo=$([ "$(id -u)" = 0 ] || echo sudo)
 
 echo "== aarch64 toolchain and qemu"
 dpkg --print-foreign-architectures | grep -qx arm64 || $sudo dpkg --add-architecture arm64
-missing=()
-for package in gcc-aarch64-linux-gnu libc6-dev-arm64-cross libc6:arm64 libstdc++6:arm64 linux-libc-dev:arm64; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross libc6:arm64 libstdc++6:arm64 linux-libc-dev:arm64
 # ONNX Runtime's aarch64 library crashes qemu 7.2 (bookworm's) reading /proc/cpuinfo; qemu 10
 # from bookworm-backports runs it.
 if ! qemu-aarch64 --version 2>/dev/null | grep -qE 'version (9|[1-9][0-9])\.'; then
@@ -96,7 +90,7 @@ ORT_DYLIB_PATH=$ort_aarch64 cargo test --release --locked --target "$target" "${
 echo "== clipada infer: aarch64 (qemu) against x86, tract and ONNX Runtime"
 x86=target/debug/clipada
 [ -x "$x86" ] || cargo build --locked
-x86_ort=$($py -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')
+x86_ort=$(ort_library "$py")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 $x86 calibrate --backend tract --model models/default/efficientnet-lite0.onnx \

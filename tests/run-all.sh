@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs what it needs, then runs the numpy
-# reference's own tests, checks that the committed fixture and goldens are what the scripts
-# make, formatting and lint, cargo's tests, and the aarch64 build (tests under qemu, outputs
-# against x86) and its .deb. CI (.ci/run) runs exactly this. The training tests, which need
+# The whole test suite, on a fresh machine: installs what it needs, then checks that the
+# default build needs no libclang and the shipped V4L2 bindings are a fresh bindgen run's, runs
+# the Python tooling's lint and the numpy reference's own tests, checks that the committed
+# fixture and goldens are what the scripts make, Rust formatting, lint (both feature sets),
+# documentation and the minimum supported Rust version, cargo's tests (both feature sets), the
+# demo without libclang, and the aarch64 build (tests under qemu, outputs against x86) and its
+# .deb. CI (.ci/run) runs exactly this. The training tests, which need
 # PyTorch (about 5 GB), are separate: bash models/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/helpers.sh
 
 echo "== the default build needs no libclang (the V4L2 bindings are shipped: cross/v4l2-sys)"
 if cargo tree --locked -q -e normal,build -i clang-sys >/dev/null 2>&1; then
@@ -17,6 +21,10 @@ echo "== Python tooling (models/requirements-test.txt into models/.venv)"
 [ -x models/.venv/bin/python ] || python3 -m venv models/.venv
 models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-test.txt
 
+echo "== Python lint and format (ruff, models/pyproject.toml)"
+models/.venv/bin/ruff check --config models/pyproject.toml models benches
+models/.venv/bin/ruff format --check --config models/pyproject.toml models benches
+
 echo "== reference scoring, fixture and goldens"
 (cd models && .venv/bin/python -m unittest test_reference test_efficientnet)
 models/.venv/bin/python models/make_fixtures.py --check
@@ -26,15 +34,20 @@ models/.venv/bin/python models/make_goldens.py --check
 models/.venv/bin/python models/make_metric_goldens.py --check
 
 # The ONNX Runtime engine loads libonnxruntime at run time: the one from the pinned wheel.
-ORT_DYLIB_PATH=$(models/.venv/bin/python -c 'import onnxruntime, pathlib; print(next((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*")))')
+ORT_DYLIB_PATH=$(ort_library)
 export ORT_DYLIB_PATH
 
-echo "== Rust: format, lint, tests"
+echo "== Rust: format, lint, documentation, minimum Rust version, tests"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --no-default-features --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+rustup toolchain list | grep -q "^$msrv-" || rustup toolchain install "$msrv" --profile minimal
+cargo "+$msrv" check --locked -q --all-targets
 cargo test --locked --lib --bins --tests
+cargo test --locked --no-default-features --lib --tests
 
 echo "== the README's first command, with libclang out of reach"
 LIBCLANG_PATH=/nonexistent cargo run --locked -q -- demo --output target/ci-demo

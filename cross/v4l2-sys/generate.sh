@@ -1,19 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates the shipped V4L2 bindings (src/bindings/<arch>.rs) with bindgen, for x86_64 and
 # aarch64 Linux; with --check, generates them into a temporary folder and fails if they differ
-# from the shipped ones. Needs libclang (libclang-dev) and both architectures' kernel headers
-# (linux-libc-dev, and linux-libc-dev:arm64 or linux-libc-dev-arm64-cross); installs them with
-# apt when missing (root or sudo).
+# from the shipped ones. Needs libclang (libclang-dev) and both architectures' C library and
+# kernel headers (the host's, and libc6-dev-arm64-cross); installs them with apt when missing
+# (root or sudo).
 set -euo pipefail
 cd "$(dirname "$0")"
-sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-missing=()
-dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
-dpkg -s libc6-dev-arm64-cross >/dev/null 2>&1 || missing+=(libc6-dev-arm64-cross)
-if [ ${#missing[@]} -gt 0 ]; then
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. ../../tests/helpers.sh
+apt_install libclang-dev libc6-dev-arm64-cross
 out=src/bindings
 [ "${1:-}" = --check ] && out=$(mktemp -d)
 mkdir -p "$out"
