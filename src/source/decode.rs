@@ -95,6 +95,27 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     }
 }
 
+/// Bytes of all-one bits put before the end-of-image marker by [`with_scan_guard`]: more than
+/// a decoder can hold back between one Huffman code and the next (16 + 16 bits).
+const SCAN_GUARD_BYTES: usize = 8;
+
+/// `bytes` with [`SCAN_GUARD_BYTES`] bytes of one bits (each 0xFF stuffed as `FF 00`) before the
+/// last end-of-image marker. A complete scan ends before them and decodes as it would without
+/// them. A scan whose data ends early (a frame cut short and closed with an end-of-image marker,
+/// as some cameras and drivers do) goes on reading into them, and all-one bits are never a valid
+/// Huffman code, so the decode fails. Without the guard the decoder reads zero bits past the
+/// end and invents grey blocks that look like a good part.
+fn with_scan_guard(bytes: &[u8]) -> Vec<u8> {
+    let end = bytes.windows(JPEG_END.len()).rposition(|w| w == JPEG_END).unwrap_or(bytes.len());
+    let mut guarded = Vec::with_capacity(bytes.len() + 2 * SCAN_GUARD_BYTES);
+    guarded.extend_from_slice(&bytes[..end]);
+    for _ in 0..SCAN_GUARD_BYTES {
+        guarded.extend_from_slice(&[0xFF, 0x00]);
+    }
+    guarded.extend_from_slice(&bytes[end..]);
+    guarded
+}
+
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     let corrupt = |e: zune_jpeg::errors::DecodeErrors| DecodeError::Corrupt { format: "JPEG", reason: e.to_string() };
     let options = DecoderOptions::default()
@@ -108,7 +129,8 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
             reason: "no end-of-image marker: the file is cut short".into(),
         });
     }
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let guarded = with_scan_guard(bytes);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&guarded[..]), options);
     decoder.decode_headers().map_err(corrupt)?;
     let (width, height) = decoder.dimensions().expect("headers were decoded");
     check_dimensions(width as u64, height as u64)?;
@@ -181,6 +203,30 @@ mod tests {
             }
             let cut = bytes.len() - 2;
             assert!(decode_rgb(&bytes[..cut]).is_err(), "{format:?} missing its last 2 bytes was decoded");
+        }
+    }
+
+    #[test]
+    fn a_jpeg_scan_cut_short_and_closed_with_an_end_marker_is_an_error() {
+        for (width, height, quality) in [(96, 80, 90), (640, 480, 75), (33, 17, 100), (200, 150, 30)] {
+            let frame = RgbImage::from_fn(width, height, |x, y| {
+                image::Rgb([(x * 7 + y) as u8, (y * 5) as u8, ((x * y) % 251) as u8])
+            });
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality).encode_image(&frame).unwrap();
+            let whole = decode_rgb(&bytes).unwrap();
+            let scan_start = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap() + 20;
+            let scan_end = bytes.len() - 2;
+            let mut failures = Vec::new();
+            for cut in (scan_start..scan_end).step_by(((scan_end - scan_start) / 200).max(1)).chain(scan_end - 3..scan_end)
+            {
+                let mut closed = bytes[..cut].to_vec();
+                closed.extend_from_slice(JPEG_END);
+                if let Ok(decoded) = decode_rgb(&closed) {
+                    failures.push((cut, decoded == whole));
+                }
+            }
+            assert!(failures.is_empty(), "{width}x{height} q{quality}: cuts decoded (cut, same pixels): {failures:?}");
         }
     }
 
