@@ -15,13 +15,22 @@
 //!    threshold is `max(max_i s_i, mean(s) + 3 sd(s))`: no good image of the calibration set
 //!    would fail, and a margin grows with the spread of good scores. With one image there is no
 //!    leave-one-out score and no threshold.
+//! 3. Because the threshold admits the worst good image, one defective part in the good folder
+//!    would blind the station to its defect. With [`MIN_IMAGES_FOR_OUTLIERS`] images or more,
+//!    a good image scoring more than [`OUTLIER_SIGMAS`] robust standard deviations above the
+//!    median (`1.4826 * MAD`, at least [`OUTLIER_MIN_SPREAD`] of the median) is an outlier:
+//!    its patches leave the memory and its score the threshold, and the report names it (the
+//!    other images' scores were taken with its patches present, so they are if anything lower:
+//!    a stricter threshold). More than [`MAX_OUTLIER_FRACTION`] of the images as outliers is no
+//!    longer a stray part but a mixed set (two product variants, a changed light): calibration
+//!    refuses. `keep_outliers` keeps every image as given.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::memory::coreset::greedy_coreset;
 use crate::memory::file::limits as memory_limits;
-use crate::memory::MemoryBank;
+use crate::memory::{threshold_from_good_scores, MemoryBank};
 use crate::pipeline::{Extractor, InspectError};
 use crate::score::Scorer;
 use crate::source::files::{read_image, ImageError};
@@ -34,8 +43,15 @@ pub const DEFAULT_MEMORY_SIZE: usize = 4096;
 pub const MIN_MEMORY_SIZE: usize = 64;
 /// Candidates kept in the pool, as a multiple of the memory size (pass 1).
 pub const POOL_FACTOR: usize = 8;
-/// Standard deviations of the good scores added above their mean for the threshold.
-pub const THRESHOLD_SIGMAS: f32 = 3.0;
+
+/// Fewest good images with which outliers are looked for (a median and MAD need several).
+pub const MIN_IMAGES_FOR_OUTLIERS: usize = 8;
+/// Robust standard deviations above the median beyond which a good image is an outlier.
+pub const OUTLIER_SIGMAS: f32 = 6.0;
+/// Smallest robust spread, as a fraction of the median score (identical good scores have none).
+pub const OUTLIER_MIN_SPREAD: f32 = 0.05;
+/// Largest fraction of the good images that may be left out as outliers.
+pub const MAX_OUTLIER_FRACTION: f32 = 0.05;
 
 /// Why calibration failed; each names the image or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +74,25 @@ pub enum CalibrationError {
     /// Stopped on request (SIGTERM).
     #[error("calibration stopped on request")]
     Stopped,
+    /// Too many good images score far above the others: the set is mixed.
+    #[error(
+        "{} of {images} good images score far above the others (median {median:.6}, outlier above {limit:.6}): \
+         more than {:.0} % is a mixed set (product variants? a changed light?), not stray parts: {}; \
+         calibrate each kind of part on its own, or keep them all on purpose (--keep-outliers)",
+        .outliers.len(),
+        MAX_OUTLIER_FRACTION * 100.0,
+        .outliers.iter().map(|(path, score)| format!("{} ({score:.6})", path.display())).collect::<Vec<_>>().join(", ")
+    )]
+    Outliers {
+        /// Each outlier and its leave-one-out score, worst first.
+        outliers: Vec<(PathBuf, f32)>,
+        /// How many good images there were.
+        images: usize,
+        /// The median good score.
+        median: f32,
+        /// The score above which an image is an outlier.
+        limit: f32,
+    },
 }
 
 /// Which pass calibration is in, for progress reports.
@@ -76,18 +111,32 @@ pub struct Calibration {
     pub bank: MemoryBank,
     /// Patches seen before subsampling.
     pub candidates: usize,
+    /// Good images left out as outliers, with their leave-one-out scores, worst first.
+    pub outliers: Vec<(PathBuf, f32)>,
 }
 
-/// Calibrates `extractor`'s model from `good` images, keeping `memory_size` patches, for
-/// scoring with or without `refine`. `progress` is told each image done; `stop` ends it early.
+/// How to calibrate.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Patches the memory keeps.
+    pub memory_size: usize,
+    /// Whether the scores (and so the threshold) are taken with anomaly region refinement.
+    pub refine: bool,
+    /// Keep good images that are outliers (module documentation, step 3) instead of leaving
+    /// them out.
+    pub keep_outliers: bool,
+}
+
+/// Calibrates `extractor`'s model from `good` images as `settings` say. `progress` is told
+/// each image done; `stop` ends it early.
 pub fn calibrate(
     extractor: &mut Extractor,
     good: &[PathBuf],
-    memory_size: usize,
-    refine: bool,
+    settings: Settings,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Pass, usize, usize),
 ) -> Result<Calibration, CalibrationError> {
+    let Settings { memory_size, refine, keep_outliers } = settings;
     let setting = |reason: String| Err(CalibrationError::Setting(reason));
     if good.is_empty() {
         return setting("no good images to calibrate from".into());
@@ -144,7 +193,8 @@ pub fn calibrate(
     };
     drop(pool);
 
-    // Pass 2: leave-one-out scores and the threshold.
+    // Pass 2: leave-one-out scores, outliers and the threshold.
+    let mut left_out = Vec::new();
     if good.len() >= 2 {
         let mut scorer = Scorer::new(&spec, refine, Some(&bank))
             .map_err(|error| CalibrationError::Model { path: good[0].clone(), error: error.into() })?;
@@ -159,9 +209,21 @@ pub fn calibrate(
             bank.good_scores.push(scored.score);
             progress(Pass::Scores, index + 1, good.len());
         }
+        if !keep_outliers {
+            let found = outliers(&bank.good_scores);
+            if found.len() as f32 > MAX_OUTLIER_FRACTION * good.len() as f32 {
+                let (limit, median) = outlier_limit(&bank.good_scores).expect("outliers were found");
+                let mut outliers: Vec<_> = found.iter().map(|&i| (good[i].clone(), bank.good_scores[i])).collect();
+                outliers.sort_by(|a, b| b.1.total_cmp(&a.1));
+                return Err(CalibrationError::Outliers { outliers, images: good.len(), median, limit });
+            }
+            left_out = found.iter().map(|&i| (good[i].clone(), bank.good_scores[i])).collect();
+            left_out.sort_by(|a, b| b.1.total_cmp(&a.1));
+            leave_out(&mut bank, &found);
+        }
         bank.threshold = Some(threshold_from_good_scores(&bank.good_scores));
     }
-    Ok(Calibration { bank, candidates: good.len() * patches })
+    Ok(Calibration { bank, candidates: good.len() * patches, outliers: left_out })
 }
 
 /// Reads one good image and runs the model on it.
@@ -170,13 +232,59 @@ fn run<'a>(extractor: &'a mut Extractor, path: &Path) -> Result<&'a crate::model
     extractor.extract(&frame).map_err(|error| CalibrationError::Model { path: path.to_path_buf(), error })
 }
 
-/// `max(max s, mean s + THRESHOLD_SIGMAS * sd s)` (population standard deviation).
-pub fn threshold_from_good_scores(scores: &[f32]) -> f32 {
-    let n = scores.len() as f64;
-    let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
-    let sd = (scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max.max((mean + THRESHOLD_SIGMAS as f64 * sd) as f32)
+/// The score above which a good image is an outlier, and the median; `None` with too few scores.
+pub fn outlier_limit(scores: &[f32]) -> Option<(f32, f32)> {
+    if scores.len() < MIN_IMAGES_FOR_OUTLIERS {
+        return None;
+    }
+    let median_of = |values: &mut Vec<f32>| {
+        values.sort_by(f32::total_cmp);
+        let n = values.len();
+        (values[(n - 1) / 2] + values[n / 2]) / 2.0
+    };
+    let median = median_of(&mut scores.to_vec());
+    let mad = median_of(&mut scores.iter().map(|s| (s - median).abs()).collect());
+    let spread = (1.4826 * mad).max(OUTLIER_MIN_SPREAD * median.abs());
+    Some((median + OUTLIER_SIGMAS * spread, median))
+}
+
+/// The indices of the outliers among `scores`, in index order.
+fn outliers(scores: &[f32]) -> Vec<usize> {
+    let Some((limit, _)) = outlier_limit(scores) else { return Vec::new() };
+    (0..scores.len()).filter(|&i| scores[i] > limit).collect()
+}
+
+/// Removes the good images at `images` (sorted) from `bank`: their patches and their scores;
+/// the remaining images are numbered again in order.
+fn leave_out(bank: &mut MemoryBank, images: &[usize]) {
+    if images.is_empty() {
+        return;
+    }
+    let width = bank.width();
+    let renumbered: Vec<Option<u32>> = {
+        let mut next = 0;
+        (0..bank.good_images)
+            .map(|i| {
+                (images.binary_search(&i).is_err()).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect()
+    };
+    let mut features = Vec::with_capacity(bank.features.len());
+    let mut sources = Vec::with_capacity(bank.sources.len());
+    for (patch, &source) in bank.sources.iter().enumerate() {
+        if let Some(new) = renumbered[source as usize] {
+            features.extend_from_slice(&bank.features[patch * width..][..width]);
+            sources.push(new);
+        }
+    }
+    bank.features = features;
+    bank.sources = sources;
+    bank.good_scores =
+        (0..bank.good_images).filter(|i| renumbered[*i].is_some()).map(|i| bank.good_scores[i]).collect();
+    bank.good_images -= images.len();
 }
 
 #[cfg(test)]
@@ -184,10 +292,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn threshold_is_mean_plus_three_sd_or_the_worst_good_score() {
-        // mean 0.2, sd 0.1 (population) -> 0.5, above the max 0.3.
-        assert!((threshold_from_good_scores(&[0.1, 0.3, 0.1, 0.3]) - 0.5).abs() < 1e-6);
-        // Identical scores: sd 0, the max wins.
-        assert_eq!(threshold_from_good_scores(&[0.25, 0.25]), 0.25);
+    fn a_good_image_far_above_the_others_is_an_outlier() {
+        let mut scores = vec![1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 0.98, 1.01, 0.99];
+        assert!(outliers(&scores).is_empty());
+        // Spread: MAD 0.02 -> 0.0297, floored at 5 % of the median (0.05); limit 1.3.
+        let (limit, median) = outlier_limit(&scores).unwrap();
+        assert!((median - 1.0).abs() < 1e-6 && (limit - 1.3).abs() < 1e-5, "{limit} {median}");
+        scores[7] = 1.4;
+        scores[3] = 2.5;
+        assert_eq!(outliers(&scores), vec![3, 7]);
+        // Too few images to tell.
+        assert!(outliers(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0]).is_empty());
+    }
+
+    #[test]
+    fn leaving_out_images_removes_their_patches_and_scores_and_renumbers_the_rest() {
+        let mut bank = crate::memory::file::tests::bank();
+        bank.features = (0..5).flat_map(|i| [i as f32; 6]).collect();
+        bank.sources = vec![0, 3, 7, 3, 5];
+        bank.good_scores = (0..8).map(|i| i as f32 / 10.0).collect();
+        leave_out(&mut bank, &[3, 6]);
+        assert_eq!(bank.sources, vec![0, 5, 4]);
+        assert_eq!(bank.features, [0.0; 6].iter().chain(&[2.0; 6]).chain(&[4.0; 6]).copied().collect::<Vec<_>>());
+        assert_eq!(bank.good_scores, vec![0.0, 0.1, 0.2, 0.4, 0.5, 0.7]);
+        assert_eq!(bank.good_images, 6);
     }
 }

@@ -118,6 +118,10 @@ enum Command {
         /// Derive the threshold without refinement (when infer will run with --no-refine).
         #[arg(long)]
         no_refine: bool,
+        /// Keep good images that score far above the others (by default calibration refuses
+        /// them: one defective part among the good ones would let its defect pass).
+        #[arg(long)]
+        keep_outliers: bool,
     },
     /// Metrics on a dataset in the MVTec AD layout (calibrating from each category's train/good).
     Eval {
@@ -252,10 +256,17 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             let options = infer::InferOptions { model: model.model, inspect, json, overlay_dir, maps_dir, inputs };
             Ok(infer::infer(&options, &mut out, &mut err)?.complete())
         }
-        Command::Calibrate { model, good, out: file, memory_size, no_refine } => {
+        Command::Calibrate { model, good, out: file, memory_size, no_refine, keep_outliers } => {
             let engine = model.engine();
-            let options =
-                calibrate::CalibrateOptions { model: model.model, good, out: file, memory_size, no_refine, engine };
+            let options = calibrate::CalibrateOptions {
+                model: model.model,
+                good,
+                out: file,
+                memory_size,
+                no_refine,
+                keep_outliers,
+                engine,
+            };
             let stop = stop_on_signals()?;
             calibrate::calibrate(&options, &stop, &mut out, &mut err).map(|_| true)
         }
@@ -278,8 +289,11 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
         Command::Manual => manual(&mut out).map(|()| true),
         Command::Demo { output } => Ok(demo::demo(&output, &mut out, &mut err)?.complete()),
         Command::Run { config, worker: false } => {
+            // First thing: from here on SIGTERM means the safe state, not death (before this,
+            // nothing is claimed, and death leaves the lines as the kernel had them).
+            let stop = stop_on_signals()?;
             let clipada = std::env::current_exe().context("cannot find this program to start the worker")?;
-            run::run(&config, &clipada, stop_on_signals()?, &mut err).map(|()| true)
+            run::run(&config, &clipada, stop, &mut out, &mut err).map(|()| true)
         }
         Command::Run { config, worker: true } => {
             run::worker(&config, stop_on_signals()?, &mut out, &mut err).map(|_| true)

@@ -12,6 +12,7 @@ use crate::model::backend::EngineConfig;
 use crate::model::ModelFile;
 use crate::pipeline::Extractor;
 use crate::source::files::collect_images;
+use crate::storage::owned::{replaceable, FileKind};
 
 /// What `clipada calibrate` was asked to do.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct CalibrateOptions {
     pub memory_size: usize,
     /// Score the good images without refinement (match how `infer` will be run).
     pub no_refine: bool,
+    /// Keep good images that score far above the others (by default calibration refuses them).
+    pub keep_outliers: bool,
     /// Which engine runs the model.
     pub engine: EngineConfig,
 }
@@ -38,18 +41,17 @@ pub fn calibrate(
     out: &mut dyn Write,
     diagnostics: &mut dyn Write,
 ) -> anyhow::Result<Calibration> {
+    replaceable(&options.out, FileKind::Memory).context("--out")?;
     let model = ModelFile::open(&options.model)?;
     let good: Vec<PathBuf> = collect_images(std::slice::from_ref(&options.good))?.into_iter().map(|i| i.path).collect();
     anyhow::ensure!(!good.is_empty(), "{}: no png, jpg, jpeg or bmp images found", options.good.display());
     let mut extractor = Extractor::load(&model, &options.engine, diagnostics)?;
-    let result = calibration::calibrate(
-        &mut extractor,
-        &good,
-        options.memory_size,
-        !options.no_refine,
-        stop,
-        &mut |_, _, _| {},
-    )?;
+    let settings = calibration::Settings {
+        memory_size: options.memory_size,
+        refine: !options.no_refine,
+        keep_outliers: options.keep_outliers,
+    };
+    let result = calibration::calibrate(&mut extractor, &good, settings, stop, &mut |_, _, _| {})?;
     memory_file::write(&options.out, &result.bank).context("--out")?;
     report(&result, &model.spec.name, out)?;
     writeln!(out, "wrote {}", options.out.display())?;
@@ -79,5 +81,13 @@ pub fn report(result: &Calibration, model: &str, out: &mut dyn Write) -> std::io
             )
         }
         None => writeln!(out, "no threshold: it needs at least 2 good images; pass --threshold to infer"),
+    }?;
+    for (path, score) in &result.outliers {
+        writeln!(
+            out,
+            "left out {} (score {score:.6}): far above the other good parts; look at it (--keep-outliers keeps it)",
+            path.display()
+        )?;
     }
+    Ok(())
 }

@@ -51,6 +51,7 @@ pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> 
         out: memory.clone(),
         memory_size: DEFAULT_MEMORY_SIZE,
         no_refine: false,
+        keep_outliers: false,
         engine: EngineConfig::default(),
     };
     calibrate(&calibration, &AtomicBool::new(false), out, diagnostics)?;

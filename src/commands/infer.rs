@@ -62,16 +62,30 @@ impl InferSummary {
 /// One line of output.
 #[derive(Debug, Serialize)]
 struct ResultLine<'a> {
+    #[serde(serialize_with = "lossy_path")]
     path: &'a Path,
     score: Option<f32>,
     verdict: Verdict,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     elapsed_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "lossy_optional_path")]
     overlay: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "lossy_optional_path")]
     map: Option<PathBuf>,
+}
+
+/// A path as JSON text; bytes that are not UTF-8 become U+FFFD (JSON holds only Unicode, and a
+/// file name must not stop the run).
+fn lossy_path<S: serde::Serializer>(path: &&Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
+fn lossy_optional_path<S: serde::Serializer>(path: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => lossy_path(&path.as_path(), serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// The output folders of a run and the names given out so far.
@@ -105,9 +119,13 @@ impl Outputs {
         name
     }
 
-    /// Writes `bytes` as `name.extension` in `dir`, unless that would replace an input.
+    /// Writes `bytes` as `name.extension` in `dir`, unless that would replace an input. The
+    /// extension is appended (`part.good` becomes `part.good.png`, never `part.png`).
     fn write(&self, dir: &OwnedDir, name: &Path, extension: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
-        let relative = name.with_extension(extension);
+        let mut relative = name.as_os_str().to_os_string();
+        relative.push(".");
+        relative.push(extension);
+        let relative = PathBuf::from(relative);
         let destination = dir.path().join(&relative);
         if std::fs::metadata(&destination).is_ok_and(|m| self.inputs.contains(&identity(&m))) {
             anyhow::bail!("{}: is one of the inputs: not overwritten", destination.display());

@@ -30,8 +30,15 @@ const WORKER_EXIT: Duration = Duration::from_secs(2);
 /// The supervisor: loads and checks `config`, locks the state folder, claims the lines in the
 /// safe state, starts the worker (`clipada`, this program, `run --worker`) and drives the lines
 /// for it until it ends or `stop` is set. An error when the configuration is refused, or when
-/// the worker failed or died.
-pub fn run(config: &Path, clipada: &Path, stop: Arc<AtomicBool>, diagnostics: &mut dyn Write) -> anyhow::Result<()> {
+/// the worker failed or died. At the end it writes to `out` the verdicts the lines showed (the
+/// worker's own summary may be lost: a stopped worker that does not end in time is killed).
+pub fn run(
+    config: &Path,
+    clipada: &Path,
+    stop: Arc<AtomicBool>,
+    out: &mut dyn Write,
+    diagnostics: &mut dyn Write,
+) -> anyhow::Result<()> {
     let plan = StationPlan::load(config)?;
     let _state = assemble::lock_state(&plan)?;
     let lines = assemble::lines(&plan)?;
@@ -52,6 +59,16 @@ pub fn run(config: &Path, clipada: &Path, stop: Arc<AtomicBool>, diagnostics: &m
         .context("cannot start the worker")?;
     let ended = supervisor.run(&stop, diagnostics);
     let status = end_worker(&mut worker, ended)?;
+    let tally = supervisor.tally();
+    writeln!(
+        out,
+        "lines showed {} verdicts: {} pass, {} fail, {} error",
+        tally.frames(),
+        tally.pass,
+        tally.fail,
+        tally.error
+    )
+    .context("stdout")?;
     match (ended, status.success()) {
         (Ended::Stopped, _) | (Ended::WorkerGone, true) => Ok(()),
         (Ended::WorkerGone, false) => {

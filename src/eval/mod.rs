@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::calibration::calibrate;
+use crate::calibration::{calibrate, Settings};
 use crate::model::backend::EngineConfig;
 use crate::model::ModelFile;
 use crate::pipeline::{Extractor, Inspector, Memory};
@@ -153,7 +153,9 @@ fn evaluate_category(
     let show = std::io::stderr().is_terminal();
     let refine = !options.no_refine;
     let never = std::sync::atomic::AtomicBool::new(false);
-    let calibration = calibrate(&mut extractor, &good, options.memory_size, refine, &never, &mut |_, _, _| {})?;
+    // The dataset labels train/good as good: every one of them is kept.
+    let settings = Settings { memory_size: options.memory_size, refine, keep_outliers: true };
+    let calibration = calibrate(&mut extractor, &good, settings, &never, &mut |_, _, _| {})?;
     let memory = Memory { bank: calibration.bank, path: train };
     let mut inspector = Inspector::new(extractor, refine, Some(&memory), None)?;
 

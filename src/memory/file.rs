@@ -231,6 +231,18 @@ fn check_header(header: &Header) -> Result<(), (&'static str, String)> {
     if header.good_scores.iter().any(|s| !score_ok(*s)) {
         return Err(("good_scores", format!("a score outside [0, {}]", limits::SCORE)));
     }
+    if let Some(threshold) = header.threshold {
+        let derived = super::threshold_from_good_scores(&header.good_scores);
+        if (threshold - derived).abs() > 1e-6 * derived.max(1e-6) {
+            return Err((
+                "threshold",
+                format!(
+                    "{threshold} is not the threshold its good scores give ({derived}): the file was edited; \
+                     calibrate again, or give a threshold on purpose (--threshold, the station's threshold)"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -284,7 +296,7 @@ pub fn write(path: &Path, bank: &MemoryBank) -> Result<(), MemoryFileError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn unit(dim: usize, seed: usize) -> Vec<f32> {
@@ -308,7 +320,7 @@ mod tests {
             sources: vec![0, 7],
             threshold: Some(0.25),
             good_images: 8,
-            good_scores: vec![0.1; 8],
+            good_scores: vec![0.25; 8],
         }
     }
 
@@ -365,6 +377,8 @@ mod tests {
             "threshold"
         );
         assert_eq!(refused_field(&rewritten(|h| h.threshold = Some(2.5))), "threshold");
+        // Within range but not what the good scores give: edited by hand.
+        assert_eq!(refused_field(&rewritten(|h| h.threshold = Some(0.3))), "threshold");
         assert_eq!(refused_field(&rewritten(|h| h.threshold = None)), "threshold");
         assert_eq!(refused_field(&rewritten(|h| h.count = 0)), "count");
         assert_eq!(refused_field(&rewritten(|h| h.count = 3)), "count");

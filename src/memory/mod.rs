@@ -51,6 +51,18 @@ pub struct MemoryBank {
     pub good_scores: Vec<f32>,
 }
 
+/// Standard deviations of the good scores added above their mean for the threshold.
+pub const THRESHOLD_SIGMAS: f32 = 3.0;
+
+/// `max(max s, mean s + THRESHOLD_SIGMAS * sd s)` (population standard deviation).
+pub fn threshold_from_good_scores(scores: &[f32]) -> f32 {
+    let n = scores.len() as f64;
+    let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
+    let sd = (scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max.max((mean + THRESHOLD_SIGMAS as f64 * sd) as f32)
+}
+
 impl MemoryBank {
     /// Number of stored patches.
     pub fn len(&self) -> usize {
@@ -65,5 +77,18 @@ impl MemoryBank {
     /// Length of one stored patch's feature vector, `L*D`.
     pub fn width(&self) -> usize {
         self.layers * self.dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_is_mean_plus_three_sd_or_the_worst_good_score() {
+        // mean 0.2, sd 0.1 (population) -> 0.5, above the max 0.3.
+        assert!((threshold_from_good_scores(&[0.1, 0.3, 0.1, 0.3]) - 0.5).abs() < 1e-6);
+        // Identical scores: sd 0, the max wins.
+        assert_eq!(threshold_from_good_scores(&[0.25, 0.25]), 0.25);
     }
 }

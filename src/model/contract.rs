@@ -218,6 +218,19 @@ impl ModelFile {
             return Err(ModelError::contract(path, METADATA_KEY, "more than one metadata_props entry of this name"));
         }
         let spec = parse_contract(path, json)?;
+        let graph = proto.graph.as_ref();
+        let initializers: Vec<&str> =
+            graph.map(|g| g.initializer.iter().map(|t| t.name.as_str()).collect()).unwrap_or_default();
+        let inputs: Vec<&str> = graph
+            .map(|g| g.input.iter().map(|i| i.name.as_str()).filter(|name| !initializers.contains(name)).collect())
+            .unwrap_or_default();
+        if inputs != [spec.input.name.as_str()] {
+            return Err(ModelError::contract(
+                path,
+                "input.name",
+                format!("the graph's inputs are {inputs:?}: it must have exactly one, {:?}", spec.input.name),
+            ));
+        }
         Ok(ModelFile { path: path.to_path_buf(), bytes, proto, spec, sha256 })
     }
 

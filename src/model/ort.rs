@@ -12,11 +12,12 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::session::{builder::SessionBuilder, Session};
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use super::backend::{EngineConfig, EngineLoadError, Provider, TensorRtOptions};
 use super::contract::{ModelError, ModelFile, OutputRole};
 use super::{Engine, EngineError, EngineInfo, Precision, RawOutputs};
+use crate::storage::owned::{FolderKind, OwnedDir};
 
 /// A model in an ONNX Runtime session.
 pub struct OrtEngine {
@@ -119,16 +120,19 @@ impl OrtEngine {
         let session = builder.commit_from_memory(&file.bytes).map_err(|e| {
             EngineLoadError::Model(ModelError::Unreadable { path: file.path.clone(), reason: e.to_string() })
         })?;
-        let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        let contract = |field: String, reason: String| {
+            EngineLoadError::Model(ModelError::Contract { path: file.path.clone(), field, reason })
+        };
+        let input = &session.inputs()[0];
+        check_tensor(input.dtype(), &file.spec.input_shape())
+            .map_err(|reason| contract("input.size".into(), reason))?;
         let mut outputs = Vec::new();
-        for (role, name, _) in file.spec.expected_outputs() {
-            if !names.contains(&name) {
-                return Err(EngineLoadError::Model(ModelError::Contract {
-                    path: file.path.clone(),
-                    field: format!("outputs.{}", role.key()),
-                    reason: format!("the graph has no output named {name:?}"),
-                }));
-            }
+        for (role, name, shape) in file.spec.expected_outputs() {
+            let field = format!("outputs.{}", role.key());
+            let output = session.outputs().iter().find(|o| o.name() == name);
+            let output =
+                output.ok_or_else(|| contract(field.clone(), format!("the graph has no output named {name:?}")))?;
+            check_tensor(output.dtype(), &shape).map_err(|reason| contract(field, reason))?;
             outputs.push((role, name.to_string()));
         }
         let precision = match provider {
@@ -138,6 +142,24 @@ impl OrtEngine {
         };
         Ok(OrtEngine { session, input_shape: file.spec.input_shape(), outputs, provider, precision, skipped })
     }
+}
+
+/// Checks a graph input's or output's declared type against the contract: a float tensor whose
+/// known dimensions are those expected (ONNX Runtime reports unknown ones as -1; the data's
+/// length is checked again at every run).
+fn check_tensor(declared: &ValueType, expected: &[usize]) -> Result<(), String> {
+    let ValueType::Tensor { ty, shape, .. } = declared else {
+        return Err(format!("the graph declares {declared}, not a float tensor"));
+    };
+    if *ty != TensorElementType::Float32 {
+        return Err(format!("the graph declares {ty} elements, not float32"));
+    }
+    let fits = shape.len() == expected.len()
+        && shape.iter().zip(expected).all(|(&declared, &expected)| declared < 0 || declared as usize == expected);
+    if !fits {
+        return Err(format!("the graph gives shape {:?}, the contract implies {expected:?}", &shape[..]));
+    }
+    Ok(())
 }
 
 /// Registers one provider on `builder`: `Ok(Err(why))` when it cannot be (try the next one),
@@ -187,11 +209,7 @@ fn register(
 /// Creates the TensorRT engine cache folder if missing and proves it writable, so that engines
 /// are kept across restarts instead of being rebuilt (minutes) at every boot.
 pub fn prepare_engine_cache(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("engine cache {}: {e}", dir.display()))?;
-    let probe = dir.join(".clipada-write-test");
-    std::fs::write(&probe, b"").map_err(|e| format!("engine cache {} is not writable: {e}", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
+    OwnedDir::claim(dir, FolderKind::EngineCache).map(drop).map_err(|e| format!("engine cache: {e}"))
 }
 
 impl Engine for OrtEngine {

@@ -22,13 +22,6 @@ impl TractEngine {
         let unreadable = |e: TractError| ModelError::Unreadable { path: file.path.clone(), reason: format!("{e:#}") };
         let contract = |field: String, reason: String| ModelError::Contract { path: file.path.clone(), field, reason };
 
-        let graph_input = file.proto.graph.as_ref().and_then(|g| g.input.first()).map(|i| i.name.clone());
-        if graph_input.as_deref() != Some(spec.input.name.as_str()) {
-            return Err(contract(
-                "input.name".into(),
-                format!("the graph's first input is {graph_input:?}, not {:?}", spec.input.name),
-            ));
-        }
         refuse_known_defects(file)?;
         let graph_outputs = file.graph_outputs();
         let expected = spec.expected_outputs();

@@ -218,7 +218,8 @@ mod tests {
             let scan_start = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap() + 20;
             let scan_end = bytes.len() - 2;
             let mut failures = Vec::new();
-            for cut in (scan_start..scan_end).step_by(((scan_end - scan_start) / 200).max(1)).chain(scan_end - 3..scan_end)
+            for cut in
+                (scan_start..scan_end).step_by(((scan_end - scan_start) / 200).max(1)).chain(scan_end - 3..scan_end)
             {
                 let mut closed = bytes[..cut].to_vec();
                 closed.extend_from_slice(JPEG_END);

@@ -157,8 +157,27 @@ pub enum Ended {
     Stopped,
 }
 
+/// The verdicts the worker asked the lines to show, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// PASS verdicts.
+    pub pass: u64,
+    /// FAIL verdicts.
+    pub fail: u64,
+    /// ERROR verdicts.
+    pub error: u64,
+}
+
+impl Tally {
+    /// All verdicts.
+    pub fn frames(&self) -> u64 {
+        self.pass + self.fail + self.error
+    }
+}
+
 /// Owns the verdict lines and drives them as the worker asks; see the module documentation.
 pub struct Supervisor {
+    tally: Tally,
     lines: VerdictLines,
     stream: UnixStream,
     loop_deadline: Duration,
@@ -179,6 +198,7 @@ impl Supervisor {
     pub fn new(mut lines: VerdictLines, stream: UnixStream, loop_deadline: Duration) -> Result<Supervisor, GpioError> {
         lines.enter_safe_state()?;
         Ok(Supervisor {
+            tally: Tally::default(),
             lines,
             stream,
             loop_deadline,
@@ -189,6 +209,11 @@ impl Supervisor {
             last_heard: Instant::now(),
             deadline_reported: false,
         })
+    }
+
+    /// The verdicts shown so far.
+    pub fn tally(&self) -> Tally {
+        self.tally
     }
 
     /// Reports readiness, heartbeats (while the worker is alive), status and stopping to the
@@ -244,7 +269,7 @@ impl Supervisor {
                     notifier.ready();
                 }
             }
-            Kind::Show => match self.lines.request(message.verdict, Instant::now()) {
+            Kind::Show => match self.show(message.verdict) {
                 Ok(true) => self.send(Kind::Shown, message.sequence, ""),
                 Ok(false) => self.awaiting = Some(message.sequence),
                 Err(e) => {
@@ -259,6 +284,16 @@ impl Supervisor {
             }
             Kind::Alive | Kind::Shown | Kind::LineFailed => {}
         }
+    }
+
+    /// Counts `verdict` and asks the lines to show it (see [`VerdictLines::request`]).
+    fn show(&mut self, verdict: Verdict) -> Result<bool, GpioError> {
+        match verdict {
+            Verdict::Pass => self.tally.pass += 1,
+            Verdict::Fail => self.tally.fail += 1,
+            Verdict::Error => self.tally.error += 1,
+        }
+        self.lines.request(verdict, Instant::now())
     }
 
     /// A line write failed: the lines go to the safe state (as far as they can), and the

@@ -48,6 +48,8 @@ pub enum FolderKind {
     State,
     /// `clipada demo`'s output.
     Demo,
+    /// TensorRT's engine cache.
+    EngineCache,
 }
 
 impl FolderKind {
@@ -58,6 +60,7 @@ impl FolderKind {
             FolderKind::FailedParts => "failed-parts",
             FolderKind::State => "state",
             FolderKind::Demo => "demo",
+            FolderKind::EngineCache => "engine-cache",
         }
     }
 }
@@ -92,6 +95,13 @@ impl FileKind {
             FileKind::GpioRecord => "GPIO record",
             FileKind::Framebuffer => "framebuffer file",
         }
+    }
+
+    /// Whether an empty file may be of this kind: those clipada appends to are created empty
+    /// before their first line, and may be left so by a crash; the others are only ever
+    /// renamed into place whole, so an empty one is someone else's.
+    fn may_be_empty(self) -> bool {
+        matches!(self, FileKind::ResultLog | FileKind::GpioRecord)
     }
 
     /// Whether `file` (`len` bytes, not empty) is of this kind.
@@ -214,7 +224,7 @@ fn check_kind(dir: &OwnedFd, name: &OsStr, kind: FileKind, path: &Path) -> Resul
             let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
             let file = File::from(rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(io_error(path))?);
             let len = file.metadata().map_err(|error| WriteError::Io { path: path.to_path_buf(), error })?.len();
-            if len == 0 || kind.recognises(&file, len) {
+            if (len == 0 && kind.may_be_empty()) || (len > 0 && kind.recognises(&file, len)) {
                 Ok(())
             } else {
                 Err(refused(path, format!("not a clipada {}: refusing to overwrite it", kind.name())))
@@ -231,6 +241,13 @@ pub fn replace_file(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<(), Wri
     let (dir, name) = open_parent(path)?;
     check_kind(&dir, name, kind, path)?;
     replace_at(&dir, name, bytes, path)
+}
+
+/// Checks, writing nothing, that [`replace_file`] would accept `path` for `kind`: a command
+/// that works for minutes before writing its result checks its destination first.
+pub fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError> {
+    let (dir, name) = open_parent(path)?;
+    check_kind(&dir, name, kind, path)
 }
 
 /// Opens the file at `path` for reading and writing (every write at its end with `append`),

@@ -185,3 +185,22 @@ pub fn tiny_model_with_output_times(dir: &Path, output: &str, factor: f32) -> Pa
     std::fs::write(&path, proto.encode_to_vec()).unwrap();
     path
 }
+
+/// The ONNX Runtime library; a missing one fails the test (it is never skipped).
+pub fn ort_library() -> PathBuf {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(path);
+    }
+    let capi = root().join("models/.venv/lib");
+    let found = std::fs::read_dir(&capi).ok().and_then(|pythons| {
+        pythons.flatten().find_map(|python| {
+            let dir = python.path().join("site-packages/onnxruntime/capi");
+            std::fs::read_dir(dir)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
+        })
+    });
+    found.expect("no ONNX Runtime library: set ORT_DYLIB_PATH or run tests/run-all.sh, which installs it")
+}

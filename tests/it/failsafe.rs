@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -186,18 +187,26 @@ fn item_7_outputs_never_clash_and_never_land_on_the_inputs() {
     let part_jpg = a.join("part.jpg");
     frame.save(&part_jpg).unwrap();
     let part_png = common::copy_into(&common::sample("test/scratch/000.png"), &a, "part.png");
+    // Names that differ only before their extension, and one that is not UTF-8.
+    let dotted_good = common::copy_into(&common::sample("test/good/001.png"), &a, "part.good.png");
+    let dotted_scratch = common::copy_into(&common::sample("test/scratch/001.png"), &a, "part.scratch.png");
+    let not_utf8 = a.join(std::ffi::OsStr::from_bytes(b"part-\xff.png"));
+    std::fs::copy(common::sample("test/good/002.png"), &not_utf8).unwrap();
     let overlays = dir.path().join("overlays");
     let result = infer_json(
         &common::tiny_model(),
         &["--overlay-dir", overlays.to_str().unwrap()],
-        &[chip.clone(), good.clone(), part_jpg, part_png],
+        &[chip.clone(), good.clone(), part_jpg, part_png, dotted_good, dotted_scratch, not_utf8],
     );
     assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
     let written: Vec<String> = json_lines(&result).iter().map(|l| l["overlay"].as_str().unwrap().to_string()).collect();
     let unique: std::collections::HashSet<&String> = written.iter().collect();
-    assert_eq!(unique.len(), 4, "one overlay per input: {written:?}");
+    assert_eq!(unique.len(), 7, "one overlay per input: {written:?}");
+    assert!(written.iter().any(|w| w.ends_with("part.good.png")), "{written:?}");
+    assert!(json_lines(&result)[6]["path"].as_str().unwrap().ends_with("part-\u{fffd}.png"));
     // The overlay of the chip says FAIL/PASS as its own line does, not the good part's.
-    for (line, overlay) in json_lines(&result).iter().zip(&written) {
+    // (The last one's name is not UTF-8: JSON names it with U+FFFD, which opens nothing.)
+    for (line, overlay) in json_lines(&result).iter().zip(&written).take(6) {
         let drawn = clipada::source::files::read_image(Path::new(overlay)).unwrap();
         let banner = drawn.get_pixel(0, 0).0;
         let expected = if line["verdict"] == "pass" { [0, 150, 60] } else { [210, 30, 30] };
@@ -296,8 +305,17 @@ fn item_13_sigterm_reaches_the_safe_state_and_ends_the_station_at_once_even_duri
     let model_section =
         format!("path = {:?}\nbackend = \"tract\"\nmemory = {:?}", common::default_model(), common::default_memory());
     let config = station_config(dir.path(), &model_section, "");
-    for delay_ms in [30, 400] {
+    for delay_ms in [0, 30, 400] {
+        let record = dir.path().join("gpio.log");
+        let _ = std::fs::remove_file(&record);
         let mut child = clipada(&["run", "--config", config.to_str().unwrap()]).stdout(Stdio::null()).spawn().unwrap();
+        // Start-up begins when the supervisor has claimed the lines (the record exists); until
+        // then nothing is claimed and a slow machine may not have reached its signal handlers.
+        let spawned = Instant::now();
+        while !record.exists() {
+            assert!(spawned.elapsed() < Duration::from_secs(20), "the lines were never claimed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(Duration::from_millis(delay_ms));
         let signalled = Instant::now();
         // SAFETY: signalling a child this test started and still owns.

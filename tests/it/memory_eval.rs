@@ -148,7 +148,7 @@ fn eval_reports_a_missing_mask_by_path() {
 
 #[test]
 fn text_and_memory_maps_are_fused_by_their_mean() {
-    use clipada::calibration::calibrate;
+    use clipada::calibration::{calibrate, Settings};
     use clipada::model::tract::TractEngine;
     use clipada::model::{ModelFile, RawOutputs};
     use clipada::pipeline::Extractor;
@@ -162,7 +162,8 @@ fn text_and_memory_maps_are_fused_by_their_mean() {
     let engine = Box::new(TractEngine::load(&file).unwrap());
     let mut extractor = Extractor::new(file.spec.clone(), file.sha256.clone(), engine);
     let never = std::sync::atomic::AtomicBool::new(false);
-    let bank = calibrate(&mut extractor, &good, 256, true, &never, &mut |_, _, _| {}).unwrap().bank;
+    let settings = Settings { memory_size: 256, refine: true, keep_outliers: false };
+    let bank = calibrate(&mut extractor, &good, settings, &never, &mut |_, _, _| {}).unwrap().bank;
     let golden = common::golden("scratch");
     let raw: RawOutputs = golden.raw_outputs();
     let mut memory_only_spec = file.spec.clone();

@@ -5,34 +5,13 @@
 
 use crate::common;
 
-use std::path::PathBuf;
-
 use clipada::model::backend::{load_engine, Backend, EngineConfig};
 use clipada::model::ort::prepare_engine_cache;
 use clipada::model::tract::TractEngine;
 use clipada::model::{Engine, ModelFile, RawOutputs};
 
-/// The ONNX Runtime library; a missing one fails the test (it is never skipped).
-fn library() -> PathBuf {
-    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
-        return PathBuf::from(path);
-    }
-    let capi = common::root().join("models/.venv/lib");
-    let found = std::fs::read_dir(&capi).ok().and_then(|pythons| {
-        pythons.flatten().find_map(|python| {
-            let dir = python.path().join("site-packages/onnxruntime/capi");
-            std::fs::read_dir(dir)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
-        })
-    });
-    found.expect("no ONNX Runtime library: set ORT_DYLIB_PATH or run tests/run-all.sh, which installs it")
-}
-
 fn ort_config() -> EngineConfig {
-    EngineConfig { backend: Backend::Ort, ort_library: Some(library()), ..EngineConfig::default() }
+    EngineConfig { backend: Backend::Ort, ort_library: Some(common::ort_library()), ..EngineConfig::default() }
 }
 
 fn raw_of(engine: &mut dyn Engine, file: &ModelFile, input: &[f32]) -> RawOutputs {
@@ -113,7 +92,7 @@ fn check_command_names_engine_and_provider() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
         .args(["check", "--backend", "ort", "--model"])
         .arg(common::tiny_model())
-        .env("ORT_DYLIB_PATH", library())
+        .env("ORT_DYLIB_PATH", common::ort_library())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
