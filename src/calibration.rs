@@ -62,7 +62,7 @@ pub enum CalibrationError {
     /// A good image could not be read: calibration needs every one (a good set with holes is
     /// not the set the operator chose).
     #[error("calibration needs every good image readable: {0}")]
-    Image(#[from] ImageError),
+    Image(ImageError),
     /// The model could not judge a good image.
     #[error("{path}: {error}")]
     Model {
@@ -93,6 +93,13 @@ pub enum CalibrationError {
         /// The score above which an image is an outlier.
         limit: f32,
     },
+}
+
+// By hand, not `#[from]`: the message already holds the cause, which must not be printed twice.
+impl From<ImageError> for CalibrationError {
+    fn from(error: ImageError) -> CalibrationError {
+        CalibrationError::Image(error)
+    }
 }
 
 /// Which pass calibration is in, for progress reports.
@@ -173,13 +180,13 @@ pub fn calibrate(
                 rows[i * width + layer * dim..][..dim].copy_from_slice(&features[(layer * patches + i) * dim..][..dim]);
             }
         }
-        for chosen in greedy_coreset(&rows, width, per_image) {
+        for chosen in greedy_coreset(&rows, width, per_image, stop).ok_or(CalibrationError::Stopped)? {
             pool.extend_from_slice(&rows[chosen * width..][..width]);
             pool_sources.push(index as u32);
         }
         progress(Pass::Features, index + 1, good.len());
     }
-    let chosen = greedy_coreset(&pool, width, memory_size);
+    let chosen = greedy_coreset(&pool, width, memory_size, stop).ok_or(CalibrationError::Stopped)?;
     let mut bank = MemoryBank {
         made_for: extractor.made_for(refine),
         layers,

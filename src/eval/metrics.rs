@@ -108,7 +108,7 @@ pub fn label_regions(mask: &[bool], width: usize) -> (Vec<u32>, u32) {
     (labels, regions)
 }
 
-/// Per-region overlap, gathered image by image, for [`aupro`].
+/// Per-region overlap, gathered image by image, for [`ProAccumulator::aupro`].
 #[derive(Debug, Default, Clone)]
 pub struct ProAccumulator {
     /// Every pixel's score.

@@ -3,6 +3,8 @@
 //! appearance, rare details included. Distances are measured on a fixed random projection to
 //! at most [`PROJECTION_DIM`] dimensions, which preserves them closely and makes it cheaper.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// Dimensions of the random projection used for the distances.
 pub const PROJECTION_DIM: usize = 128;
 
@@ -20,11 +22,12 @@ impl SplitMix64 {
 }
 
 /// Indices of `size` rows of `features` (`[count, width]`) chosen by greedy k-centre, in the
-/// order chosen; all rows when `size >= count`.
-pub fn greedy_coreset(features: &[f32], width: usize, size: usize) -> Vec<usize> {
+/// order chosen; all rows when `size >= count`; `None` when `stop` was set (it is looked at
+/// before each choice: a large pool takes seconds).
+pub fn greedy_coreset(features: &[f32], width: usize, size: usize, stop: &AtomicBool) -> Option<Vec<usize>> {
     let count = features.len() / width;
     if size >= count {
-        return (0..count).collect();
+        return Some((0..count).collect());
     }
     let projected = project(features, width, count);
     let p = projected.len() / count;
@@ -32,6 +35,9 @@ pub fn greedy_coreset(features: &[f32], width: usize, size: usize) -> Vec<usize>
     let mut chosen = Vec::with_capacity(size);
     let mut next = 0;
     for _ in 0..size {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
         chosen.push(next);
         let centre = projected[next * p..(next + 1) * p].to_vec();
         let mut farthest = (0, f32::NEG_INFINITY);
@@ -46,7 +52,7 @@ pub fn greedy_coreset(features: &[f32], width: usize, size: usize) -> Vec<usize>
         }
         next = farthest.0;
     }
-    chosen
+    Some(chosen)
 }
 
 /// `features` times a seeded Rademacher matrix scaled by `1/sqrt(P)`; unchanged when narrow.
@@ -95,7 +101,7 @@ mod tests {
                 features.extend([cx + 0.01 * k as f32, cy - 0.01 * k as f32]);
             }
         }
-        let chosen = greedy_coreset(&features, 2, 3);
+        let chosen = greedy_coreset(&features, 2, 3, &AtomicBool::new(false)).unwrap();
         let mut clusters: Vec<usize> = chosen.iter().map(|i| i / 10).collect();
         clusters.sort();
         assert_eq!(clusters, [0, 1, 2]);
@@ -103,7 +109,9 @@ mod tests {
 
     #[test]
     fn asking_for_more_than_there_is_keeps_everything() {
-        assert_eq!(greedy_coreset(&[1.0, 2.0, 3.0], 1, 5), [0, 1, 2]);
+        let never = AtomicBool::new(false);
+        assert_eq!(greedy_coreset(&[1.0, 2.0, 3.0], 1, 5, &never).unwrap(), [0, 1, 2]);
+        assert_eq!(greedy_coreset(&[1.0, 2.0, 3.0], 1, 2, &AtomicBool::new(true)), None, "stopped");
     }
 
     #[test]

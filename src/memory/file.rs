@@ -46,10 +46,10 @@ pub mod limits {
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryFileError {
     /// Reading failed (missing, not a regular file, too large).
-    #[error("{0}")]
+    #[error(transparent)]
     Read(#[from] crate::storage::read::ReadError),
     /// Writing was refused or failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Write(#[from] WriteError),
     /// Not a memory file, another version, truncated, corrupted, or a field out of range.
     #[error("{path}: field `{field}`: {reason}")]

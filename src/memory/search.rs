@@ -1,6 +1,6 @@
 //! Nearest-neighbour search of query patches against a memory bank, exact, with pruning.
 //!
-//! At load, the bank is grouped into blocks of [`LANES`] mutually close patches (recursive
+//! At load, the bank is grouped into blocks of 16 (`LANES`) mutually close patches (recursive
 //! bisection along each group's widest direction) and packed block by block, feature-major
 //! inside a block, so the kernel computes a `ROWS x LANES` tile of dot products with one
 //! broadcast and one multiply-add per lane group and feature. Each block keeps its centroid

@@ -5,7 +5,8 @@
 //! ends and a file reached twice is judged once; a walk stops with an error beyond
 //! [`MAX_WALK_DEPTH`] levels or [`MAX_WALK_ENTRIES`] entries. A name with an image extension
 //! that is not a regular file (a FIFO, a device, a broken link) is kept, so that reading it is
-//! an error that names it, never a hang or a silent skip.
+//! an error that names it, never a hang or a silent skip. A folder met on the way that
+//! clipada made for its outputs (it holds the `storage::owned` marker) is not entered.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use super::decode::{decode_rgb, DecodeError};
+use crate::storage::owned::MARKER;
 use crate::storage::read::{identity, read_regular, ReadError, MAX_IMAGE_FILE_BYTES};
 
 /// File extensions searched for in folders (compared case-insensitively).
@@ -126,6 +128,9 @@ impl Walk {
         paths.sort();
         for path in paths {
             match std::fs::metadata(&path) {
+                // A folder clipada made (overlays, maps, failed parts) holds its outputs, not
+                // parts to judge: judging a previous run's overlays would be judging drawings.
+                Ok(m) if m.is_dir() && path.join(MARKER).exists() => {}
                 Ok(m) if m.is_dir() => self.folder(&path, depth + 1, found)?,
                 Ok(m) if has_image_extension(&path) && self.first_visit(&m) => found.push(path),
                 Ok(_) => {}
@@ -146,6 +151,7 @@ fn has_image_extension(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::owned::FolderKind;
     use std::os::unix::fs::symlink;
 
     fn names(images: &[ImageInput]) -> Vec<String> {
@@ -163,6 +169,16 @@ mod tests {
         symlink("1.png", root.join("a/again.png")).unwrap();
         let images = collect_images(&[root.to_path_buf(), root.join("a/1.png")]).unwrap();
         assert_eq!(names(&images), ["a/1.png"]);
+    }
+
+    #[test]
+    fn folders_clipada_made_for_its_outputs_are_not_entered() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("part.png"), b"").unwrap();
+        let overlays = crate::storage::owned::OwnedDir::claim(&root.join("overlays"), FolderKind::Overlays).unwrap();
+        overlays.write_atomic(Path::new("part.png"), b"").unwrap();
+        assert_eq!(names(&collect_images(&[root.to_path_buf()]).unwrap()), ["part.png"]);
     }
 
     #[test]

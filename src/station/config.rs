@@ -193,9 +193,9 @@ pub struct RoiSection {
     pub x: u32,
     /// Top edge in pixels.
     pub y: u32,
-    /// Width in pixels, 1 to the largest frame side.
+    /// Width in pixels, 1 to the largest frame side less `x`.
     pub width: u32,
-    /// Height in pixels, 1 to the largest frame side.
+    /// Height in pixels, 1 to the largest frame side less `y`.
     pub height: u32,
     /// Grey image stretched over the rectangle: black pixels are never anomalous. It must leave
     /// at least 1 % of the rectangle inspected.

@@ -84,9 +84,12 @@ pub struct FailureArchive {
 
 impl FailureArchive {
     /// Uses `dir` (created if missing, or a failed-parts folder clipada made; see
-    /// `storage::owned`); parts saved there by earlier runs count toward the limits.
+    /// `storage::owned`), locked while the archive lives; parts saved there by earlier runs
+    /// count toward the limits.
     pub fn open(dir: &Path, max_parts: usize, max_bytes: u64) -> anyhow::Result<FailureArchive> {
         let dir = OwnedDir::claim(dir, FolderKind::FailedParts)?;
+        // Two stations pruning one folder would delete each other's parts.
+        dir.lock()?;
         let mut archive = FailureArchive { max_parts, max_bytes, kept: VecDeque::new(), bytes: 0, dir };
         // Names start with the time, so name order is age order.
         for (name, size) in archive.dir.files()?.into_iter().filter(|(name, _)| is_part_file(name)) {
@@ -226,6 +229,9 @@ mod tests {
         assert_eq!(names.len(), 6);
         assert!(names[0].contains("00000003-frame"), "{names:?}");
         assert!(names[5].contains("00000005-overlay"), "{names:?}");
+        // Another station cannot use the folder while this one holds it.
+        assert!(FailureArchive::open(dir.path(), 10, u64::MAX).is_err(), "locked by the first archive");
+        drop(archive);
         // A new run counts what is there; a byte budget of one part keeps only the newest.
         let one_part: u64 = names.iter().take(2).map(|n| std::fs::metadata(dir.path().join(n)).unwrap().len()).sum();
         let mut archive = FailureArchive::open(dir.path(), 10, one_part).unwrap();
@@ -255,6 +261,7 @@ mod tests {
         for id in 1..=3 {
             archive.save(&format!("2026-01-01T00:00:0{id}.000Z"), id, &frame, &frame).unwrap();
         }
+        drop(archive);
         let mut archive = FailureArchive::open(&failures, 1, u64::MAX).unwrap();
         archive.save("2026-01-01T00:00:09.000Z", 9, &frame, &frame).unwrap();
         assert_eq!(std::fs::read(failures.join("notes.png")).unwrap(), b"mine");

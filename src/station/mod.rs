@@ -76,9 +76,9 @@ pub struct Roi {
 pub enum FrameError {
     /// The trigger input could not be read.
     #[error("trigger: {0}")]
-    Trigger(#[from] GpioError),
+    Trigger(GpioError),
     /// No frame could be had.
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] SourceError),
     /// The region of interest does not fit the frame.
     #[error("roi: {roi_width}x{roi_height} at ({x}, {y}) does not fit in the {width}x{height} frame")]
@@ -99,6 +99,13 @@ pub enum FrameError {
     /// The frame could not be judged.
     #[error(transparent)]
     Inspect(#[from] InspectError),
+}
+
+// By hand, not `#[from]`: the message already holds the cause, which must not be printed twice.
+impl From<GpioError> for FrameError {
+    fn from(error: GpioError) -> FrameError {
+        FrameError::Trigger(error)
+    }
 }
 
 impl FrameError {
@@ -430,11 +437,14 @@ impl Outlets {
         {
             if let Err(e) = archive.save(&now, self.summary.frames, image, overlay) {
                 self.summary.images_dropped += 1;
-                let _ = writeln!(
-                    diagnostics,
-                    "clipada: failed part {} not saved: {e:#} (inspection goes on)",
-                    self.summary.frames
-                );
+                // At the 1st, 2nd, 4th, 8th… loss: a full disk must not flood the journal.
+                if self.summary.images_dropped.is_power_of_two() {
+                    let _ = writeln!(
+                        diagnostics,
+                        "clipada: failed part {} not saved: {e:#} ({} not saved so far; inspection goes on)",
+                        self.summary.frames, self.summary.images_dropped
+                    );
+                }
             }
         }
         Ok(Step::Judged(verdict))

@@ -322,12 +322,14 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
     let roi = match &config.roi {
         None => None,
         Some(r) => {
-            let side = 1..=MAX_FRAME_SIDE;
+            // The region must fit some frame: its far edge within the largest frame side.
+            let x = within("roi.x", r.x, 0..=MAX_FRAME_SIDE - 1)?;
+            let y = within("roi.y", r.y, 0..=MAX_FRAME_SIDE - 1)?;
             let rect = Roi {
-                x: within("roi.x", r.x, 0..=MAX_FRAME_SIDE - 1)?,
-                y: within("roi.y", r.y, 0..=MAX_FRAME_SIDE - 1)?,
-                width: within("roi.width", r.width, side.clone())?,
-                height: within("roi.height", r.height, side)?,
+                x,
+                y,
+                width: within("roi.width", r.width, 1..=MAX_FRAME_SIDE - x)?,
+                height: within("roi.height", r.height, 1..=MAX_FRAME_SIDE - y)?,
             };
             Some(RoiPlan { rect, ignore_mask: r.ignore_mask.clone() })
         }
@@ -514,5 +516,8 @@ path = "frames"
             "{MINIMAL}[gpio]\nkind = \"chardev\"\nchip = \"/dev/gpiochip0\"\npass_line = 3\nfail_line = 3\nready_line = 4\n"
         ));
         assert_eq!(key, "gpio.pass_line", "two outputs on one line");
+        // A region whose far edge no frame can reach.
+        let (key, _) = invalid(&format!("{MINIMAL}[roi]\nx = 30000\ny = 0\nwidth = 4000\nheight = 10\n"));
+        assert_eq!(key, "roi.width");
     }
 }

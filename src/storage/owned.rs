@@ -12,6 +12,8 @@
 //!   record, a plain-file framebuffer) is opened the same way, and an existing one is used only
 //!   when it is recognisably of that [`FileKind`]: a model given as `--out`, a user's text file
 //!   named as the result log, or a symlink planted in its place, is refused, never overwritten.
+//!   Its folder must exist (a mistyped path is not made real); an output folder's missing
+//!   parents are created, as `mkdir -p` would.
 //! - [`OwnedDir::lock`] and [`open_owned`] hold an exclusive lock, so a second station on the
 //!   same folder or files refuses to start.
 
@@ -163,11 +165,22 @@ fn refused(path: &Path, reason: impl Into<String>) -> WriteError {
     WriteError::Refused { path: path.to_path_buf(), reason: reason.into() }
 }
 
+/// Whether [`open_parent`] creates missing folders on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parents {
+    /// For an output folder (`mkdir -p`): the folders are clipada's to make.
+    Create,
+    /// For a single file: its folder must exist (a mistyped path is not made real).
+    MustExist,
+}
+
 /// The folder a path lives in (`.` for a bare name), opened, and the path's last component.
-fn open_parent(path: &Path) -> Result<(OwnedFd, &OsStr), WriteError> {
+fn open_parent(path: &Path, parents: Parents) -> Result<(OwnedFd, &OsStr), WriteError> {
     let name = path.file_name().ok_or_else(|| refused(path, "names no file"))?;
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|error| WriteError::Io { path: parent.to_path_buf(), error })?;
+    if parents == Parents::Create {
+        std::fs::create_dir_all(parent).map_err(|error| WriteError::Io { path: parent.to_path_buf(), error })?;
+    }
     let fd = rustix::fs::open(parent, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(io_error(parent))?;
     Ok((fd, name))
@@ -238,7 +251,7 @@ fn check_kind(dir: &OwnedFd, name: &OsStr, kind: FileKind, path: &Path) -> Resul
 /// Replaces the file at `path` with `bytes` atomically: refused when an existing file there is
 /// not a clipada file of `kind` (or is a symlink).
 pub fn replace_file(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<(), WriteError> {
-    let (dir, name) = open_parent(path)?;
+    let (dir, name) = open_parent(path, Parents::MustExist)?;
     check_kind(&dir, name, kind, path)?;
     replace_at(&dir, name, bytes, path)
 }
@@ -246,7 +259,7 @@ pub fn replace_file(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<(), Wri
 /// Checks, writing nothing, that [`replace_file`] would accept `path` for `kind`: a command
 /// that works for minutes before writing its result checks its destination first.
 pub fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError> {
-    let (dir, name) = open_parent(path)?;
+    let (dir, name) = open_parent(path, Parents::MustExist)?;
     check_kind(&dir, name, kind, path)
 }
 
@@ -254,7 +267,7 @@ pub fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError> {
 /// creating it when missing, locked exclusively; refused when it exists and is not a clipada
 /// file of `kind` (or is a symlink), and [`WriteError::Locked`] when another process holds it.
 pub fn open_owned(path: &Path, kind: FileKind, append: bool) -> Result<File, WriteError> {
-    let (dir, name) = open_parent(path)?;
+    let (dir, name) = open_parent(path, Parents::MustExist)?;
     check_kind(&dir, name, kind, path)?;
     let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     if append {
@@ -289,7 +302,7 @@ impl OwnedDir {
     /// when missing. An existing folder is taken only when it carries the marker of this kind,
     /// or is empty (then it is marked); the folder itself must not be a symlink.
     pub fn claim(path: &Path, kind: FolderKind) -> Result<OwnedDir, WriteError> {
-        let (parent, name) = open_parent(path)?;
+        let (parent, name) = open_parent(path, Parents::Create)?;
         match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(DIR_MODE)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(io_error(path)(e)),
@@ -308,7 +321,7 @@ impl OwnedDir {
             Some(found) => Err(refused(
                 path,
                 format!(
-                    "marked as clipada's {} folder, not its {} folder",
+                    "marked as clipada's {:?} folder, not its {} folder",
                     String::from_utf8_lossy(&found).trim().trim_start_matches("clipada "),
                     kind.name()
                 ),

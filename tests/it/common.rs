@@ -187,6 +187,7 @@ pub fn tiny_model_with_output_times(dir: &Path, output: &str, factor: f32) -> Pa
 }
 
 /// The ONNX Runtime library; a missing one fails the test (it is never skipped).
+#[cfg(feature = "ort")]
 pub fn ort_library() -> PathBuf {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
         return PathBuf::from(path);

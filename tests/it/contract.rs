@@ -39,20 +39,27 @@ fn refusals(path: &Path) -> Vec<ModelError> {
         Ok(file) => file,
         Err(e) => return vec![e],
     };
-    let mut refusals =
-        vec![TractEngine::load(&file).err().unwrap_or_else(|| panic!("tract accepted {}", path.display()))];
-    #[cfg(feature = "ort")]
-    {
-        use clipada::model::backend::{load_engine, Backend, EngineConfig, EngineLoadError};
-        let config =
-            EngineConfig { backend: Backend::Ort, ort_library: Some(common::ort_library()), ..EngineConfig::default() };
-        match load_engine(&file, &config) {
-            Err(EngineLoadError::Model(e)) => refusals.push(e),
-            Err(other) => panic!("ONNX Runtime failed otherwise on {}: {other}", path.display()),
-            Ok(_) => panic!("ONNX Runtime accepted {}", path.display()),
-        }
+    let tract = TractEngine::load(&file).err().unwrap_or_else(|| panic!("tract accepted {}", path.display()));
+    [Some(tract), ort_refusal(&file)].into_iter().flatten().collect()
+}
+
+/// ONNX Runtime's refusal of `file`.
+#[cfg(feature = "ort")]
+fn ort_refusal(file: &ModelFile) -> Option<ModelError> {
+    use clipada::model::backend::{load_engine, Backend, EngineConfig, EngineLoadError};
+    let config =
+        EngineConfig { backend: Backend::Ort, ort_library: Some(common::ort_library()), ..EngineConfig::default() };
+    match load_engine(file, &config) {
+        Err(EngineLoadError::Model(e)) => Some(e),
+        Err(other) => panic!("ONNX Runtime failed otherwise on {}: {other}", file.path.display()),
+        Ok(_) => panic!("ONNX Runtime accepted {}", file.path.display()),
     }
-    refusals
+}
+
+/// Without ONNX Runtime built in, only tract judges.
+#[cfg(not(feature = "ort"))]
+fn ort_refusal(_: &ModelFile) -> Option<ModelError> {
+    None
 }
 
 /// Asserts every engine's refusal is a contract error on `field` whose message names the file.

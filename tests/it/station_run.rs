@@ -347,6 +347,8 @@ fn a_full_disk_drops_logs_and_images_and_says_so_but_inspection_goes_on() {
     );
     assert!(log.contains("result log:") && log.contains("cannot append"), "{log}");
     assert!(log.contains("failed part 1 not saved"), "{log}");
+    // Said at the 1st, 2nd, 4th and 8th loss, not at every frame.
+    assert_eq!(log.matches("not saved:").count(), 4, "{log}");
     // The pulses before the safe state at the end (which raises FAIL: that is no part).
     let levels = recorded(dir.path());
     let safe_state = levels.iter().rposition(|l| l.line == "ready" && !l.high).unwrap();
