@@ -2,6 +2,7 @@
 //! and calls [`main`]; everything else lives in the library's modules. The application edge:
 //! errors become messages and exit codes here.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -15,6 +16,7 @@ use crate::commands::{bench, calibrate, check, demo, eval, infer, run};
 use crate::eval::EvalOptions;
 use crate::model::backend::{Backend, EngineConfig};
 use crate::pipeline::InspectOptions;
+use crate::progress::Progress;
 
 /// Exit code when the command ran but some image was not judged (or its overlay not written).
 /// (1: it could not run, naming the file and field; 2: the command line was wrong.)
@@ -227,6 +229,47 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// A progress bar on standard error (indicatif), one per stage; nothing when standard error
+/// is not a terminal or the results are JSON.
+struct TerminalProgress {
+    bar: Option<(String, indicatif::ProgressBar)>,
+    shown: bool,
+}
+
+impl TerminalProgress {
+    fn new(json: bool) -> TerminalProgress {
+        TerminalProgress { bar: None, shown: !json && std::io::stderr().is_terminal() }
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn update(&mut self, stage: &str, done: usize, total: usize) {
+        if !self.shown {
+            return;
+        }
+        if self.bar.as_ref().is_none_or(|(current, _)| current != stage) {
+            self.finish();
+            let bar = indicatif::ProgressBar::new(total as u64);
+            let style = indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {eta}")
+                .expect("a fixed, valid template")
+                .progress_chars("#>-");
+            bar.set_style(style);
+            bar.set_message(stage.to_string());
+            self.bar = Some((stage.to_string(), bar));
+        }
+        if let Some((_, bar)) = &self.bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Refuses to print results to a standard output that was closed when the program started:
 /// the Rust runtime then puts `/dev/null`, opened read-write, in its place, and the results
 /// would be lost without a word. (A shell's `> /dev/null` opens it write-only: that choice is
@@ -268,18 +311,18 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 engine,
             };
             let stop = stop_on_signals()?;
-            calibrate::calibrate(&options, &stop, &mut out, &mut err).map(|_| true)
+            calibrate::calibrate(&options, &stop, &mut TerminalProgress::new(false), &mut out, &mut err).map(|_| true)
         }
         Command::Eval { model, dataset, categories, shots, no_refine, memory_size, json } => {
             let engine = model.engine();
             let options =
                 EvalOptions { model: model.model, dataset, categories, shots, no_refine, memory_size, engine };
-            eval::eval(&options, json, &mut out, &mut err).map(|_| true)
+            eval::eval(&options, json, &mut TerminalProgress::new(json), &mut out, &mut err).map(|_| true)
         }
         Command::Bench { model, memory, images, no_refine, warmup, iterations, json } => {
             let inspect = InspectOptions { no_refine, threshold: None, memory, engine: model.engine() };
             let options = bench::BenchOptions { model: model.model, inspect, images, warmup, iterations };
-            bench::bench(&options, json, &mut out, &mut err).map(|_| true)
+            bench::bench(&options, json, &mut TerminalProgress::new(json), &mut out, &mut err).map(|_| true)
         }
         Command::Check { model } => check::check(&model.model, &model.engine(), &mut out).map(|_| true),
         Command::Completions { shell } => {

@@ -15,6 +15,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod process;
+pub mod progress;
 pub mod schema;
 pub mod score;
 pub mod sink;

@@ -45,7 +45,7 @@ cargo clippy --locked --no-default-features --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 rustup toolchain list | grep -q "^$msrv-" || rustup toolchain install "$msrv" --profile minimal
-cargo "+$msrv" check --locked -q --all-targets
+cargo "+$msrv" check --locked -q
 cargo test --locked --lib --bins --tests
 cargo test --locked --no-default-features --lib --tests
 

@@ -9,6 +9,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::pipeline::{InspectOptions, Inspector};
+use crate::progress::Progress;
 use crate::sink::overlay::OverlayRenderer;
 use crate::source::files::{collect_images, read_image};
 
@@ -69,11 +70,12 @@ pub const MAX_ITERATIONS: usize = 1_000_000;
 /// Most images a benchmark holds decoded.
 pub const MAX_IMAGES: usize = 1000;
 
-/// Runs the benchmark; prints a table, or one JSON object with `json`; engine reports go to
-/// `diagnostics`.
+/// Runs the benchmark; prints a table, or one JSON object with `json`; each frame done goes to
+/// `progress`, engine reports to `diagnostics`.
 pub fn bench(
     options: &BenchOptions,
     json: bool,
+    progress: &mut dyn Progress,
     out: &mut dyn Write,
     diagnostics: &mut dyn Write,
 ) -> anyhow::Result<BenchReport> {
@@ -94,7 +96,9 @@ pub fn bench(
     let threshold = inspector.threshold().value();
     let mut renderer = OverlayRenderer::default();
     let mut times: [Vec<Duration>; 4] = Default::default();
-    for i in 0..options.warmup + options.iterations {
+    let total = options.warmup + options.iterations;
+    for i in 0..total {
+        progress.update(if i < options.warmup { "warm-up" } else { "timed" }, i + 1, total);
         let frame = &frames[i % frames.len()];
         let judged = inspector.inspect(frame).context("benchmark frame not judged")?;
         let started = Instant::now();
@@ -107,6 +111,7 @@ pub fn bench(
             }
         }
     }
+    progress.finish();
     let [preprocess, inference, scoring, overlay] = times.map(|mut t| summarise(&mut t));
     let report = BenchReport {
         stages: Stages { preprocess, inference, scoring, overlay },

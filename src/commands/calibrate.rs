@@ -11,6 +11,7 @@ use crate::memory::file as memory_file;
 use crate::model::backend::EngineConfig;
 use crate::model::ModelFile;
 use crate::pipeline::Extractor;
+use crate::progress::Progress;
 use crate::source::files::collect_images;
 use crate::storage::owned::{replaceable, FileKind};
 
@@ -33,11 +34,12 @@ pub struct CalibrateOptions {
     pub engine: EngineConfig,
 }
 
-/// Calibrates and writes the memory file atomically; reports to `out`, and skipped engines
-/// to `diagnostics`. `stop` ends it early.
+/// Calibrates and writes the memory file atomically; reports to `out`, each image done to
+/// `progress`, and skipped engines to `diagnostics`. `stop` ends it early.
 pub fn calibrate(
     options: &CalibrateOptions,
     stop: &AtomicBool,
+    progress: &mut dyn Progress,
     out: &mut dyn Write,
     diagnostics: &mut dyn Write,
 ) -> anyhow::Result<Calibration> {
@@ -51,7 +53,16 @@ pub fn calibrate(
         refine: !options.no_refine,
         keep_outliers: options.keep_outliers,
     };
-    let result = calibration::calibrate(&mut extractor, &good, settings, stop, &mut |_, _, _| {})?;
+    let mut each_image = |pass, done, total| {
+        let stage = match pass {
+            calibration::Pass::Features => "good parts' features",
+            calibration::Pass::Scores => "good parts' scores",
+        };
+        progress.update(stage, done, total);
+    };
+    let result = calibration::calibrate(&mut extractor, &good, settings, stop, &mut each_image);
+    progress.finish();
+    let result = result?;
     memory_file::write(&options.out, &result.bank).context("--out")?;
     report(&result, &model.spec.name, out)?;
     writeln!(out, "wrote {}", options.out.display())?;

@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
+use crate::progress::Silent;
+
 use super::calibrate::{calibrate, CalibrateOptions};
 use super::infer::{infer, InferOptions, InferSummary};
 use crate::calibration::DEFAULT_MEMORY_SIZE;
@@ -54,7 +56,7 @@ pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> 
         keep_outliers: false,
         engine: EngineConfig::default(),
     };
-    calibrate(&calibration, &AtomicBool::new(false), out, diagnostics)?;
+    calibrate(&calibration, &AtomicBool::new(false), &mut Silent, out, diagnostics)?;
     let overlay_dir = folder.path().join("overlays");
     let options = InferOptions {
         model: default_model(),

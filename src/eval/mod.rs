@@ -7,7 +7,7 @@
 pub mod metrics;
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use crate::calibration::{calibrate, Settings};
 use crate::model::backend::EngineConfig;
 use crate::model::ModelFile;
 use crate::pipeline::{Extractor, Inspector, Memory};
+use crate::progress::Progress;
 use crate::score::resample::MapResampler;
 use crate::source::files::{collect_images, read_gray, read_image};
 use metrics::{average_precision, f1_max, roc_auc, ProAccumulator};
@@ -75,13 +76,17 @@ struct TestImage {
     mask: Option<PathBuf>,
 }
 
-/// Evaluates every requested category, loading the model and its engine once; `progress` gets
-/// a progress bar when it is a terminal, and the engine report.
-pub fn evaluate(options: &EvalOptions, progress: &mut dyn Write) -> anyhow::Result<EvalReport> {
+/// Evaluates every requested category, loading the model and its engine once; each test image
+/// done goes to `progress`, the engine report to `diagnostics`.
+pub fn evaluate(
+    options: &EvalOptions,
+    progress: &mut dyn Progress,
+    diagnostics: &mut dyn Write,
+) -> anyhow::Result<EvalReport> {
     let model = ModelFile::open(&options.model)?;
     let categories =
         if options.categories.is_empty() { list_categories(&options.dataset)? } else { options.categories.clone() };
-    let mut extractor = Extractor::load(&model, &options.engine, progress)?;
+    let mut extractor = Extractor::load(&model, &options.engine, diagnostics)?;
     let mut report = BTreeMap::new();
     for category in &categories {
         let (metrics, returned) =
@@ -89,6 +94,7 @@ pub fn evaluate(options: &EvalOptions, progress: &mut dyn Write) -> anyhow::Resu
         extractor = returned;
         report.insert(category.clone(), metrics);
     }
+    progress.finish();
     let mean = mean_of(report.values());
     Ok(EvalReport { categories: report, mean })
 }
@@ -141,7 +147,7 @@ fn evaluate_category(
     dir: &Path,
     options: &EvalOptions,
     name: &str,
-    progress: &mut dyn Write,
+    progress: &mut dyn Progress,
 ) -> anyhow::Result<(Metrics, Extractor)> {
     let train = dir.join("train/good");
     let mut good: Vec<PathBuf> = collect_images(std::slice::from_ref(&train))?.into_iter().map(|i| i.path).collect();
@@ -150,7 +156,6 @@ fn evaluate_category(
         good = spread_indices(good.len(), k).into_iter().map(|i| good[i].clone()).collect();
     }
     let tests = test_images(dir)?;
-    let show = std::io::stderr().is_terminal();
     let refine = !options.no_refine;
     let never = std::sync::atomic::AtomicBool::new(false);
     // The dataset labels train/good as good: every one of them is kept.
@@ -166,11 +171,7 @@ fn evaluate_category(
     let mut resampler = MapResampler::default();
     let mut elapsed = 0.0;
     for (done, test) in tests.iter().enumerate() {
-        if show {
-            let filled = (done * 30) / tests.len();
-            let _ =
-                write!(progress, "\r{name} [{}{}] {done}/{}", "#".repeat(filled), " ".repeat(30 - filled), tests.len());
-        }
+        progress.update(name, done, tests.len());
         let frame = read_image(&test.image)?;
         let started = Instant::now();
         let judged = inspector.inspect(&frame).with_context(|| format!("{}: not judged", test.image.display()))?;
@@ -201,9 +202,7 @@ fn evaluate_category(
         pixel_labels.extend_from_slice(&mask);
         pro.add(&full_map, &mask, frame.width() as usize);
     }
-    if show {
-        let _ = writeln!(progress, "\r{name} [{}] {}/{}", "#".repeat(30), tests.len(), tests.len());
-    }
+    progress.update(name, tests.len(), tests.len());
     let metrics = Metrics {
         image_auroc: roc_auc(&image_scores, &image_labels),
         image_ap: average_precision(&image_scores, &image_labels),

@@ -183,3 +183,43 @@ fn text_and_memory_maps_are_fused_by_their_mean() {
     common::assert_close("fused map", &fused, &mean);
     assert!(common::max_abs_diff(&text, &memory) > 1e-2, "the two branches differ, so the test can tell");
 }
+
+#[test]
+fn calibrate_reports_each_image_of_each_pass_to_its_progress() {
+    use clipada::commands::calibrate::{calibrate, CalibrateOptions};
+    use clipada::progress::Progress;
+
+    #[derive(Default)]
+    struct Recorded(Vec<(String, usize, usize)>, usize);
+    impl Progress for Recorded {
+        fn update(&mut self, stage: &str, done: usize, total: usize) {
+            self.0.push((stage.to_string(), done, total));
+        }
+        fn finish(&mut self) {
+            self.1 += 1;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let options = CalibrateOptions {
+        model: common::tiny_model(),
+        good: common::sample("train/good"),
+        out: dir.path().join("part.memory"),
+        memory_size: 64,
+        no_refine: false,
+        keep_outliers: false,
+        engine: clipada::model::backend::EngineConfig {
+            backend: clipada::model::backend::Backend::Tract,
+            ..Default::default()
+        },
+    };
+    let mut recorded = Recorded::default();
+    let never = std::sync::atomic::AtomicBool::new(false);
+    calibrate(&options, &never, &mut recorded, &mut Vec::new(), &mut Vec::new()).unwrap();
+    let images = std::fs::read_dir(common::sample("train/good")).unwrap().count();
+    let stages: Vec<&str> = recorded.0.iter().map(|(stage, _, _)| stage.as_str()).collect();
+    assert_eq!(recorded.0.len(), 2 * images, "{:?}", recorded.0);
+    assert!(stages[..images].iter().all(|s| *s == "good parts' features"), "{stages:?}");
+    assert!(stages[images..].iter().all(|s| *s == "good parts' scores"), "{stages:?}");
+    assert_eq!(recorded.0.last().unwrap(), &("good parts' scores".to_string(), images, images));
+    assert_eq!(recorded.1, 1, "finished once");
+}
