@@ -6,6 +6,9 @@
     models/samples/part/test/<defect>/NNN.png       scratch, contamination, chip
     models/samples/part/ground_truth/<defect>/NNN_mask.png
 
+and tests/data/images/progressive.jpg (a good part as a progressive JPEG: its scans are cut in
+the decoder's tests).
+
 A part is a grey machined disc with grooves on a dark textured belt, drawn from seeded noise
 (position, texture and noise vary from part to part). No dataset image is used.
 
@@ -66,9 +69,22 @@ def dataset_files():
     return files
 
 
+def progressive_jpeg():
+    """A good part as a progressive JPEG (ten scans)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(draw_part(7)[0]).save(out, format="JPEG", quality=90, progressive=True)
+    return out.getvalue()
+
+
 def main():
     args = artefact_arguments(__doc__).parse_args()
-    exit_for(all([write_or_check(DATASET / path, data, args.check) for path, data in dataset_files().items()]))
+    files = {DATASET / path: data for path, data in dataset_files().items()}
+    files[HERE.parent / "tests/data/images/progressive.jpg"] = progressive_jpeg()
+    exit_for(all([write_or_check(path, data, args.check) for path, data in files.items()]))
 
 
 if __name__ == "__main__":

@@ -99,20 +99,102 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
 /// a decoder can hold back between one Huffman code and the next (16 + 16 bits).
 const SCAN_GUARD_BYTES: usize = 8;
 
-/// `bytes` with [`SCAN_GUARD_BYTES`] bytes of one bits (each 0xFF stuffed as `FF 00`) before the
-/// last end-of-image marker. A complete scan ends before them and decodes as it would without
-/// them. A scan whose data ends early (a frame cut short and closed with an end-of-image marker,
-/// as some cameras and drivers do) goes on reading into them, and all-one bits are never a valid
-/// Huffman code, so the decode fails. Without the guard the decoder reads zero bits past the
-/// end and invents grey blocks that look like a good part.
-fn with_scan_guard(bytes: &[u8]) -> Vec<u8> {
-    let end = bytes.windows(JPEG_END.len()).rposition(|w| w == JPEG_END).unwrap_or(bytes.len());
-    let mut guarded = Vec::with_capacity(bytes.len() + 2 * SCAN_GUARD_BYTES);
+/// What walking a JPEG's markers found: where the image ends, and whether its scans give every
+/// coefficient of every component to full precision.
+#[derive(Debug, PartialEq, Eq)]
+struct JpegLayout {
+    /// Offset of the end-of-image marker the decoder stops at.
+    end: usize,
+}
+
+/// Walks a JPEG's segments from its start as a decoder does (segment lengths skip what is
+/// inside them, so a thumbnail or a comment holding `FF D9` is passed over), through each
+/// scan's entropy-coded data, to the end-of-image marker that closes the image. Refuses an
+/// image whose scans leave some coefficient of some component without its last bit (a
+/// progressive file cut at a scan boundary and closed decodes as a blurred picture).
+fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
+    let cut = || "no end-of-image marker after its scans: the file is cut short".to_string();
+    // Per frame component: the lowest successive-approximation bit reached, per coefficient.
+    let mut components: Vec<(u8, [u8; 64])> = Vec::new();
+    let mut at = 2; // after SOI
+    loop {
+        // The next marker: 0xFF, fill bytes, the code.
+        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        let (Some(&0xFF), Some(&code)) = (bytes.get(at), bytes.get(at + 1)) else { return Err(cut()) };
+        at += 2;
+        match code {
+            0xD9 => break,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let length = match (bytes.get(at), bytes.get(at + 1)) {
+            (Some(&high), Some(&low)) => usize::from(high) << 8 | usize::from(low),
+            _ => return Err(cut()),
+        };
+        let segment = bytes.get(at + 2..at + length.max(2)).ok_or_else(cut)?;
+        match code {
+            // Start of frame (any coding process): its components.
+            0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => {
+                let count = usize::from(*segment.get(5).ok_or_else(cut)?);
+                components = (0..count)
+                    .map(|i| segment.get(6 + 3 * i).map(|&id| (id, [u8::MAX; 64])).ok_or_else(cut))
+                    .collect::<Result<_, _>>()?;
+            }
+            // Start of scan: the components and the coefficients it brings, then its data.
+            0xDA => {
+                let count = usize::from(*segment.first().ok_or_else(cut)?);
+                let spectral = segment.get(1 + 2 * count..4 + 2 * count).ok_or_else(cut)?;
+                let (first, last, low_bit) = (usize::from(spectral[0]), usize::from(spectral[1]), spectral[2] & 0x0F);
+                for i in 0..count {
+                    let id = *segment.get(1 + 2 * i).ok_or_else(cut)?;
+                    if let Some((_, bits)) = components.iter_mut().find(|(c, _)| *c == id) {
+                        for bit in bits.iter_mut().take(last.min(63) + 1).skip(first) {
+                            *bit = (*bit).min(low_bit);
+                        }
+                    }
+                }
+                at += length;
+                // Entropy-coded data: up to a marker that is neither stuffing nor a restart.
+                loop {
+                    let next = bytes.get(at..).and_then(|rest| rest.iter().position(|&b| b == 0xFF)).ok_or_else(cut)?;
+                    at += next;
+                    match bytes.get(at + 1) {
+                        Some(0x00 | 0xD0..=0xD7 | 0xFF) => at += if bytes[at + 1] == 0xFF { 1 } else { 2 },
+                        Some(_) => break,
+                        None => return Err(cut()),
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        at += length;
+    }
+    let end = at - 2;
+    if components.is_empty() {
+        return Err("no frame header before its end".into());
+    }
+    if components.iter().any(|(_, bits)| bits.iter().any(|&bit| bit != 0)) {
+        return Err("its scans leave coefficients unfinished: a progressive file cut at a scan".into());
+    }
+    Ok(JpegLayout { end })
+}
+
+/// `bytes` with [`SCAN_GUARD_BYTES`] bytes of one bits (each 0xFF stuffed as `FF 00`) before
+/// the end-of-image marker at `end`. A complete scan ends before them and decodes as it would
+/// without them. A scan whose data ends early (a frame cut short and closed with an
+/// end-of-image marker, as some cameras and drivers do) goes on reading into them, and all-one
+/// bits are never a valid Huffman code, so the decode fails. Without the guard the decoder
+/// reads zero bits past the end and invents grey blocks that look like a good part.
+fn with_scan_guard(bytes: &[u8], end: usize) -> Vec<u8> {
+    let mut guarded = Vec::with_capacity(end + 2 * SCAN_GUARD_BYTES + 2);
     guarded.extend_from_slice(&bytes[..end]);
     for _ in 0..SCAN_GUARD_BYTES {
         guarded.extend_from_slice(&[0xFF, 0x00]);
     }
-    guarded.extend_from_slice(&bytes[end..]);
+    guarded.extend_from_slice(JPEG_END);
     guarded
 }
 
@@ -123,13 +205,8 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
         .set_max_width(MAX_FRAME_SIDE as usize)
         .set_max_height(MAX_FRAME_SIDE as usize)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
-    if !ends_with_marker(bytes, JPEG_END) {
-        return Err(DecodeError::Corrupt {
-            format: "JPEG",
-            reason: "no end-of-image marker: the file is cut short".into(),
-        });
-    }
-    let guarded = with_scan_guard(bytes);
+    let layout = jpeg_layout(bytes).map_err(|reason| DecodeError::Corrupt { format: "JPEG", reason })?;
+    let guarded = with_scan_guard(bytes, layout.end);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&guarded[..]), options);
     decoder.decode_headers().map_err(corrupt)?;
     let (width, height) = decoder.dimensions().expect("headers were decoded");
@@ -218,17 +295,66 @@ mod tests {
             let scan_start = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap() + 20;
             let scan_end = bytes.len() - 2;
             let mut failures = Vec::new();
-            for cut in
-                (scan_start..scan_end).step_by(((scan_end - scan_start) / 200).max(1)).chain(scan_end - 3..scan_end)
-            {
-                let mut closed = bytes[..cut].to_vec();
-                closed.extend_from_slice(JPEG_END);
-                if let Ok(decoded) = decode_rgb(&closed) {
-                    failures.push((cut, decoded == whole));
+            let mut another = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new(&mut another).encode_image(&RgbImage::new(8, 8)).unwrap();
+            // Closed once, twice, with a trailer between, or followed by another picture (MPF).
+            let closings: [Vec<u8>; 4] = [
+                JPEG_END.to_vec(),
+                [JPEG_END, JPEG_END].concat(),
+                [JPEG_END, b"trailer", JPEG_END].concat(),
+                [JPEG_END, &another].concat(),
+            ];
+            let step = ((scan_end - scan_start) / 100).max(1);
+            for cut in (scan_start..scan_end).step_by(step).chain(scan_end - 3..scan_end) {
+                for (kind, closing) in closings.iter().enumerate() {
+                    if let Ok(decoded) = decode_rgb(&[&bytes[..cut], closing].concat()) {
+                        failures.push((cut, kind, decoded == whole));
+                    }
                 }
             }
-            assert!(failures.is_empty(), "{width}x{height} q{quality}: cuts decoded (cut, same pixels): {failures:?}");
+            assert!(
+                failures.is_empty(),
+                "{width}x{height} q{quality}: cuts decoded (cut, closing, same): {failures:?}"
+            );
         }
+    }
+
+    /// A good part as a progressive JPEG (models/make_samples.py).
+    fn progressive() -> Vec<u8> {
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/images/progressive.jpg")).unwrap()
+    }
+
+    #[test]
+    fn a_progressive_jpeg_cut_at_or_inside_any_scan_and_closed_is_an_error() {
+        let bytes = progressive();
+        let whole = decode_rgb(&bytes).unwrap();
+        let scans: Vec<usize> =
+            bytes.windows(2).enumerate().filter(|(_, w)| w == &[0xFF, 0xDA]).map(|(i, _)| i).collect();
+        assert!(scans.len() > 3, "a progressive file has several scans");
+        let mut decoded = Vec::new();
+        for (n, &scan) in scans.iter().enumerate().skip(1) {
+            let inside = (scans[n - 1] + scan) / 2;
+            for cut in [scan, inside] {
+                if let Ok(image) = decode_rgb(&[&bytes[..cut], JPEG_END].concat()) {
+                    decoded.push((cut, image == whole));
+                }
+            }
+        }
+        assert!(decoded.is_empty(), "cuts decoded (cut, same pixels): {decoded:?}");
+    }
+
+    #[test]
+    fn whole_jpegs_decode_with_padding_trailers_and_markers_inside_segments() {
+        let bytes = progressive();
+        let whole = decode_rgb(&bytes).unwrap();
+        let padded = [&bytes[..], &[0u8; 10_000]].concat();
+        assert_eq!(decode_rgb(&padded).unwrap(), whole, "padding after the end marker");
+        // A comment segment holding end markers, right after SOI.
+        let comment = [&[0xFF, 0xFE, 0x00, 0x06][..], JPEG_END, JPEG_END].concat();
+        let commented = [&bytes[..2], &comment, &bytes[2..]].concat();
+        assert_eq!(decode_rgb(&commented).unwrap(), whole, "end markers inside a comment");
+        let trailing = [&bytes[..], JPEG_END, b"junk"].concat();
+        assert_eq!(decode_rgb(&trailing).unwrap(), whole, "bytes after the end marker");
     }
 
     #[test]
