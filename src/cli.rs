@@ -212,19 +212,34 @@ fn manual(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Signals whose default action would end the process without putting the lines in their safe
-/// state: each one instead sets the stop flag, so the program stops the way SIGTERM stops it.
-/// (SIGPIPE stays ignored, as Rust sets it: a closed pipe is an error on that write.)
-const STOP_SIGNALS: [i32; 7] = {
-    use signal_hook::consts::*;
-    [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM]
+/// Signals that keep their own meaning: those the kernel sends for a fault in this process
+/// (returning from a handler would repeat the fault) or that cannot be caught, those ignored
+/// by default, SIGPIPE (ignored, as Rust sets it: a closed pipe is an error on that write) and
+/// SIGXFSZ (ignored here: a file past its size limit is an error on that write).
+const OWN_MEANING: [i32; 12] = {
+    use libc::*;
+    [SIGKILL, SIGSTOP, SIGILL, SIGFPE, SIGSEGV, SIGBUS, SIGPIPE, SIGXFSZ, SIGCHLD, SIGCONT, SIGURG, SIGWINCH]
 };
 
-/// A stop flag set by any of [`STOP_SIGNALS`].
+/// Every other signal, real-time ones included: by default each would end or suspend the
+/// process without putting the lines in their safe state (SIGPWR from a UPS, SIGXCPU from a
+/// limit, SIGTSTP from a terminal…); here each sets the stop flag, so the program stops the way
+/// SIGTERM stops it.
+fn stop_signals() -> impl Iterator<Item = i32> {
+    // 32 up to SIGRTMIN are the C library's own (threads, timers).
+    let reserved = 32..libc::SIGRTMIN();
+    (1..=libc::SIGRTMAX()).filter(move |signal| !OWN_MEANING.contains(signal) && !reserved.contains(signal))
+}
+
+/// A stop flag set by any of [`stop_signals`]; SIGXFSZ ignored.
 fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in STOP_SIGNALS {
+    for signal in stop_signals() {
         signal_hook::flag::register(signal, stop.clone()).with_context(|| format!("cannot handle signal {signal}"))?;
+    }
+    // SAFETY: setting a signal's disposition to "ignore" runs no code in the handler context.
+    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
+        anyhow::bail!("cannot ignore SIGXFSZ");
     }
     Ok(stop)
 }

@@ -335,6 +335,44 @@ fn item_13_sigterm_reaches_the_safe_state_and_ends_the_station_at_once_even_duri
 }
 
 #[test]
+fn every_signal_that_would_end_or_suspend_the_station_puts_it_in_the_safe_state_instead() {
+    // Found by the second QA pass: SIGPWR (a UPS's power-fail warning), SIGXCPU and others
+    // killed the supervisor with READY and PASS held.
+    let dir = tempfile::tempdir().unwrap();
+    let model_section = format!("path = {:?}\nbackend = \"tract\"", common::tiny_model());
+    let config = station_config(dir.path(), &model_section, "");
+    let looping = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("kind = \"directory\"\n", "kind = \"directory\"\nloop = true\n");
+    std::fs::write(&config, looping).unwrap();
+    let record = dir.path().join("gpio.log");
+    for signal in [libc::SIGPWR, libc::SIGXCPU, libc::SIGTSTP, libc::SIGVTALRM, libc::SIGRTMIN() + 1] {
+        let _ = std::fs::remove_file(&record);
+        let mut child = clipada(&["run", "--config", config.to_str().unwrap()]).stdout(Stdio::null()).spawn().unwrap();
+        let spawned = Instant::now();
+        // Until a verdict is on the lines.
+        while !std::fs::read_to_string(&record)
+            .is_ok_and(|r| r.lines().any(|l| l.ends_with(" 1") && !l.contains("fail")))
+        {
+            assert!(spawned.elapsed() < Duration::from_secs(30), "no verdict shown");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // SAFETY: signalling a child this test started and still owns.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let status = child.wait().unwrap();
+        assert!(status.code().is_some(), "signal {signal} ended it by its default action: {status:?}");
+        let record = std::fs::read_to_string(&record).unwrap();
+        let last =
+            |line: &str| record.lines().rev().find(|l| l.split(' ').nth(1) == Some(line)).map(|l| l.ends_with(" 1"));
+        assert_eq!(
+            (last("pass"), last("fail"), last("ready")),
+            (Some(false), Some(true), Some(false)),
+            "{signal}: {record}"
+        );
+    }
+}
+
+#[test]
 fn item_14_calibrate_never_writes_over_a_file_of_another_kind() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::copy_into(&common::tiny_model(), dir.path(), "model.onnx");
