@@ -93,6 +93,13 @@ pub fn report(result: &Calibration, model: &str, out: &mut dyn Write) -> std::io
         }
         None => writeln!(out, "no threshold: it needs at least 2 good images; pass --threshold to infer"),
     }?;
+    if (2..calibration::MIN_IMAGES_FOR_OUTLIERS).contains(&result.bank.good_images) {
+        writeln!(
+            out,
+            "warning: with fewer than {} good images an outlier cannot be told; every one must be a good part",
+            calibration::MIN_IMAGES_FOR_OUTLIERS
+        )?;
+    }
     for (path, score) in &result.outliers {
         writeln!(
             out,

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -75,10 +76,23 @@ struct ResultLine<'a> {
     map: Option<PathBuf>,
 }
 
-/// A path as JSON text; bytes that are not UTF-8 become U+FFFD (JSON holds only Unicode, and a
-/// file name must not stop the run).
+/// A path as JSON text, as [`path_text`] writes it (JSON holds only Unicode, and a file name
+/// must not stop the run).
 fn lossy_path<S: serde::Serializer>(path: &&Path, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&path.to_string_lossy())
+    serializer.serialize_str(&path_text(path))
+}
+
+/// A path as text that tells any two paths apart: bytes that are not UTF-8 are written `\xNN`
+/// (U+FFFD for all of them would print two different files alike).
+pub fn path_text(path: &Path) -> String {
+    let mut text = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
 }
 
 fn lossy_optional_path<S: serde::Serializer>(path: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -245,7 +259,7 @@ pub fn escape_controls(text: &str) -> String {
 }
 
 fn escaped(path: &Path) -> String {
-    escape_controls(&path.display().to_string())
+    escape_controls(&path_text(path))
 }
 
 fn elapsed_ms(started: Instant) -> f64 {

@@ -195,16 +195,15 @@ fn type_at(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<Option<FileType>,
     }
 }
 
-/// An unpredictable temporary name beside `name`.
+/// An unpredictable temporary name beside `name`, never longer than the longest name a
+/// file may have: `name` itself is only hashed into it.
 fn temporary_name(name: &OsStr) -> PathBuf {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher
         .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     hasher.write_u32(std::process::id());
-    let mut temporary = std::ffi::OsString::from(".");
-    temporary.push(name);
-    temporary.push(format!(".{:016x}.partial", hasher.finish()));
-    PathBuf::from(temporary)
+    hasher.write(name.as_bytes());
+    PathBuf::from(format!(".clipada-{:016x}.partial", hasher.finish()))
 }
 
 /// Writes `bytes` to `name` in `dir`: an exclusive new temporary, synced, renamed over `name`.
@@ -458,6 +457,15 @@ impl OwnedDir {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_file_of_the_longest_name_is_written_through_its_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let owned = OwnedDir::claim(&dir.path().join("out"), FolderKind::Overlays).unwrap();
+        let longest = format!("{}.png", "n".repeat(251));
+        owned.write_atomic(Path::new(&longest), b"png").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("out").join(longest)).unwrap(), b"png");
+    }
 
     #[test]
     fn a_new_folder_is_marked_and_reclaimed_and_a_foreign_one_refused() {
