@@ -5,6 +5,7 @@
 //! ([`score`]), judged ([`verdict`]), and handed to sinks ([`sink`]). [`pipeline`] wires one
 //! frame through; [`station`] is the inspection loop of a camera station (`clipada run`);
 //! [`commands`] are the subcommands, as library functions.
+#![deny(missing_docs)]
 
 pub mod calibration;
 pub mod cli;

@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::pipeline::{InspectOptions, Inspector, Judged};
 use crate::sink::npy::npy_bytes;
-use crate::sink::overlay::{png_bytes, OverlayRenderer};
+use crate::sink::overlay::OverlayRenderer;
+use crate::sink::png::png_bytes;
 use crate::source::files::{collect_images, read_image, ImageInput};
 use crate::storage::owned::{FolderKind, OwnedDir};
 use crate::storage::read::identity;

@@ -1,4 +1,4 @@
-//! Results out: overlay images, anomaly maps as `.npy`, the station's screen and the
+//! Results out: overlay images, PNG and `.npy` bytes, the station's screen and the
 //! framebuffer it is drawn on.
 //! (The station's GPIO lines and logs live in `station`.)
 
@@ -6,3 +6,4 @@ pub mod display;
 pub mod framebuffer;
 pub mod npy;
 pub mod overlay;
+pub mod png;

@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context;
 use embedded_graphics::mono_font::{ascii::FONT_6X10, MonoTextStyle};
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
@@ -130,11 +129,4 @@ fn outline(map: &[f32], width: usize, height: usize, threshold: f32) -> impl Ite
                 || (y + 1 < height && !above(x, y + 1)));
         edge.then(|| Pixel(Point::new(x as i32, y as i32), OUTLINE_COLOUR))
     })
-}
-
-/// `image` encoded as PNG.
-pub fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut bytes, image::ImageFormat::Png).context("cannot encode PNG")?;
-    Ok(bytes.into_inner())
 }

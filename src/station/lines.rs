@@ -322,6 +322,8 @@ impl OutputPin for NoLine {
     }
 }
 
+/// Lines of a Linux GPIO character device (`/dev/gpiochipN`, through gpiocdev), as
+/// embedded-hal pins.
 #[cfg(all(feature = "gpio", target_os = "linux"))]
 pub mod chardev {
     use std::path::Path;

@@ -14,7 +14,7 @@ use anyhow::Context;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::sink::overlay::png_bytes;
+use crate::sink::png::png_bytes;
 use crate::storage::owned::{open_owned, FileKind, FolderKind, OwnedDir};
 use crate::verdict::Verdict;
 
