@@ -11,21 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// SplitMix64, for reproducible variants.
-struct Rng(u64);
+use clipada::memory::coreset::SplitMix64;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// A number below `n` from `rng`.
+fn below(rng: &mut SplitMix64, n: u64) -> u64 {
+    rng.next_u64() % n
 }
 
 /// `count` good images in `dir`: the sample parts, each variant shifted by a few pixels, its
@@ -37,17 +27,17 @@ fn make_good_images(root: &Path, dir: &Path, count: usize) {
                 .unwrap()
         })
         .collect();
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64(7);
     for n in 0..count {
         let base = &good[n % good.len()];
-        let (dx, dy) = (rng.below(9) as i64 - 4, rng.below(9) as i64 - 4);
-        let gain = 0.9 + rng.below(200) as f32 / 1000.0;
+        let (dx, dy) = (below(&mut rng, 9) as i64 - 4, below(&mut rng, 9) as i64 - 4);
+        let gain = 0.9 + below(&mut rng, 200) as f32 / 1000.0;
         let (w, h) = base.dimensions();
         let variant = image::RgbImage::from_fn(w, h, |x, y| {
             let sx = (x as i64 + dx).clamp(0, w as i64 - 1) as u32;
             let sy = (y as i64 + dy).clamp(0, h as i64 - 1) as u32;
             let p = base.get_pixel(sx, sy).0;
-            let noise = (rng.below(9) as f32) - 4.0;
+            let noise = (below(&mut rng, 9) as f32) - 4.0;
             image::Rgb(p.map(|c| (c as f32 * gain + noise).clamp(0.0, 255.0) as u8))
         });
         variant.save(dir.join(format!("{n:04}.png"))).unwrap();

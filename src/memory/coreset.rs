@@ -8,11 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Dimensions of the random projection used for the distances.
 pub const PROJECTION_DIM: usize = 128;
 
-/// Deterministic pseudo-random numbers (SplitMix64), so calibration is reproducible.
-struct SplitMix64(u64);
+/// Deterministic pseudo-random numbers (SplitMix64), so calibration is reproducible; the
+/// benchmarks draw their reproducible variants from it too.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -63,7 +66,7 @@ fn project(features: &[f32], width: usize, count: usize) -> Vec<f32> {
     let p = PROJECTION_DIM;
     let mut rng = SplitMix64(0x0063_6c69_7061_6461);
     let scale = 1.0 / (p as f32).sqrt();
-    let matrix: Vec<f32> = (0..width * p).map(|_| if rng.next() & 1 == 0 { scale } else { -scale }).collect();
+    let matrix: Vec<f32> = (0..width * p).map(|_| if rng.next_u64() & 1 == 0 { scale } else { -scale }).collect();
     let mut out = vec![0.0; count * p];
     // SAFETY: `features` is [count x width], `matrix` [width x p], `out` [count x p], row-major.
     unsafe {
@@ -118,7 +121,7 @@ mod tests {
     fn projection_roughly_preserves_distances() {
         let width = 512;
         let mut rng = SplitMix64(3);
-        let features: Vec<f32> = (0..2 * width).map(|_| (rng.next() % 1000) as f32 / 1000.0).collect();
+        let features: Vec<f32> = (0..2 * width).map(|_| (rng.next_u64() % 1000) as f32 / 1000.0).collect();
         let projected = project(&features, width, 2);
         let dist = |v: &[f32], w: usize| v[..w].iter().zip(&v[w..]).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
         let ratio = dist(&projected, PROJECTION_DIM) / dist(&features, width);
