@@ -189,9 +189,8 @@ fn main() {
         }
     });
     let started = Instant::now();
-    let mut diagnostics = Vec::new();
     let log = dir.path().join("results.jsonl");
-    let summary = run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut diagnostics, &mut |parts| {
+    let summary = run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut |parts| {
         parts.inspector = inspector.lock().unwrap().take().unwrap();
         let inner = DirectorySource::open(Path::new("models/samples/part/test"), true).unwrap();
         parts.source =

@@ -28,6 +28,12 @@ const EXIT_INCOMPLETE: u8 = 3;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More detail in the log (debug; twice: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Less in the log (warnings and errors; twice: errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
 }
 
 /// Which engine runs the model.
@@ -307,12 +313,12 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
     if !matches!(command, Command::Run { .. }) {
         require_stdout()?;
     }
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+    let mut out = std::io::stdout().lock();
     match command {
         Command::Infer { model, threshold, no_refine, memory, json, overlay_dir, maps_dir, inputs } => {
             let inspect = InspectOptions { no_refine, threshold, memory, engine: model.engine() };
             let options = infer::InferOptions { model: model.model, inspect, json, overlay_dir, maps_dir, inputs };
-            Ok(infer::infer(&options, &mut out, &mut err)?.complete())
+            Ok(infer::infer(&options, &mut out)?.complete())
         }
         Command::Calibrate { model, good, out: file, memory_size, no_refine, keep_outliers } => {
             let engine = model.engine();
@@ -326,18 +332,18 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
                 engine,
             };
             let stop = stop_on_signals()?;
-            calibrate::calibrate(&options, &stop, &mut TerminalProgress::new(false), &mut out, &mut err).map(|_| true)
+            calibrate::calibrate(&options, &stop, &mut TerminalProgress::new(false), &mut out).map(|_| true)
         }
         Command::Eval { model, dataset, categories, shots, no_refine, memory_size, json } => {
             let engine = model.engine();
             let options =
                 EvalOptions { model: model.model, dataset, categories, shots, no_refine, memory_size, engine };
-            eval::eval(&options, json, &mut TerminalProgress::new(json), &mut out, &mut err).map(|_| true)
+            eval::eval(&options, json, &mut TerminalProgress::new(json), &mut out).map(|_| true)
         }
         Command::Bench { model, memory, images, no_refine, warmup, iterations, json } => {
             let inspect = InspectOptions { no_refine, threshold: None, memory, engine: model.engine() };
             let options = bench::BenchOptions { model: model.model, inspect, images, warmup, iterations };
-            bench::bench(&options, json, &mut TerminalProgress::new(json), &mut out, &mut err).map(|_| true)
+            bench::bench(&options, json, &mut TerminalProgress::new(json), &mut out).map(|_| true)
         }
         Command::Check { model } => check::check(&model.model, &model.engine(), &mut out).map(|_| true),
         Command::Completions { shell } => {
@@ -345,17 +351,15 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Manual => manual(&mut out).map(|()| true),
-        Command::Demo { output } => Ok(demo::demo(&output, &mut out, &mut err)?.complete()),
+        Command::Demo { output } => Ok(demo::demo(&output, &mut out)?.complete()),
         Command::Run { config, worker: false } => {
             // First thing: from here on SIGTERM means the safe state, not death (before this,
             // nothing is claimed, and death leaves the lines as the kernel had them).
             let stop = stop_on_signals()?;
             let clipada = std::env::current_exe().context("cannot find this program to start the worker")?;
-            run::run(&config, &clipada, stop, &mut out, &mut err).map(|()| true)
+            run::run(&config, &clipada, stop, &mut out).map(|()| true)
         }
-        Command::Run { config, worker: true } => {
-            run::worker(&config, stop_on_signals()?, &mut out, &mut err).map(|_| true)
-        }
+        Command::Run { config, worker: true } => run::worker(&config, stop_on_signals()?, &mut out).map(|_| true),
     }
 }
 
@@ -368,12 +372,16 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Err(e) = crate::logging::init(crate::logging::level(cli.verbose, cli.quiet)) {
+        eprintln!("clipada: {e}");
+        return ExitCode::FAILURE;
+    }
     match dispatch(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
         Err(e) => {
             let message = crate::commands::infer::escape_controls(&format!("{e:#}"));
-            eprintln!("clipada: {message}");
+            tracing::error!("{message}");
             ExitCode::FAILURE
         }
     }

@@ -11,7 +11,6 @@
 //! engine precision and scoring mode; a memory without one is refused), else the model's
 //! contract (for its text branch, without a memory).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -116,13 +115,21 @@ impl Extractor {
         }
     }
 
-    /// Loads `file` on the engine `config` asks for; says why engines or providers before the
-    /// chosen one were skipped to `diagnostics`.
-    pub fn load(file: &ModelFile, config: &EngineConfig, diagnostics: &mut dyn Write) -> Result<Self, LoadError> {
+    /// Loads `file` on the engine `config` asks for; logs (warn) why engines or providers
+    /// before the chosen one were skipped.
+    pub fn load(file: &ModelFile, config: &EngineConfig) -> Result<Self, LoadError> {
         let chosen = load_engine(file, config)?;
         for why in &chosen.skipped {
-            let _ = writeln!(diagnostics, "clipada: {why}");
+            tracing::warn!("{why}");
         }
+        let info = chosen.engine.info();
+        let path = file.path.display();
+        tracing::debug!(
+            engine = info.engine,
+            provider = info.provider,
+            precision = info.precision.name(),
+            "{path}: loaded"
+        );
         Ok(Extractor::new(file.spec.clone(), file.sha256.clone(), chosen.engine))
     }
 
@@ -237,12 +244,11 @@ impl Inspector {
         Ok(Inspector { extractor, scorer, threshold })
     }
 
-    /// Loads the model at `path` on the configured engine and the memory file if one is given;
-    /// reports skipped engines to `diagnostics`.
-    pub fn load(path: &Path, options: &InspectOptions, diagnostics: &mut dyn Write) -> Result<Self, LoadError> {
+    /// Loads the model at `path` on the configured engine and the memory file if one is given.
+    pub fn load(path: &Path, options: &InspectOptions) -> Result<Self, LoadError> {
         let file = ModelFile::open(path)?;
         let memory = options.memory.as_deref().map(Memory::read).transpose()?;
-        let extractor = Extractor::load(&file, &options.engine, diagnostics)?;
+        let extractor = Extractor::load(&file, &options.engine)?;
         Inspector::new(extractor, !options.no_refine, memory.as_ref(), options.threshold)
     }
 

@@ -71,13 +71,12 @@ pub const MAX_ITERATIONS: usize = 1_000_000;
 pub const MAX_IMAGES: usize = 1000;
 
 /// Runs the benchmark; prints a table, or one JSON object with `json`; each frame done goes to
-/// `progress`, engine reports to `diagnostics`.
+/// `progress`.
 pub fn bench(
     options: &BenchOptions,
     json: bool,
     progress: &mut dyn Progress,
     out: &mut dyn Write,
-    diagnostics: &mut dyn Write,
 ) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
         (1..=MAX_ITERATIONS).contains(&options.iterations) && options.warmup <= MAX_ITERATIONS,
@@ -92,7 +91,7 @@ pub fn bench(
         None => vec![synthetic_frame()],
     };
     anyhow::ensure!(!frames.is_empty(), "no images to benchmark with");
-    let mut inspector = Inspector::load(&options.model, &options.inspect, diagnostics)?;
+    let mut inspector = Inspector::load(&options.model, &options.inspect)?;
     let threshold = inspector.threshold().value();
     let mut renderer = OverlayRenderer::default();
     let mut times: [Vec<Duration>; 4] = Default::default();

@@ -35,19 +35,18 @@ pub struct CalibrateOptions {
 }
 
 /// Calibrates and writes the memory file atomically; reports to `out`, each image done to
-/// `progress`, and skipped engines to `diagnostics`. `stop` ends it early.
+/// `progress`. `stop` ends it early.
 pub fn calibrate(
     options: &CalibrateOptions,
     stop: &AtomicBool,
     progress: &mut dyn Progress,
     out: &mut dyn Write,
-    diagnostics: &mut dyn Write,
 ) -> anyhow::Result<Calibration> {
     replaceable(&options.out, FileKind::Memory).context("--out")?;
     let model = ModelFile::open(&options.model)?;
     let good: Vec<PathBuf> = collect_images(std::slice::from_ref(&options.good))?.into_iter().map(|i| i.path).collect();
     anyhow::ensure!(!good.is_empty(), "{}: no png, jpg, jpeg or bmp images found", options.good.display());
-    let mut extractor = Extractor::load(&model, &options.engine, diagnostics)?;
+    let mut extractor = Extractor::load(&model, &options.engine)?;
     let settings = calibration::Settings {
         memory_size: options.memory_size,
         refine: !options.no_refine,
@@ -94,11 +93,10 @@ pub fn report(result: &Calibration, model: &str, out: &mut dyn Write) -> std::io
         None => writeln!(out, "no threshold: it needs at least 2 good images; pass --threshold to infer"),
     }?;
     if (2..calibration::MIN_IMAGES_FOR_OUTLIERS).contains(&result.bank.good_images) {
-        writeln!(
-            out,
-            "warning: with fewer than {} good images an outlier cannot be told; every one must be a good part",
+        tracing::warn!(
+            "with fewer than {} good images an outlier cannot be told; every one must be a good part",
             calibration::MIN_IMAGES_FOR_OUTLIERS
-        )?;
+        );
     }
     for (path, score) in &result.outliers {
         writeln!(

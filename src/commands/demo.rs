@@ -39,7 +39,7 @@ pub fn default_output_dir() -> PathBuf {
 }
 
 /// Calibrates from `samples/train/good`, judges `samples/test` with overlays in `output/overlays`.
-pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> anyhow::Result<InferSummary> {
+pub fn demo(output: &Path, out: &mut dyn Write) -> anyhow::Result<InferSummary> {
     anyhow::ensure!(
         default_model().is_file(),
         "{}: not found: run the demo from the clipada checkout (cargo run --release -- demo)",
@@ -56,7 +56,7 @@ pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> 
         keep_outliers: false,
         engine: EngineConfig::default(),
     };
-    calibrate(&calibration, &AtomicBool::new(false), &mut Silent, out, diagnostics)?;
+    calibrate(&calibration, &AtomicBool::new(false), &mut Silent, out)?;
     let overlay_dir = folder.path().join("overlays");
     let options = InferOptions {
         model: default_model(),
@@ -66,7 +66,7 @@ pub fn demo(output: &Path, out: &mut dyn Write, diagnostics: &mut dyn Write) -> 
         maps_dir: None,
         inputs: vec![default_samples().join("test")],
     };
-    let summary = infer(&options, out, diagnostics)?;
+    let summary = infer(&options, out)?;
     writeln!(
         out,
         "{} pass, {} fail, {} error; overlays in {}",

@@ -6,15 +6,14 @@ use crate::eval::{evaluate, EvalOptions, EvalReport, Metrics};
 use crate::progress::Progress;
 
 /// Runs the evaluation; prints a table, or one JSON object with `json`; each image done goes
-/// to `progress`, engine reports to `diagnostics`.
+/// to `progress`.
 pub fn eval(
     options: &EvalOptions,
     json: bool,
     progress: &mut dyn Progress,
     out: &mut dyn Write,
-    diagnostics: &mut dyn Write,
 ) -> anyhow::Result<EvalReport> {
-    let report = evaluate(options, progress, diagnostics)?;
+    let report = evaluate(options, progress)?;
     if json {
         serde_json::to_writer(&mut *out, &report)?;
         writeln!(out)?;

@@ -149,10 +149,10 @@ impl Outputs {
     }
 }
 
-/// Judges every image under `options.inputs`, writing result lines to `out` and problems to
-/// `diagnostics`. Fails when the model, the inputs or the output folders cannot be used, or
+/// Judges every image under `options.inputs`, writing result lines to `out` and logging
+/// (error) why an image was not judged. Fails when the model, the inputs or the output folders cannot be used, or
 /// when no image was found; an image that cannot be judged is an ERROR line.
-pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn Write) -> anyhow::Result<InferSummary> {
+pub fn infer(options: &InferOptions, out: &mut dyn Write) -> anyhow::Result<InferSummary> {
     let images = collect_images(&options.inputs)?;
     if images.is_empty() {
         let given: Vec<String> = options.inputs.iter().map(|p| p.display().to_string()).collect();
@@ -166,11 +166,11 @@ pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn 
         taken: HashSet::new(),
         inputs: images.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| identity(&m)).collect(),
     };
-    let mut inspector = Inspector::load(&options.model, &options.inspect, diagnostics)?;
+    let mut inspector = Inspector::load(&options.model, &options.inspect)?;
     let mut renderer = OverlayRenderer::default();
     let mut summary = InferSummary::default();
     for input in &images {
-        let line = judge_one(&mut inspector, &mut renderer, input, &mut outputs, diagnostics);
+        let line = judge_one(&mut inspector, &mut renderer, input, &mut outputs);
         match line.verdict {
             Verdict::Pass => summary.passed += 1,
             Verdict::Fail => summary.failed += 1,
@@ -189,8 +189,7 @@ pub fn infer(options: &InferOptions, out: &mut dyn Write, diagnostics: &mut dyn 
             writeln!(out, "{} {score} {}", escaped(line.path), line.verdict.name()).context("writing results")?;
         }
         if let Some(error) = &line.error {
-            writeln!(diagnostics, "clipada: {}: {}", escaped(line.path), escape_controls(error))
-                .context("writing diagnostics")?;
+            tracing::error!("{}: {}", escaped(line.path), escape_controls(error));
         }
     }
     out.flush().context("writing results")?;
@@ -202,7 +201,6 @@ fn judge_one<'a>(
     renderer: &mut OverlayRenderer,
     input: &'a ImageInput,
     outputs: &mut Outputs,
-    diagnostics: &mut dyn Write,
 ) -> ResultLine<'a> {
     let started = Instant::now();
     let mut line = ResultLine {
@@ -235,10 +233,10 @@ fn judge_one<'a>(
     line.verdict = verdict;
     line.score = judged.map(|j| j.score);
     let name = outputs.name_for(input);
-    let mut report = |what: &str, result: anyhow::Result<PathBuf>| match result {
+    let report = |what: &str, result: anyhow::Result<PathBuf>| match result {
         Ok(path) => Some(path),
         Err(e) => {
-            let _ = writeln!(diagnostics, "clipada: {what} not written: {}", escape_controls(&format!("{e:#}")));
+            tracing::warn!("{what} not written: {}", escape_controls(&format!("{e:#}")));
             None
         }
     };

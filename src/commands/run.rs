@@ -32,13 +32,7 @@ const WORKER_EXIT: Duration = Duration::from_secs(2);
 /// for it until it ends or `stop` is set. An error when the configuration is refused, or when
 /// the worker failed or died. At the end it writes to `out` the verdicts the lines showed (the
 /// worker's own summary may be lost: a stopped worker that does not end in time is killed).
-pub fn run(
-    config: &Path,
-    clipada: &Path,
-    stop: Arc<AtomicBool>,
-    out: &mut dyn Write,
-    diagnostics: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub fn run(config: &Path, clipada: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyhow::Result<()> {
     let plan = StationPlan::load(config)?;
     let _state = assemble::lock_state(&plan)?;
     let lines = assemble::lines(&plan)?;
@@ -47,17 +41,18 @@ pub fn run(
         .with_context(|| format!("{}: `gpio`: cannot put the lines in the safe state", plan.file.display()))?;
     match Notifier::from_env() {
         Ok(notifier) => supervisor.supervised_by(notifier),
-        Err(e) => writeln!(diagnostics, "clipada: {e}: not reporting to systemd").context("stderr")?,
+        Err(e) => tracing::warn!("{e}: not reporting to systemd"),
     }
     let mut worker = Command::new(clipada)
         .arg("run")
         .arg("--config")
         .arg(config)
         .arg("--worker")
+        .args(crate::logging::flag(tracing::level_filters::LevelFilter::current()))
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .spawn()
         .context("cannot start the worker")?;
-    let ended = supervisor.run(&stop, diagnostics);
+    let ended = supervisor.run(&stop);
     let status = end_worker(&mut worker, ended)?;
     let tally = supervisor.tally();
     writeln!(
@@ -100,21 +95,16 @@ fn end_worker(worker: &mut Child, ended: Ended) -> anyhow::Result<ExitStatus> {
 }
 
 /// The worker: the inspection loop, reaching the lines through the supervisor on its standard
-/// input. Reports to `diagnostics`, and a summary line to `out` at the end.
-pub fn worker(
-    config: &Path,
-    stop: Arc<AtomicBool>,
-    out: &mut dyn Write,
-    diagnostics: &mut dyn Write,
-) -> anyhow::Result<RunSummary> {
+/// input. Logs what goes wrong, and writes a summary line to `out` at the end.
+pub fn worker(config: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyhow::Result<RunSummary> {
     // Should the supervisor die, so does the worker: nothing would drive the lines.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .context("cannot follow the supervisor")?;
     let socket = std::io::stdin().as_fd().try_clone_to_owned().context("no supervisor socket on standard input")?;
     let link = SupervisorLink::new(UnixStream::from(socket));
     let plan = StationPlan::load(config)?;
-    let parts = assemble::parts(&plan, stop.clone(), diagnostics)?;
-    let summary = Station::new(parts, link).run(&stop, diagnostics)?;
+    let parts = assemble::parts(&plan, stop.clone())?;
+    let summary = Station::new(parts, link).run(&stop)?;
     writeln!(
         out,
         "{} frames: {} pass, {} fail, {} error; {} failed parts not saved, {} log lines lost",

@@ -7,7 +7,6 @@
 pub mod metrics;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -77,16 +76,12 @@ struct TestImage {
 }
 
 /// Evaluates every requested category, loading the model and its engine once; each test image
-/// done goes to `progress`, the engine report to `diagnostics`.
-pub fn evaluate(
-    options: &EvalOptions,
-    progress: &mut dyn Progress,
-    diagnostics: &mut dyn Write,
-) -> anyhow::Result<EvalReport> {
+/// done goes to `progress`.
+pub fn evaluate(options: &EvalOptions, progress: &mut dyn Progress) -> anyhow::Result<EvalReport> {
     let model = ModelFile::open(&options.model)?;
     let categories =
         if options.categories.is_empty() { list_categories(&options.dataset)? } else { options.categories.clone() };
-    let mut extractor = Extractor::load(&model, &options.engine, diagnostics)?;
+    let mut extractor = Extractor::load(&model, &options.engine)?;
     let mut report = BTreeMap::new();
     for category in &categories {
         let (metrics, returned) =

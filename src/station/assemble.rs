@@ -3,7 +3,6 @@
 //!
 //! Every start-up refusal names the configuration file and key at fault.
 
-use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -70,15 +69,14 @@ fn chardev_outputs(_: &std::path::Path, _: [u32; 3], _: super::lines::LineSettin
 }
 
 /// The worker's parts: the model (with its memory and threshold), source, trigger, display and
-/// logs. `stop` also cuts short a camera's reconnect waits; engine reports go to `diagnostics`.
-pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>, diagnostics: &mut dyn Write) -> anyhow::Result<StationParts> {
+/// logs. `stop` also cuts short a camera's reconnect waits.
+pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<StationParts> {
     let file = plan.file.display();
     let model = &plan.model;
     let model_file = ModelFile::open(&model.path).with_context(|| format!("{file}: `model.path`"))?;
     let memory =
         model.memory.as_deref().map(Memory::read).transpose().with_context(|| format!("{file}: `model.memory`"))?;
-    let extractor =
-        Extractor::load(&model_file, &model.engine, diagnostics).with_context(|| format!("{file}: `model`"))?;
+    let extractor = Extractor::load(&model_file, &model.engine).with_context(|| format!("{file}: `model`"))?;
     let mut inspector = Inspector::new(extractor, model.refine, memory.as_ref(), model.threshold)
         .with_context(|| format!("{file}: `model.memory` or `model.threshold`"))?;
     let roi = plan.roi.as_ref().map(|r| r.rect);
@@ -155,17 +153,16 @@ fn trigger_input(_: &std::path::Path, _: u32) -> anyhow::Result<super::lines::In
 pub fn run_in_process(
     plan: &StationPlan,
     stop: Arc<AtomicBool>,
-    diagnostics: &mut dyn Write,
     edit: &mut dyn FnMut(&mut StationParts),
 ) -> anyhow::Result<RunSummary> {
     let _state = lock_state(plan)?;
     let (mut supervisor, link) = supervisor::pair(lines(plan)?, plan.lines.loop_deadline)?;
     let supervisor_stop = Arc::new(AtomicBool::new(false));
     let stop_supervisor = supervisor_stop.clone();
-    let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::stderr()));
-    let result = parts(plan, stop.clone(), diagnostics).and_then(|mut parts| {
+    let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
+    let result = parts(plan, stop.clone()).and_then(|mut parts| {
         edit(&mut parts);
-        Station::new(parts, link).run(&stop, diagnostics)
+        Station::new(parts, link).run(&stop)
     });
     // The loop's end closes its link; the supervisor ends on that (or on the stop flag).
     supervisor_stop.store(true, std::sync::atomic::Ordering::Relaxed);

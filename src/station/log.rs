@@ -1,7 +1,7 @@
 //! The station's records: a JSON-lines result log and a bounded folder of failed parts.
 //!
 //! Neither may stop the inspection: a write that fails (full disk, removed folder) is counted
-//! and reported once per kind of failure through the station's diagnostics, and the station
+//! and reported once per kind of failure through the station's log lines (`logging`), and the station
 //! goes on judging parts.
 
 use std::collections::VecDeque;

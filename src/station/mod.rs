@@ -28,7 +28,6 @@ pub mod supervisor;
 pub mod trigger;
 pub mod watchdog;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -236,24 +235,33 @@ impl Station {
 
     /// Runs until the source is exhausted or `stop` is set. An error only when the lines can no
     /// longer be reached (the supervisor is gone).
-    pub fn run(&mut self, stop: &AtomicBool, diagnostics: &mut dyn Write) -> anyhow::Result<RunSummary> {
-        while let Step::Judged(_) = self.step(stop, diagnostics)? {}
+    pub fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<RunSummary> {
+        while let Step::Judged(_) = self.step(stop)? {}
         if self.outlets.repeats.count > 1 {
-            let _ = writeln!(
-                diagnostics,
-                "clipada: the last error repeated {} times: {}",
-                self.outlets.repeats.count, self.outlets.repeats.text
+            tracing::info!(
+                "the last error repeated {} times: {}",
+                self.outlets.repeats.count,
+                self.outlets.repeats.text
             );
         }
         Ok(self.outlets.summary)
     }
 
     /// Waits for one trigger and judges one frame.
-    pub fn step(&mut self, stop: &AtomicBool, diagnostics: &mut dyn Write) -> anyhow::Result<Step> {
+    pub fn step(&mut self, stop: &AtomicBool) -> anyhow::Result<Step> {
         let link = &mut self.outlets.link;
         if !self.started {
             link.ready()?;
             self.started = true;
+            let info = self.inspector.info();
+            let threshold = self.inspector.threshold().value();
+            let model = &self.inspector.spec().name;
+            tracing::info!(
+                "ready: {model} on {} ({}, {}), threshold {threshold}",
+                info.engine,
+                info.provider,
+                info.precision.name()
+            );
         }
         if self.failing > 0 {
             let pause = (ERROR_PAUSE * 2u32.saturating_pow(self.failing - 1)).min(ERROR_PAUSE_MAX);
@@ -273,12 +281,7 @@ impl Station {
         let triggered = match fired {
             Ok(Fired::At(at)) => at,
             Ok(Fired::Stop) => return Ok(Step::Stopped),
-            Err(e) => {
-                return self
-                    .outlets
-                    .conclude(Instant::now(), Err(e.into()), None, stop, diagnostics)
-                    .map(|v| self.after(v))
-            }
+            Err(e) => return self.outlets.conclude(Instant::now(), Err(e.into()), None, stop).map(|v| self.after(v)),
         };
         let got = match self.source.next_frame(&mut self.frame) {
             Ok(false) => return Ok(Step::Exhausted),
@@ -298,7 +301,7 @@ impl Station {
             },
         };
         self.outlets.status.threshold = threshold;
-        let verdict = self.outlets.conclude(triggered, judged, shown, stop, diagnostics)?;
+        let verdict = self.outlets.conclude(triggered, judged, shown, stop)?;
         Ok(self.after(verdict))
     }
 
@@ -360,7 +363,6 @@ impl Outlets {
         judged: Result<Judged<'_>, FrameError>,
         shown: Option<&RgbImage>,
         stop: &AtomicBool,
-        diagnostics: &mut dyn Write,
     ) -> anyhow::Result<Step> {
         let verdict = judged.as_ref().map_or(Verdict::Error, |j| j.verdict);
         let score = judged.as_ref().ok().map(|j| j.score);
@@ -369,22 +371,19 @@ impl Outlets {
             Ok(()) | Err(LinkError::Stopped) => {}
             Err(LinkError::Line(why)) => {
                 self.summary.gpio_failures += 1;
-                let _ = writeln!(
-                    diagnostics,
-                    "clipada: frame {}: the lines went to the safe state: {why}",
-                    self.summary.frames
-                );
+                tracing::error!("frame {}: the lines went to the safe state: {why}", self.summary.frames);
             }
             Err(e @ LinkError::Gone(_)) => return Err(e.into()),
         }
         let latency_ms = triggered.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(frame = self.summary.frames, ?verdict, ?score, latency_ms, "judged");
         let now = rfc3339(SystemTime::now());
         match verdict {
             Verdict::Pass => self.summary.passed += 1,
             Verdict::Fail => self.summary.failed += 1,
             Verdict::Error => self.summary.errors += 1,
         }
-        self.note_error(judged.as_ref().err(), diagnostics);
+        self.note_error(judged.as_ref().err());
         self.recent.write(Instant::now());
         let fps = match (self.recent.oldest(), self.recent.recent()) {
             (Some(first), Some(last)) if self.recent.len() > 1 && last > first => {
@@ -412,7 +411,8 @@ impl Outlets {
             if let Err(e) = display.flush() {
                 self.summary.display_failures += 1;
                 if self.summary.display_failures == 1 {
-                    let _ = writeln!(diagnostics, "clipada: display {}: {e}", display.path().display());
+                    let path = display.path().display();
+                    tracing::warn!("display {path}: {e}");
                 }
             }
         }
@@ -429,7 +429,7 @@ impl Outlets {
             if let Err(e) = results.append(&record) {
                 self.summary.log_failures += 1;
                 if self.summary.log_failures == 1 {
-                    let _ = writeln!(diagnostics, "clipada: result log: {e:#} (inspection goes on)");
+                    tracing::warn!("result log: {e:#} (inspection goes on)");
                 }
             }
         }
@@ -439,10 +439,10 @@ impl Outlets {
                 self.summary.images_dropped += 1;
                 // At the 1st, 2nd, 4th, 8th… loss: a full disk must not flood the journal.
                 if self.summary.images_dropped.is_power_of_two() {
-                    let _ = writeln!(
-                        diagnostics,
-                        "clipada: failed part {} not saved: {e:#} ({} not saved so far; inspection goes on)",
-                        self.summary.frames, self.summary.images_dropped
+                    tracing::warn!(
+                        "failed part {} not saved: {e:#} ({} not saved so far; inspection goes on)",
+                        self.summary.frames,
+                        self.summary.images_dropped
                     );
                 }
             }
@@ -452,11 +452,11 @@ impl Outlets {
 
     /// Logs an error, once per run of the same error (with its count every
     /// [`ERROR_REPORT_EVERY`]), and the recovery when a frame is judged again.
-    fn note_error(&mut self, error: Option<&FrameError>, diagnostics: &mut dyn Write) {
+    fn note_error(&mut self, error: Option<&FrameError>) {
         let repeats = &mut self.repeats;
         let Some(error) = error else {
             if repeats.count > 1 {
-                let _ = writeln!(diagnostics, "clipada: recovered after {} errors in a row", repeats.count);
+                tracing::info!("recovered after {} errors in a row", repeats.count);
             }
             repeats.count = 0;
             self.last_pauses = false;
@@ -468,19 +468,15 @@ impl Outlets {
         if repeats.count > 0 && text == repeats.text {
             repeats.count += 1;
             if repeats.logged_at.is_some_and(|at| now.duration_since(at) >= ERROR_REPORT_EVERY) {
-                let _ = writeln!(
-                    diagnostics,
-                    "clipada: frame {}: ERROR: {text} (repeated {} times)",
-                    self.summary.frames, repeats.count
-                );
+                tracing::error!("frame {}: ERROR: {text} (repeated {} times)", self.summary.frames, repeats.count);
                 repeats.logged_at = Some(now);
             }
             return;
         }
         if repeats.count > 1 {
-            let _ = writeln!(diagnostics, "clipada: the error before repeated {} times", repeats.count);
+            tracing::info!("the error before repeated {} times", repeats.count);
         }
-        let _ = writeln!(diagnostics, "clipada: frame {}: ERROR: {text}", self.summary.frames);
+        tracing::error!("frame {}: ERROR: {text}", self.summary.frames);
         *repeats = RepeatedError { text, count: 1, logged_at: Some(now) };
     }
 }

@@ -223,8 +223,8 @@ impl Supervisor {
     }
 
     /// Drives the lines until the worker is gone or `stop` is set; the lines end in the safe
-    /// state either way. Problems go to `diagnostics`.
-    pub fn run(&mut self, stop: &AtomicBool, diagnostics: &mut dyn Write) -> Ended {
+    /// state either way. Problems are logged.
+    pub fn run(&mut self, stop: &AtomicBool) -> Ended {
         let ended = loop {
             if stop.load(Ordering::Relaxed) {
                 break Ended::Stopped;
@@ -233,22 +233,22 @@ impl Supervisor {
             match self.lines.poll(now) {
                 Ok(Some(_)) => self.acknowledge(Kind::Shown, ""),
                 Ok(None) => {}
-                Err(e) => self.line_failed(&e, diagnostics),
+                Err(e) => self.line_failed(&e),
             }
-            self.check_deadline(now, diagnostics);
+            self.check_deadline(now);
             let wait = self.lines.next_deadline().map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
             match self.reader.read(&mut self.stream, wait) {
                 Received::Closed => break Ended::WorkerGone,
                 Received::Nothing => {}
                 Received::Frame => {
                     if let Some(message) = decode(&self.reader.buffer) {
-                        self.handle(message, diagnostics);
+                        self.handle(message);
                     }
                 }
             }
         };
         if let Err(e) = self.lines.enter_safe_state() {
-            let _ = writeln!(diagnostics, "clipada: cannot leave the lines in the safe state: {e}");
+            tracing::error!("cannot leave the lines in the safe state: {e}");
         }
         if let Some(notifier) = &mut self.notifier {
             notifier.stopping();
@@ -256,7 +256,7 @@ impl Supervisor {
         ended
     }
 
-    fn handle(&mut self, message: Message, diagnostics: &mut dyn Write) {
+    fn handle(&mut self, message: Message) {
         self.last_heard = Instant::now();
         self.deadline_reported = false;
         if let (true, Some(notifier)) = (self.ready, &mut self.notifier) {
@@ -274,7 +274,7 @@ impl Supervisor {
                 Ok(false) => self.awaiting = Some(message.sequence),
                 Err(e) => {
                     self.awaiting = Some(message.sequence);
-                    self.line_failed(&e, diagnostics);
+                    self.line_failed(&e);
                 }
             },
             Kind::Status => {
@@ -298,32 +298,31 @@ impl Supervisor {
 
     /// A line write failed: the lines go to the safe state (as far as they can), and the
     /// worker hears of it for the frame it waits on.
-    fn line_failed(&mut self, error: &GpioError, diagnostics: &mut dyn Write) {
+    fn line_failed(&mut self, error: &GpioError) {
         let _ = self.lines.enter_safe_state();
         let mut text = heapless::String::<TEXT>::new();
         let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{error}"));
         if self.awaiting.is_some() {
             self.acknowledge(Kind::LineFailed, &text);
         } else {
-            let _ = writeln!(diagnostics, "clipada: {error}; the lines are in the safe state");
+            tracing::error!("{error}; the lines are in the safe state");
         }
     }
 
     /// Drops a held verdict when the worker has not been heard from within its deadline.
-    fn check_deadline(&mut self, now: Instant, diagnostics: &mut dyn Write) {
+    fn check_deadline(&mut self, now: Instant) {
         let late = now.saturating_duration_since(self.last_heard) > self.loop_deadline;
         if !self.ready || !late || self.awaiting.is_some() || self.deadline_reported {
             return;
         }
         self.deadline_reported = true;
         if !self.lines.is_safe() {
-            let _ = writeln!(
-                diagnostics,
-                "clipada: the inspection loop was not heard from for {:?}: the lines go to the safe state",
+            tracing::error!(
+                "the inspection loop was not heard from for {:?}: the lines go to the safe state",
                 self.loop_deadline
             );
             if let Err(e) = self.lines.enter_safe_state() {
-                let _ = writeln!(diagnostics, "clipada: {e}");
+                tracing::error!("{e}");
             }
         }
     }
@@ -470,7 +469,7 @@ mod tests {
         assert_eq!(*levels.lock().unwrap(), SAFE, "safe before the worker says anything");
         let stop = Arc::new(AtomicBool::new(false));
         let stop_supervisor = stop.clone();
-        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::sink()));
+        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
         (levels, link, stop, thread)
     }
 
@@ -540,7 +539,7 @@ mod tests {
         let (mut supervisor, mut link) = pair(VerdictLines::new(outputs, settings), Duration::from_secs(9)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_supervisor = stop.clone();
-        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::sink()));
+        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
         link.ready().unwrap();
         let error = link.show(Verdict::Pass, 7, &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(&error, LinkError::Line(why) if why.contains("short circuit")), "{error}");

@@ -1,4 +1,4 @@
-//! The command line around the commands: version, shell completions, manual page.
+//! The command line around the commands: version, shell completions, manual page, log levels.
 
 use std::process::Command;
 
@@ -29,4 +29,62 @@ fn completions_and_the_manual_are_generated_from_the_command_line() {
     assert_eq!(code, Some(0));
     assert!(manual.contains(".TH clipada 1") && manual.contains(".TH clipada-infer 1"), "{manual}");
     assert!(!manual.contains("worker"), "the internal flag stays out of the manual");
+}
+
+/// `clipada ARGS` with standard error into a file (named in `JOURNAL_STREAM` when `journal`):
+/// the exit code and what it logged.
+fn logged(args: &[&str], journal: bool) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stderr");
+    let file = std::fs::File::create(&path).unwrap();
+    let stat = rustix::fs::fstat(&file).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipada"));
+    command.args(args).stdout(std::process::Stdio::null()).stderr(file);
+    if journal {
+        command.env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino));
+    } else {
+        command.env_remove("JOURNAL_STREAM");
+    }
+    let code = command.status().unwrap().code();
+    (code, std::fs::read_to_string(&path).unwrap())
+}
+
+#[test]
+fn log_lines_name_their_level_and_the_flags_choose_how_much_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::create_dir(&good).unwrap();
+    for name in ["000.png", "001.png", "002.png"] {
+        crate::common::copy_into(&crate::common::sample(&format!("train/good/{name}")), &good, name);
+    }
+    let memory = dir.path().join("three.memory");
+    let model = crate::common::tiny_model();
+    let calibrate = |level: &[&str]| {
+        let mut args = vec!["calibrate", "--backend", "tract", "--model", model.to_str().unwrap()];
+        args.extend(["--good", good.to_str().unwrap(), "--out", memory.to_str().unwrap()]);
+        args.extend(level);
+        logged(&args, false)
+    };
+    let few = "clipada: warning: with fewer than 8 good images";
+    let (code, log) = calibrate(&[]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains(few), "{log}");
+    assert!(!log.contains("debug:"), "no debug lines by default: {log}");
+    let (_, log) = calibrate(&["-q"]);
+    assert!(log.contains(few), "-q keeps warnings: {log}");
+    let (_, log) = calibrate(&["-qq"]);
+    assert!(!log.contains(few), "-qq shows errors only: {log}");
+    let (_, log) = calibrate(&["-v"]);
+    assert!(log.contains("clipada: debug: ") && log.contains("loaded engine=\"tract\""), "{log}");
+
+    // An input that cannot be judged is an error: shown even with -qq, and under systemd
+    // (standard error is the journal stream) led by its syslog priority.
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"not an image").unwrap();
+    let infer = ["infer", "--backend", "tract", "--model", model.to_str().unwrap(), broken.to_str().unwrap(), "-qq"];
+    let (code, log) = logged(&infer, false);
+    assert_eq!(code, Some(3), "{log}");
+    assert!(log.starts_with("clipada: error: ") && log.contains("broken.png"), "{log}");
+    let (_, log) = logged(&infer, true);
+    assert!(log.starts_with("<3>") && log.contains("broken.png") && !log.contains("clipada: error"), "{log}");
 }

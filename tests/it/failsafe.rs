@@ -483,16 +483,17 @@ fn item_16_a_source_that_keeps_failing_is_retried_with_a_growing_pause_not_4000_
     let config = station_config(dir.path(), &format!("path = {:?}\nbackend = \"tract\"", common::tiny_model()), "");
     let plan = StationPlan::load(&config).unwrap();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut diagnostics = Vec::new();
     let source_calls = calls.clone();
-    let summary = run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut diagnostics, &mut |parts| {
-        parts.source = Box::new(Gone { calls: source_calls.clone(), until: Instant::now() + Duration::from_secs(2) });
-    })
-    .unwrap();
+    let (summary, log) = clipada::logging::capture(|| {
+        run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut |parts| {
+            parts.source =
+                Box::new(Gone { calls: source_calls.clone(), until: Instant::now() + Duration::from_secs(2) });
+        })
+    });
+    let summary = summary.unwrap();
     let calls = calls.load(std::sync::atomic::Ordering::Relaxed);
     assert!(calls < 40, "{calls} attempts in 2 s");
     assert_eq!(summary.errors as usize, calls - 1, "every attempt a verdict");
-    let log = text(&diagnostics);
     assert_eq!(log.matches("ERROR: parts: no such folder").count(), 1, "logged once: {log}");
     assert!(log.contains(&format!("repeated {} times", calls - 1)), "{log}");
 }

@@ -72,7 +72,7 @@ fn scoring_of_onnxruntime_outputs_matches_reference_with_and_without_refinement(
 fn image_file_to_verdict_matches_reference_end_to_end() {
     for refine in [true, false] {
         let options = InspectOptions { no_refine: !refine, ..InspectOptions::default() };
-        let mut inspector = Inspector::load(&tiny_model(), &options, &mut std::io::sink()).unwrap();
+        let mut inspector = Inspector::load(&tiny_model(), &options).unwrap();
         for name in GOLDEN_SAMPLES {
             let golden = golden(name);
             let expected = if refine { &golden.refined } else { &golden.unrefined };

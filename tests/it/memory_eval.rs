@@ -214,7 +214,7 @@ fn calibrate_reports_each_image_of_each_pass_to_its_progress() {
     };
     let mut recorded = Recorded::default();
     let never = std::sync::atomic::AtomicBool::new(false);
-    calibrate(&options, &never, &mut recorded, &mut Vec::new(), &mut Vec::new()).unwrap();
+    calibrate(&options, &never, &mut recorded, &mut Vec::new()).unwrap();
     let images = std::fs::read_dir(common::sample("train/good")).unwrap().count();
     let stages: Vec<&str> = recorded.0.iter().map(|(stage, _, _)| stage.as_str()).collect();
     assert_eq!(recorded.0.len(), 2 * images, "{:?}", recorded.0);

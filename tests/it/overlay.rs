@@ -14,8 +14,7 @@ use image::RgbImage;
 /// a region to outline whatever the random fixture weights make of the scratch.
 fn render_scratch() -> (RgbImage, RgbImage, Vec<f32>, f32, Verdict) {
     let frame = read_image(&common::sample("test/scratch/000.png")).unwrap();
-    let mut inspector =
-        Inspector::load(&common::tiny_model(), &InspectOptions::default(), &mut std::io::sink()).unwrap();
+    let mut inspector = Inspector::load(&common::tiny_model(), &InspectOptions::default()).unwrap();
     let judged = inspector.inspect(&frame).unwrap();
     let mut sorted = judged.map.values.to_vec();
     sorted.sort_by(f32::total_cmp);

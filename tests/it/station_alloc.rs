@@ -156,7 +156,7 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
     let (mut supervisor, link) = supervisor::pair(lines, Duration::from_secs(2)).unwrap();
     let supervisor_stop = std::sync::Arc::new(AtomicBool::new(false));
     let stop_supervisor = supervisor_stop.clone();
-    let supervising = std::thread::spawn(move || supervisor.run(&stop_supervisor, &mut std::io::sink()));
+    let supervising = std::thread::spawn(move || supervisor.run(&stop_supervisor));
     let parts = StationParts {
         inspector,
         source: Box::new(PatternSource { frame: 0 }),
@@ -168,14 +168,13 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
     };
     let mut station = Station::new(parts, link);
     let stop = AtomicBool::new(false);
-    let mut diagnostics = std::io::sink();
     for _ in 0..10 {
-        station.step(&stop, &mut diagnostics).unwrap();
+        station.step(&stop).unwrap();
     }
     let before = allocations_so_far();
     let mut verdicts = [0usize; 3];
     for _ in 0..200 {
-        match station.step(&stop, &mut diagnostics).unwrap() {
+        match station.step(&stop).unwrap() {
             Step::Judged(Verdict::Pass) => verdicts[0] += 1,
             Step::Judged(Verdict::Fail) => verdicts[1] += 1,
             other => panic!("unexpected {other:?}"),

@@ -56,8 +56,7 @@ fn the_station_screen_matches_its_snapshot() {
 #[test]
 fn the_ignore_mask_silences_the_map_where_it_is_black_and_scores_only_what_it_inspects() {
     let frame = read_image(&common::sample("test/scratch/000.png")).unwrap();
-    let mut inspector =
-        Inspector::load(&common::tiny_model(), &InspectOptions::default(), &mut std::io::sink()).unwrap();
+    let mut inspector = Inspector::load(&common::tiny_model(), &InspectOptions::default()).unwrap();
     let judged = inspector.inspect(&frame).unwrap();
     let (width, unmasked) = (judged.map.width, judged.map.values.to_vec());
     assert!(unmasked.iter().all(|v| *v > 0.0), "the fixture's map is positive everywhere");
@@ -84,8 +83,7 @@ fn the_ignore_mask_silences_the_map_where_it_is_black_and_scores_only_what_it_in
 #[test]
 fn a_mask_that_ignores_everything_is_refused() {
     // Regression: an all-black (or inverted) mask made every score 0.0, so every part passed.
-    let mut inspector =
-        Inspector::load(&common::tiny_model(), &InspectOptions::default(), &mut std::io::sink()).unwrap();
+    let mut inspector = Inspector::load(&common::tiny_model(), &InspectOptions::default()).unwrap();
     let black = image::GrayImage::new(64, 64);
     let error = inspector.set_ignore_mask(&black).unwrap_err();
     assert!(error.contains("inspected"), "{error}");

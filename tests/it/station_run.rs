@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -123,12 +122,11 @@ fn final_levels(levels: &[Level]) -> [(String, bool); 3] {
 }
 
 /// The station of `config`, both ends in this process, with `edit` applied to its parts; the
-/// summary and what it told its diagnostics.
+/// summary and the loop's log lines.
 fn run_with(config: &Path, edit: &mut dyn FnMut(&mut StationParts)) -> (RunSummary, String) {
     let plan = StationPlan::load(config).unwrap();
-    let mut diagnostics = Vec::new();
-    let summary = run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut diagnostics, edit).unwrap();
-    (summary, String::from_utf8(diagnostics).unwrap())
+    let (summary, log) = clipada::logging::capture(|| run_in_process(&plan, Arc::new(AtomicBool::new(false)), edit));
+    (summary.unwrap(), log)
 }
 
 fn run_quietly(config: &Path) -> RunSummary {
@@ -268,11 +266,17 @@ fn under_systemd_it_reports_ready_heartbeats_and_sigterm_stops_it_in_the_safe_st
     let notify_path = dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    // systemd hands the service the journal as standard error and names it in JOURNAL_STREAM.
+    let journal_path = dir.path().join("journal");
+    let journal = std::fs::File::create(&journal_path).unwrap();
+    let stat = rustix::fs::fstat(&journal).unwrap();
     let child = clipada_run(&config)
+        .arg("-v")
         .env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "100000")
+        .env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(journal)
         .spawn()
         .unwrap();
     let mut buffer = [0u8; 64];
@@ -303,7 +307,15 @@ fn under_systemd_it_reports_ready_heartbeats_and_sigterm_stops_it_in_the_safe_st
     assert_eq!(last, "STOPPING=1");
     let levels = recorded(dir.path());
     assert_eq!(final_levels(&levels), [("pass".into(), false), ("fail".into(), true), ("ready".into(), false)]);
-    let _ = std::io::stderr().write_all(&output.stderr);
+    // Every line carries its syslog priority; the worker logs at the level the supervisor was
+    // given (-v: its per-frame debug lines) and in the journal's style.
+    let journal = std::fs::read_to_string(&journal_path).unwrap();
+    assert!(
+        journal.lines().all(|l| l.starts_with('<') && l[1..].starts_with(|c: char| c.is_ascii_digit())),
+        "{journal}"
+    );
+    assert!(journal.contains("<6>ready: "), "{journal}");
+    assert!(journal.lines().filter(|l| l.starts_with("<7>judged frame=")).count() >= 3, "{journal}");
 }
 
 #[test]
