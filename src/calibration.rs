@@ -37,12 +37,12 @@ use crate::source::files::{read_image, ImageError};
 
 /// Patches kept in memory unless told otherwise (the speed/quality trade-off is measured in
 /// the closing note of the real-detection issue: `clipada bench`, `clipada eval`).
-pub const DEFAULT_MEMORY_SIZE: usize = 4096;
+pub(crate) const DEFAULT_MEMORY_SIZE: usize = 4096;
 /// Fewest patches a memory may keep: fewer would leave leave-one-out scoring without
 /// neighbours and the memory blind to most of a part.
-pub const MIN_MEMORY_SIZE: usize = 64;
+pub(crate) const MIN_MEMORY_SIZE: usize = 64;
 /// Candidates kept in the pool, as a multiple of the memory size (pass 1).
-pub const POOL_FACTOR: usize = 8;
+pub(crate) const POOL_FACTOR: usize = 8;
 
 /// Fewest good images with which outliers are looked for (a median and MAD need several).
 pub const MIN_IMAGES_FOR_OUTLIERS: usize = 8;
@@ -240,7 +240,7 @@ fn run<'a>(extractor: &'a mut Extractor, path: &Path) -> Result<&'a crate::model
 }
 
 /// The score above which a good image is an outlier, and the median; `None` with too few scores.
-pub fn outlier_limit(scores: &[f32]) -> Option<(f32, f32)> {
+pub(crate) fn outlier_limit(scores: &[f32]) -> Option<(f32, f32)> {
     if scores.len() < MIN_IMAGES_FOR_OUTLIERS {
         return None;
     }

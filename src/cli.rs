@@ -25,7 +25,7 @@ const EXIT_INCOMPLETE: u8 = 3;
 /// clipada's command line.
 #[derive(Parser)]
 #[command(name = "clipada", version, about = "CLIP-ADA anomaly detection for inspection cameras")]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// More detail in the log (debug; twice: trace).

@@ -19,7 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// How a log line looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     /// `clipada: warning: message key=value`, for a person or a file.
     Plain,
     /// `<4>message key=value`: led by the syslog priority, which journald keeps.
@@ -29,7 +29,7 @@ pub enum Style {
 impl Style {
     /// `Journal` when standard error is the journal stream systemd names in `JOURNAL_STREAM`
     /// (`device:inode`), else `Plain` (a redirected stderr of a service is not the journal).
-    pub fn detect() -> Style {
+    pub(crate) fn detect() -> Style {
         Style::for_stream(std::env::var_os("JOURNAL_STREAM").as_deref(), std::io::stderr())
     }
 
@@ -69,7 +69,7 @@ pub fn flag(level: LevelFilter) -> Option<&'static str> {
 }
 
 /// A subscriber writing events up to `level` as `style` lines, one write per line.
-pub fn subscriber<W>(level: LevelFilter, style: Style, writer: W) -> impl Subscriber + Send + Sync
+pub(crate) fn subscriber<W>(level: LevelFilter, style: Style, writer: W) -> impl Subscriber + Send + Sync
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -78,7 +78,7 @@ where
 
 /// Sends this process's events to standard error from here on (`Style::detect`). Fails only
 /// when a subscriber was installed before.
-pub fn init(level: LevelFilter) -> anyhow::Result<()> {
+pub(crate) fn init(level: LevelFilter) -> anyhow::Result<()> {
     tracing::subscriber::set_global_default(subscriber(level, Style::detect(), std::io::stderr))
         .map_err(|e| anyhow::anyhow!("logging: {e}"))
 }

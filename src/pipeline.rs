@@ -83,7 +83,7 @@ pub enum InspectError {
 
 /// How long each stage of the last frame took.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct StageTimes {
+pub(crate) struct StageTimes {
     /// Resize and normalise.
     pub preprocess: Duration,
     /// The engine's run.
@@ -135,7 +135,7 @@ impl Extractor {
 
     /// Runs the model on one frame; returns its raw outputs, checked (finite, unit-length
     /// features: [`validate_outputs`]).
-    pub fn extract(&mut self, frame: &RgbImage) -> Result<&RawOutputs, InspectError> {
+    pub(crate) fn extract(&mut self, frame: &RgbImage) -> Result<&RawOutputs, InspectError> {
         let started = Instant::now();
         let input = self.preprocessor.run(frame)?;
         let preprocessed = Instant::now();
@@ -169,7 +169,7 @@ impl Extractor {
     }
 
     /// Stage durations of the last frame.
-    pub fn stage_times(&self) -> StageTimes {
+    pub(crate) fn stage_times(&self) -> StageTimes {
         self.times
     }
 }
@@ -283,7 +283,7 @@ impl Inspector {
     }
 
     /// Stage durations of the last frame.
-    pub fn stage_times(&self) -> StageTimes {
+    pub(crate) fn stage_times(&self) -> StageTimes {
         self.extractor.stage_times()
     }
 
@@ -303,7 +303,7 @@ impl Inspector {
     }
 
     /// Gives the extractor back (to calibrate again with the same engine).
-    pub fn into_extractor(self) -> Extractor {
+    pub(crate) fn into_extractor(self) -> Extractor {
         self.extractor
     }
 }

@@ -12,7 +12,7 @@ use crate::source::decode::{check_dimensions, DecodeError};
 /// Largest intermediate buffer of the resize (the frame resized along rows: its height times
 /// the model's width, 3 floats a pixel): frames that would need more are refused, not
 /// allocated.
-pub const MAX_RESIZE_BUFFER_BYTES: usize = 512 << 20;
+pub(crate) const MAX_RESIZE_BUFFER_BYTES: usize = 512 << 20;
 
 /// A frame that cannot be made into the model's input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum PreprocessError {
 
 /// Resampling taps of one axis: for each output sample, the first input index and weights.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct ResizeTaps {
+pub(crate) struct ResizeTaps {
     starts: Vec<usize>,
     /// Offsets into `weights` of each output sample's taps; one more entry than outputs.
     offsets: Vec<usize>,

@@ -14,7 +14,7 @@ pub trait Progress {
 
 /// Reports to nobody.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Silent;
+pub(crate) struct Silent;
 
 impl Progress for Silent {
     fn update(&mut self, _stage: &str, _done: usize, _total: usize) {}

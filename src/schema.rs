@@ -3,7 +3,7 @@
 //! it at its parent).
 
 /// The dotted path of the field an error of `reason` at `path` is about.
-pub fn field_path(path: &serde_path_to_error::Path, reason: &str) -> String {
+pub(crate) fn field_path(path: &serde_path_to_error::Path, reason: &str) -> String {
     let at = path.to_string();
     let missing = reason.split_once("missing field `").and_then(|(_, rest)| rest.split('`').next());
     match missing {

@@ -83,7 +83,7 @@ impl Verdict {
     }
 
     /// Upper-case label for displays and banners.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",

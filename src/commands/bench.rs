@@ -66,9 +66,9 @@ pub struct BenchReport {
 }
 
 /// Most timed or warm-up frames a benchmark runs.
-pub const MAX_ITERATIONS: usize = 1_000_000;
+pub(crate) const MAX_ITERATIONS: usize = 1_000_000;
 /// Most images a benchmark holds decoded.
-pub const MAX_IMAGES: usize = 1000;
+pub(crate) const MAX_IMAGES: usize = 1000;
 
 /// Runs the benchmark; prints a table, or one JSON object with `json`; each frame done goes to
 /// `progress`.

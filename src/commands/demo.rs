@@ -19,7 +19,7 @@ use crate::storage::owned::{FolderKind, OwnedDir};
 
 /// The checkout the demo's files live in: `CARGO_MANIFEST_DIR` when run by `cargo run`, else
 /// the current folder (no path of the build machine is compiled in).
-pub fn checkout() -> PathBuf {
+pub(crate) fn checkout() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
 }
 
@@ -29,12 +29,12 @@ pub fn default_model() -> PathBuf {
 }
 
 /// The sample product category (MVTec AD layout) the demo calibrates on and judges.
-pub fn default_samples() -> PathBuf {
+pub(crate) fn default_samples() -> PathBuf {
     checkout().join("models/samples/part")
 }
 
 /// Where the demo writes its memory file and overlays unless told otherwise.
-pub fn default_output_dir() -> PathBuf {
+pub(crate) fn default_output_dir() -> PathBuf {
     checkout().join("target/demo")
 }
 

@@ -56,7 +56,7 @@ pub struct InferSummary {
 
 impl InferSummary {
     /// True when every image was judged and every requested overlay written.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.errors == 0 && self.overlay_failures == 0
     }
 }
@@ -85,7 +85,7 @@ fn lossy_path<S: serde::Serializer>(path: &&Path, serializer: S) -> Result<S::Ok
 
 /// A path as text that tells any two paths apart: bytes that are not UTF-8 are written `\xNN`
 /// (U+FFFD for all of them would print two different files alike).
-pub fn path_text(path: &Path) -> String {
+pub(crate) fn path_text(path: &Path) -> String {
     let mut text = String::new();
     for chunk in path.as_os_str().as_bytes().utf8_chunks() {
         text.push_str(chunk.valid());
@@ -253,7 +253,7 @@ fn judge_one<'a>(
 
 /// `text` with control characters (newlines, escapes) written as `\u{..}`, so a file name can
 /// never forge a line of output or move the terminal's cursor.
-pub fn escape_controls(text: &str) -> String {
+pub(crate) fn escape_controls(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 

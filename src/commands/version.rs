@@ -20,7 +20,7 @@ pub fn features() -> Vec<&'static str> {
 }
 
 /// The long version text.
-pub fn describe() -> String {
+pub(crate) fn describe() -> String {
     let features = features();
     format!(
         "{}\nmodel contract {CONTRACT_VERSION}, memory format {FORMAT_VERSION}\nfeatures: {}\nONNX Runtime: {}",

@@ -72,11 +72,11 @@ pub fn f1_max(scores: &[f32], labels: &[bool]) -> Option<f64> {
 }
 
 /// False-positive-rate limit of AUPRO, as MVTec AD reports it.
-pub const AUPRO_FPR_LIMIT: f64 = 0.3;
+pub(crate) const AUPRO_FPR_LIMIT: f64 = 0.3;
 
 /// Labels the 8-connected regions of `mask` (`width` columns): 0 outside, 1.. inside.
 /// Returns the labels and the number of regions.
-pub fn label_regions(mask: &[bool], width: usize) -> (Vec<u32>, u32) {
+pub(crate) fn label_regions(mask: &[bool], width: usize) -> (Vec<u32>, u32) {
     let height = mask.len() / width;
     let mut labels = vec![0u32; mask.len()];
     let mut regions = 0;

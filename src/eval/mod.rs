@@ -77,7 +77,7 @@ struct TestImage {
 
 /// Evaluates every requested category, loading the model and its engine once; each test image
 /// done goes to `progress`.
-pub fn evaluate(options: &EvalOptions, progress: &mut dyn Progress) -> anyhow::Result<EvalReport> {
+pub(crate) fn evaluate(options: &EvalOptions, progress: &mut dyn Progress) -> anyhow::Result<EvalReport> {
     let model = ModelFile::open(&options.model)?;
     let categories =
         if options.categories.is_empty() { list_categories(&options.dataset)? } else { options.categories.clone() };
@@ -107,7 +107,7 @@ fn list_categories(root: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// `k` of `n` indices spread evenly: `floor(i * n / k)`.
-pub fn spread_indices(n: usize, k: usize) -> Vec<usize> {
+pub(crate) fn spread_indices(n: usize, k: usize) -> Vec<usize> {
     (0..k.min(n)).map(|i| i * n / k.min(n)).collect()
 }
 

@@ -27,7 +27,7 @@ impl SplitMix64 {
 /// Indices of `size` rows of `features` (`[count, width]`) chosen by greedy k-centre, in the
 /// order chosen; all rows when `size >= count`; `None` when `stop` was set (it is looked at
 /// before each choice: a large pool takes seconds).
-pub fn greedy_coreset(features: &[f32], width: usize, size: usize, stop: &AtomicBool) -> Option<Vec<usize>> {
+pub(crate) fn greedy_coreset(features: &[f32], width: usize, size: usize, stop: &AtomicBool) -> Option<Vec<usize>> {
     let count = features.len() / width;
     if size >= count {
         return Some((0..count).collect());

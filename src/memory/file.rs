@@ -21,25 +21,25 @@ use crate::storage::owned::{replace_file, FileKind, WriteError};
 use crate::storage::read::read_regular;
 
 /// First bytes of every memory file.
-pub const MAGIC: &[u8; 16] = b"CLIPADA-MEMORY\0\0";
+pub(crate) const MAGIC: &[u8; 16] = b"CLIPADA-MEMORY\0\0";
 /// The format version this runtime reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Ranges of the memory file's fields.
 pub mod limits {
     /// Most patches a memory holds.
-    pub const PATCHES: usize = 1 << 20;
+    pub(crate) const PATCHES: usize = 1 << 20;
     /// Most good images a memory is made from.
-    pub const GOOD_IMAGES: usize = 1_000_000;
+    pub(crate) const GOOD_IMAGES: usize = 1_000_000;
     /// Longest JSON header.
-    pub const HEADER_BYTES: usize = 64 << 20;
+    pub(crate) const HEADER_BYTES: usize = 64 << 20;
     /// Largest memory file: the most patches at the widest features would not fit, and a
     /// memory that big would not be searched in time anyway.
-    pub const FILE_BYTES: u64 = 2 << 30;
+    pub(crate) const FILE_BYTES: u64 = 2 << 30;
     /// Largest score a memory's threshold or good scores may hold (cosine distances lie in [0, 2]).
-    pub const SCORE: f32 = 2.0;
+    pub(crate) const SCORE: f32 = 2.0;
     /// Engine precisions a memory can be made with.
-    pub const PRECISIONS: [&str; 3] = ["fp32", "fp16", "int8"];
+    pub(crate) const PRECISIONS: [&str; 3] = ["fp32", "fp16", "int8"];
 }
 
 /// Why a memory file cannot be used; every variant names the file.
@@ -96,7 +96,7 @@ pub struct Header {
 }
 
 /// Serialises `bank` to bytes in the memory file format.
-pub fn to_bytes(bank: &MemoryBank) -> Vec<u8> {
+pub(crate) fn to_bytes(bank: &MemoryBank) -> Vec<u8> {
     let header = Header {
         made_for: bank.made_for.clone(),
         layers: bank.layers,

@@ -52,10 +52,10 @@ pub struct MemoryBank {
 }
 
 /// Standard deviations of the good scores added above their mean for the threshold.
-pub const THRESHOLD_SIGMAS: f32 = 3.0;
+pub(crate) const THRESHOLD_SIGMAS: f32 = 3.0;
 
 /// `max(max s, mean s + THRESHOLD_SIGMAS * sd s)` (population standard deviation).
-pub fn threshold_from_good_scores(scores: &[f32]) -> f32 {
+pub(crate) fn threshold_from_good_scores(scores: &[f32]) -> f32 {
     let n = scores.len() as f64;
     let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
     let sd = (scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();

@@ -133,7 +133,7 @@ impl NearestSearch {
 
     /// Writes into `out` (`N`) each patch's memory distance. `features` is the model's
     /// `[L, N, D]` output; memory patches from good image `exclude` are skipped (leave-one-out).
-    pub fn distances(&mut self, features: &[f32], exclude: Option<u32>, out: &mut [f32]) {
+    pub(crate) fn distances(&mut self, features: &[f32], exclude: Option<u32>, out: &mut [f32]) {
         let (l, d) = (self.layers, self.dim);
         let width = l * d;
         let n = out.len();

@@ -149,7 +149,7 @@ fn load_ort(_: &ModelFile, _: &EngineConfig) -> Result<ChosenEngine, EngineLoadE
 
 /// The ONNX Runtime library this process would use, for `--version`: its version and path, or
 /// why there is none.
-pub fn ort_version() -> String {
+pub(crate) fn ort_version() -> String {
     #[cfg(feature = "ort")]
     return super::ort::library_version().unwrap_or_else(|e| format!("not loaded: {e}"));
     #[cfg(not(feature = "ort"))]

@@ -12,9 +12,9 @@ use tract_onnx::prelude::Framework;
 use crate::storage::read::{read_regular, ReadError};
 
 /// The contract version this runtime understands.
-pub const CONTRACT_VERSION: u64 = 1;
+pub(crate) const CONTRACT_VERSION: u64 = 1;
 /// The `metadata_props` key that holds the contract document.
-pub const METADATA_KEY: &str = "clipada";
+pub(crate) const METADATA_KEY: &str = "clipada";
 
 /// A model file that could not be used, with the file and, where there is one, the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -154,27 +154,27 @@ pub const MAX_MODEL_BYTES: u64 = 4 << 30;
 /// Valid ranges of the contract's numbers; a value outside is refused naming its field.
 pub mod limits {
     /// `input.size`: each side, in pixels.
-    pub const INPUT_SIDE: std::ops::RangeInclusive<usize> = 8..=4096;
+    pub(crate) const INPUT_SIDE: std::ops::RangeInclusive<usize> = 8..=4096;
     /// `input.mean`: each channel, on the 0..1 scale.
-    pub const MEAN: std::ops::RangeInclusive<f32> = 0.0..=1.0;
+    pub(crate) const MEAN: std::ops::RangeInclusive<f32> = 0.0..=1.0;
     /// `input.std`: each channel, on the 0..1 scale.
-    pub const STD: std::ops::RangeInclusive<f32> = 0.01..=10.0;
+    pub(crate) const STD: std::ops::RangeInclusive<f32> = 0.01..=10.0;
     /// `grid`: each side, in patches (and at most the input's side).
-    pub const GRID_SIDE: std::ops::RangeInclusive<usize> = 1..=1024;
+    pub(crate) const GRID_SIDE: std::ops::RangeInclusive<usize> = 1..=1024;
     /// `layers`: how many.
-    pub const LAYERS: std::ops::RangeInclusive<usize> = 1..=64;
+    pub(crate) const LAYERS: std::ops::RangeInclusive<usize> = 1..=64;
     /// `feature_dim`.
     pub const FEATURE_DIM: std::ops::RangeInclusive<usize> = 1..=65_536;
     /// Values in all of the model's outputs together (`L*h*w*D` and `L*2*h*w`): 256 M floats.
-    pub const OUTPUT_VALUES: usize = 1 << 28;
+    pub(crate) const OUTPUT_VALUES: usize = 1 << 28;
     /// `refine.sharpness`.
-    pub const SHARPNESS: std::ops::RangeInclusive<f32> = 0.0..=16.0;
+    pub(crate) const SHARPNESS: std::ops::RangeInclusive<f32> = 0.0..=16.0;
     /// `score.sigma`, in input pixels.
-    pub const SIGMA: std::ops::RangeInclusive<f32> = 0.0..=64.0;
+    pub(crate) const SIGMA: std::ops::RangeInclusive<f32> = 0.0..=64.0;
     /// `score.threshold`: the text branch's scores are probabilities.
-    pub const THRESHOLD: std::ops::RangeInclusive<f32> = 0.001..=1.0;
+    pub(crate) const THRESHOLD: std::ops::RangeInclusive<f32> = 0.001..=1.0;
     /// `name` and output names, in bytes.
-    pub const NAME_BYTES: usize = 256;
+    pub(crate) const NAME_BYTES: usize = 256;
 }
 
 /// An ONNX model file, read once, with its validated contract.
@@ -235,7 +235,7 @@ impl ModelFile {
     }
 
     /// The graph's output names, in the order engines return them.
-    pub fn graph_outputs(&self) -> Vec<String> {
+    pub(crate) fn graph_outputs(&self) -> Vec<String> {
         self.proto.graph.as_ref().map(|g| g.output.iter().map(|o| o.name.clone()).collect()).unwrap_or_default()
     }
 }
@@ -262,7 +262,7 @@ fn external_tensor(graph: &GraphProto) -> Option<String> {
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -407,7 +407,7 @@ impl ModelSpec {
     }
 
     /// Number of patches `h*w`.
-    pub fn patch_count(&self) -> usize {
+    pub(crate) fn patch_count(&self) -> usize {
         self.grid[0] * self.grid[1]
     }
 
@@ -422,7 +422,7 @@ impl ModelSpec {
     }
 
     /// Each present output as (role, graph name, expected shape).
-    pub fn expected_outputs(&self) -> Vec<(OutputRole, &str, Vec<usize>)> {
+    pub(crate) fn expected_outputs(&self) -> Vec<(OutputRole, &str, Vec<usize>)> {
         let [h, w] = self.grid;
         let l = self.layer_count();
         let mut expected = Vec::new();

@@ -20,7 +20,7 @@ use super::{Engine, EngineError, EngineInfo, Precision, RawOutputs};
 use crate::storage::owned::{FolderKind, OwnedDir};
 
 /// A model in an ONNX Runtime session.
-pub struct OrtEngine {
+pub(crate) struct OrtEngine {
     session: Session,
     input_shape: [usize; 4],
     /// (role, output name) of each output the runtime uses.
@@ -34,7 +34,7 @@ pub struct OrtEngine {
 }
 
 /// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`.
-pub fn library_path(configured: Option<&Path>) -> Result<PathBuf, EngineLoadError> {
+pub(crate) fn library_path(configured: Option<&Path>) -> Result<PathBuf, EngineLoadError> {
     let path = configured.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
     let path = path.ok_or_else(|| {
         EngineLoadError::Unavailable("no ONNX Runtime library configured (ort_library or ORT_DYLIB_PATH)".into())
@@ -62,7 +62,7 @@ fn environment(config: &EngineConfig) -> Result<&'static Environment, EngineLoad
 }
 
 /// The ONNX Runtime library `ORT_DYLIB_PATH` names, loaded, and its build: `1.32.0 (PATH)`.
-pub fn library_version() -> Result<String, EngineLoadError> {
+pub(crate) fn library_version() -> Result<String, EngineLoadError> {
     let library = library_path(None)?;
     ort::init_from(&library).map_err(|e| unavailable(format!("{}: {e}", library.display())))?;
     let version = loaded_version_string(&library).unwrap_or_else(|| "unknown version".to_string());

@@ -172,11 +172,6 @@ impl Scorer {
         }
     }
 
-    /// Whether the refinement runs.
-    pub fn refines(&self) -> bool {
-        self.refiner.is_some()
-    }
-
     /// Scores only the pixels where `inspected` (`H*W` at the model input's resolution) is
     /// true; none: every pixel. Masked pixels read 0 in the map.
     pub fn set_inspected(&mut self, inspected: Option<Vec<bool>>) {
@@ -253,12 +248,12 @@ impl Scorer {
 
 /// Softmax over (normal, abnormal), abnormal side: `1 / (1 + exp(normal - abnormal))`.
 #[inline]
-pub fn abnormal_probability(normal: f32, abnormal: f32) -> f32 {
+pub(crate) fn abnormal_probability(normal: f32, abnormal: f32) -> f32 {
     1.0 / (1.0 + (normal - abnormal).exp())
 }
 
 /// `[L, 2, N]` logits to the mean over layers of the abnormal probability, into `out` (`N`).
-pub fn fuse_layer_probabilities(logits: &[f32], layers: usize, patches: usize, out: &mut [f32]) {
+pub(crate) fn fuse_layer_probabilities(logits: &[f32], layers: usize, patches: usize, out: &mut [f32]) {
     out.fill(0.0);
     for layer in logits.chunks_exact(2 * patches).take(layers) {
         let (normal, abnormal) = layer.split_at(patches);
@@ -272,7 +267,7 @@ pub fn fuse_layer_probabilities(logits: &[f32], layers: usize, patches: usize, o
 
 /// Mean of the `ceil(top_k * len)` largest of `values` (at least one; NaN when empty or when
 /// a value is not finite); `values` is reordered.
-pub fn top_k_mean(values: &mut [f32], top_k: f64) -> f32 {
+pub(crate) fn top_k_mean(values: &mut [f32], top_k: f64) -> f32 {
     if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
         return f32::NAN;
     }

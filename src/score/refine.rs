@@ -9,7 +9,7 @@ use crate::model::contract::RefineParams;
 
 /// Refines coarse grid maps, reusing its buffers.
 #[derive(Debug, Clone)]
-pub struct Refiner {
+pub(crate) struct Refiner {
     params: RefineParams,
     grid: [usize; 2],
     /// Window maxima along rows, then the refined map.

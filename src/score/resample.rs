@@ -2,7 +2,7 @@
 
 /// Bilinear taps of one axis (half-pixel centres, edges clamped): `(i0, i1, t)` per output.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct BilinearTaps(Vec<(usize, usize, f32)>);
+pub(crate) struct BilinearTaps(Vec<(usize, usize, f32)>);
 
 impl BilinearTaps {
     /// Taps from `n_in` to `n_out` samples.
@@ -22,7 +22,7 @@ impl BilinearTaps {
 
     /// The value at output `o` of a line whose samples `sample(i)` gives.
     #[inline]
-    pub fn interpolate(&self, o: usize, sample: impl Fn(usize) -> f32) -> f32 {
+    pub(crate) fn interpolate(&self, o: usize, sample: impl Fn(usize) -> f32) -> f32 {
         let (i0, i1, t) = self.0[o];
         (1.0 - t) * sample(i0) + t * sample(i1)
     }
@@ -31,7 +31,7 @@ impl BilinearTaps {
 /// Bilinear resampling of maps to another size (e.g. a frame's or a mask's), keeping its taps
 /// and buffers while the sizes stay the same.
 #[derive(Debug, Clone, Default)]
-pub struct MapResampler {
+pub(crate) struct MapResampler {
     /// `[h, w, H, W]` the taps are for.
     sizes: [usize; 4],
     upsampler: Option<Upsampler>,
@@ -54,7 +54,7 @@ impl MapResampler {
 
 /// Upsamples `[h, w]` maps to `[H, W]`, reusing one row buffer.
 #[derive(Debug, Clone)]
-pub struct Upsampler {
+pub(crate) struct Upsampler {
     rows: BilinearTaps,
     cols: BilinearTaps,
     grid_w: usize,
@@ -92,7 +92,7 @@ impl Upsampler {
 
 /// Separable Gaussian blur with replicated edges, reusing its buffers.
 #[derive(Debug, Clone)]
-pub struct GaussianSmoother {
+pub(crate) struct GaussianSmoother {
     kernel: Vec<f32>,
     height: usize,
     width: usize,

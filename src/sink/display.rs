@@ -16,7 +16,7 @@ use super::overlay::banner_colour;
 use crate::verdict::Verdict;
 
 /// Height of the status bar: two lines of the 6x10 font with margins.
-pub const STATUS_HEIGHT: u32 = 26;
+pub(crate) const STATUS_HEIGHT: u32 = 26;
 
 /// What the status bar shows.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

@@ -86,12 +86,12 @@ impl Geometry {
     }
 
     /// Bytes of the visible page.
-    pub fn page_bytes(&self) -> usize {
+    pub(crate) fn page_bytes(&self) -> usize {
         self.line_length as usize * self.height as usize
     }
 
     /// `colour` as this format's pixel value.
-    pub fn encode(&self, colour: Rgb888) -> u32 {
+    pub(crate) fn encode(&self, colour: Rgb888) -> u32 {
         let put = |value: u8, channel: Channel| (u32::from(value) >> (8 - channel.length.min(8))) << channel.offset;
         put(colour.r(), self.red) | put(colour.g(), self.green) | put(colour.b(), self.blue)
     }

@@ -5,7 +5,7 @@
 use crate::score::AnomalyMap;
 
 /// The `.npy` bytes of `map`: magic, version 1.0, header padded to a multiple of 64, data.
-pub fn npy_bytes(map: AnomalyMap<'_>) -> Vec<u8> {
+pub(crate) fn npy_bytes(map: AnomalyMap<'_>) -> Vec<u8> {
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", map.height, map.width).into_bytes();
     // 6 magic + 2 version + 2 length bytes, the header, a newline: a multiple of 64 in all.

@@ -21,9 +21,9 @@ pub const BANNER_HEIGHT: u32 = 12;
 /// `HEAT_ALPHA_MIN + HEAT_ALPHA_SPAN` at the top, so anomalous areas stand out while normal
 /// areas stay visible. The scale spans map values 0 to twice the threshold, which puts the
 /// threshold mid-scale whatever the map's units (probabilities or memory distances).
-pub const HEAT_ALPHA_MIN: f32 = 0.2;
+pub(crate) const HEAT_ALPHA_MIN: f32 = 0.2;
 /// See [`HEAT_ALPHA_MIN`].
-pub const HEAT_ALPHA_SPAN: f32 = 0.5;
+pub(crate) const HEAT_ALPHA_SPAN: f32 = 0.5;
 /// Colour of region outlines.
 pub const OUTLINE_COLOUR: Rgb888 = Rgb888::WHITE;
 
@@ -37,14 +37,14 @@ pub fn banner_colour(verdict: Verdict) -> Rgb888 {
 }
 
 /// A "jet"-like colour scale: blue at 0, through cyan, yellow, to red at 1.
-pub fn heat_colour(value: f32) -> [f32; 3] {
+pub(crate) fn heat_colour(value: f32) -> [f32; 3] {
     let t = value.clamp(0.0, 1.0) * 4.0;
     let ramp = |centre: f32| (1.5 - (t - centre).abs()).clamp(0.0, 1.0) * 255.0;
     [ramp(3.0), ramp(2.0), ramp(1.0)]
 }
 
 /// An RGB image as an embedded-graphics draw target.
-pub struct ImageCanvas<'a>(pub &'a mut RgbImage);
+pub(crate) struct ImageCanvas<'a>(pub &'a mut RgbImage);
 
 impl OriginDimensions for ImageCanvas<'_> {
     fn size(&self) -> Size {

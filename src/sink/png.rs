@@ -4,7 +4,7 @@ use anyhow::Context;
 use image::RgbImage;
 
 /// `image` encoded as PNG.
-pub fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
     let mut bytes = std::io::Cursor::new(Vec::new());
     image.write_to(&mut bytes, image::ImageFormat::Png).context("cannot encode PNG")?;
     Ok(bytes.into_inner())

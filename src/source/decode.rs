@@ -68,7 +68,7 @@ pub enum DecodeError {
 }
 
 /// Checks a frame's dimensions against the limits.
-pub fn check_dimensions(width: u64, height: u64) -> Result<(), DecodeError> {
+pub(crate) fn check_dimensions(width: u64, height: u64) -> Result<(), DecodeError> {
     let side = u64::from(MAX_FRAME_SIDE);
     if width == 0 || height == 0 || width > side || height > side || width * height > MAX_FRAME_PIXELS {
         return Err(DecodeError::TooLarge { width, height });
@@ -77,7 +77,7 @@ pub fn check_dimensions(width: u64, height: u64) -> Result<(), DecodeError> {
 }
 
 /// A zeroed RGB frame of `width x height`, allocated fallibly.
-pub fn allocate_rgb(width: u32, height: u32) -> Result<RgbImage, DecodeError> {
+pub(crate) fn allocate_rgb(width: u32, height: u32) -> Result<RgbImage, DecodeError> {
     check_dimensions(u64::from(width), u64::from(height))?;
     let bytes = 3 * u64::from(width) * u64::from(height);
     let mut pixels = Vec::new();

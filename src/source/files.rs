@@ -18,7 +18,7 @@ use crate::storage::owned::MARKER;
 use crate::storage::read::{identity, read_regular, ReadError, MAX_IMAGE_FILE_BYTES};
 
 /// File extensions searched for in folders (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
+pub(crate) const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 /// Deepest folder nesting walked.
 pub const MAX_WALK_DEPTH: usize = 32;
 /// Most folder entries looked at in one walk.
@@ -66,7 +66,7 @@ pub fn read_image(path: &Path) -> Result<RgbImage, ImageError> {
 }
 
 /// Reads and decodes the image file at `path` to 8-bit grey (masks).
-pub fn read_gray(path: &Path) -> Result<image::GrayImage, ImageError> {
+pub(crate) fn read_gray(path: &Path) -> Result<image::GrayImage, ImageError> {
     Ok(image::DynamicImage::ImageRgb8(read_image(path)?).into_luma8())
 }
 

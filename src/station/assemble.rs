@@ -23,7 +23,7 @@ use crate::source::FrameSource;
 use crate::storage::owned::{FolderKind, OwnedDir};
 
 /// Claims the station's state folder and holds its lock: one station per folder.
-pub fn lock_state(plan: &StationPlan) -> anyhow::Result<OwnedDir> {
+pub(crate) fn lock_state(plan: &StationPlan) -> anyhow::Result<OwnedDir> {
     let key = |k: &str| format!("{}: `{k}`", plan.file.display());
     let state = OwnedDir::claim(&plan.state_dir, FolderKind::State).with_context(|| key("state_dir"))?;
     state.lock().with_context(|| key("state_dir"))?;

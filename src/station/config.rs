@@ -377,7 +377,7 @@ pub enum ConfigError {
 }
 
 impl StationConfig {
-    /// Reads `path` (a regular file of at most [`MAX_CONFIG_BYTES`]) and parses it.
+    /// Reads `path` (a regular file of at most 1 MiB) and parses it.
     pub fn load(path: &Path) -> Result<StationConfig, ConfigError> {
         let bytes = read_regular(path, MAX_CONFIG_BYTES, "configuration")
             .map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;

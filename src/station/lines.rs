@@ -39,7 +39,7 @@ impl embedded_hal::digital::Error for GpioError {
 /// An output line as the station drives it.
 pub type Output = Box<dyn OutputPin<Error = GpioError> + Send>;
 /// An input line as the station reads it.
-pub type Input = Box<dyn InputPin<Error = GpioError> + Send>;
+pub(crate) type Input = Box<dyn InputPin<Error = GpioError> + Send>;
 
 /// How verdicts are shown on the PASS and FAIL outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -169,7 +169,7 @@ impl VerdictLines {
     }
 
     /// Whether the lines are in the safe state.
-    pub fn is_safe(&self) -> bool {
+    pub(crate) fn is_safe(&self) -> bool {
         self.in_safe_state
     }
 
@@ -306,7 +306,7 @@ impl OutputPin for RecordingPin {
 
 /// Lines of the Linux GPIO character device, through `gpiocdev`.
 /// An output that goes nowhere (no GPIO configured).
-pub struct NoLine;
+pub(crate) struct NoLine;
 
 impl ErrorType for NoLine {
     type Error = GpioError;

@@ -157,7 +157,7 @@ impl FailureArchive {
 }
 
 /// `time` as RFC 3339 UTC with milliseconds, e.g. `2026-11-27T15:04:05.123Z`.
-pub fn rfc3339(time: SystemTime) -> heapless::String<32> {
+pub(crate) fn rfc3339(time: SystemTime) -> heapless::String<32> {
     use std::fmt::Write as _;
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (days, seconds) = ((since.as_secs() / 86_400) as i64, since.as_secs() % 86_400);

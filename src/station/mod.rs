@@ -51,11 +51,11 @@ const RECENT: usize = 32;
 pub const STOP_WITHIN: Duration = Duration::from_millis(100);
 /// The first pause after an error from the source or trigger; it doubles with each error in a
 /// row, up to [`ERROR_PAUSE_MAX`].
-pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
+pub(crate) const ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between attempts while errors repeat.
-pub const ERROR_PAUSE_MAX: Duration = Duration::from_secs(1);
+pub(crate) const ERROR_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// While the same error repeats, how often it is logged again (with its count).
-pub const ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// A rectangle of the frame, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

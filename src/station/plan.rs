@@ -21,27 +21,27 @@ use crate::source::decode::MAX_FRAME_SIDE;
 pub mod limits {
     use std::ops::RangeInclusive;
     /// `source.width`, `source.height`.
-    pub const CAMERA_SIDE: RangeInclusive<u32> = 1..=16_384;
+    pub(crate) const CAMERA_SIDE: RangeInclusive<u32> = 1..=16_384;
     /// `source.fps`.
-    pub const FPS: RangeInclusive<u32> = 1..=1000;
+    pub(crate) const FPS: RangeInclusive<u32> = 1..=1000;
     /// `source.reconnect_ms`.
-    pub const RECONNECT_MS: RangeInclusive<u64> = 1..=60_000;
+    pub(crate) const RECONNECT_MS: RangeInclusive<u64> = 1..=60_000;
     /// `source.reconnect_max_ms`.
-    pub const RECONNECT_MAX_MS: u64 = 600_000;
+    pub(crate) const RECONNECT_MAX_MS: u64 = 600_000;
     /// `trigger.interval_ms`.
-    pub const INTERVAL_MS: RangeInclusive<u64> = 1..=3_600_000;
+    pub(crate) const INTERVAL_MS: RangeInclusive<u64> = 1..=3_600_000;
     /// `trigger.debounce_ms`.
-    pub const DEBOUNCE_MS: RangeInclusive<u64> = 0..=1000;
+    pub(crate) const DEBOUNCE_MS: RangeInclusive<u64> = 0..=1000;
     /// `display.width`, `display.height`.
-    pub const DISPLAY_SIDE: RangeInclusive<u32> = 1..=8192;
+    pub(crate) const DISPLAY_SIDE: RangeInclusive<u32> = 1..=8192;
     /// `gpio.pulse_ms`.
-    pub const PULSE_MS: RangeInclusive<u64> = 1..=5000;
+    pub(crate) const PULSE_MS: RangeInclusive<u64> = 1..=5000;
     /// `gpio.loop_deadline_ms`.
-    pub const LOOP_DEADLINE_MS: RangeInclusive<u64> = 100..=60_000;
+    pub(crate) const LOOP_DEADLINE_MS: RangeInclusive<u64> = 100..=60_000;
     /// `log.max_images`.
-    pub const MAX_IMAGES: RangeInclusive<usize> = 1..=1_000_000;
+    pub(crate) const MAX_IMAGES: RangeInclusive<usize> = 1..=1_000_000;
     /// `log.max_bytes`: at least room for one failed part.
-    pub const MIN_MAX_BYTES: u64 = 1 << 20;
+    pub(crate) const MIN_MAX_BYTES: u64 = 1 << 20;
 }
 
 /// The station to build, every value checked.

@@ -37,9 +37,9 @@ pub const FRAME: usize = 128;
 /// Most bytes of text in a message.
 pub const TEXT: usize = FRAME - 11;
 /// Longest the supervisor waits before it looks at the stop flag, pulses and deadlines again.
-pub const TICK: Duration = Duration::from_millis(10);
+pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// Least time between the worker's signs of life.
-pub const ALIVE_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const ALIVE_EVERY: Duration = Duration::from_millis(50);
 
 /// What a message says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +159,7 @@ pub enum Ended {
 
 /// The verdicts the worker asked the lines to show, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// PASS verdicts.
     pub pass: u64,
     /// FAIL verdicts.
@@ -212,13 +212,13 @@ impl Supervisor {
     }
 
     /// The verdicts shown so far.
-    pub fn tally(&self) -> Tally {
+    pub(crate) fn tally(&self) -> Tally {
         self.tally
     }
 
     /// Reports readiness, heartbeats (while the worker is alive), status and stopping to the
     /// service manager.
-    pub fn supervised_by(&mut self, notifier: Notifier) {
+    pub(crate) fn supervised_by(&mut self, notifier: Notifier) {
         self.notifier = Some(notifier);
     }
 
@@ -380,7 +380,7 @@ impl SupervisorLink {
     }
 
     /// A sign of life, sent at most every [`ALIVE_EVERY`].
-    pub fn alive(&mut self) -> Result<(), LinkError> {
+    pub(crate) fn alive(&mut self) -> Result<(), LinkError> {
         let now = Instant::now();
         if self.last_alive.is_some_and(|last| now.duration_since(last) < ALIVE_EVERY) {
             return Ok(());
@@ -396,7 +396,7 @@ impl SupervisorLink {
 
     /// Shows frame `sequence`'s verdict and waits until it is on the lines (after a running
     /// pulse has had its full length); `stop` ends the wait.
-    pub fn show(&mut self, verdict: Verdict, sequence: u64, stop: &AtomicBool) -> Result<(), LinkError> {
+    pub(crate) fn show(&mut self, verdict: Verdict, sequence: u64, stop: &AtomicBool) -> Result<(), LinkError> {
         self.send(Kind::Show, verdict, sequence, "")?;
         self.last_alive = Some(Instant::now());
         loop {

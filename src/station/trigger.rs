@@ -13,7 +13,7 @@ use super::lines::{GpioError, Input};
 /// Longest wait between checks of the stop flag.
 pub const STOP_CHECK: Duration = Duration::from_millis(20);
 /// How often the TRIGGER input is sampled.
-pub const INPUT_POLL: Duration = Duration::from_millis(1);
+pub(crate) const INPUT_POLL: Duration = Duration::from_millis(1);
 
 /// A trigger edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

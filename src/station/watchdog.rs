@@ -8,7 +8,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 /// A connection to the service manager's notification socket.
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
     /// Least time between heartbeats: a quarter of `WATCHDOG_USEC` (a second without it).
     interval: Duration,
@@ -18,7 +18,7 @@ pub struct Notifier {
 impl Notifier {
     /// From `NOTIFY_SOCKET` and `WATCHDOG_USEC`, as systemd sets them; an unusable socket
     /// address is reported and ignored (the station runs, unsupervised).
-    pub fn from_env() -> Result<Notifier, String> {
+    pub(crate) fn from_env() -> Result<Notifier, String> {
         let interval = std::env::var("WATCHDOG_USEC")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -51,7 +51,7 @@ impl Notifier {
     }
 
     /// The loop is alive; sent at most every quarter of the watchdog period.
-    pub fn heartbeat(&mut self) {
+    pub(crate) fn heartbeat(&mut self) {
         let now = Instant::now();
         if self.last_beat.is_none_or(|last| now.duration_since(last) >= self.interval) {
             self.send("WATCHDOG=1");
@@ -72,7 +72,7 @@ impl Notifier {
     }
 
     /// The station is shutting down.
-    pub fn stopping(&mut self) {
+    pub(crate) fn stopping(&mut self) {
         self.send("STOPPING=1");
     }
 }

@@ -50,7 +50,8 @@ pub enum FolderKind {
     State,
     /// `clipada demo`'s output.
     Demo,
-    /// TensorRT's engine cache.
+    /// TensorRT's engine cache (only ONNX Runtime makes one).
+    #[cfg(feature = "ort")]
     EngineCache,
 }
 
@@ -62,6 +63,7 @@ impl FolderKind {
             FolderKind::FailedParts => "failed-parts",
             FolderKind::State => "state",
             FolderKind::Demo => "demo",
+            #[cfg(feature = "ort")]
             FolderKind::EngineCache => "engine-cache",
         }
     }
@@ -87,7 +89,7 @@ pub const GPIO_RECORD_HEADER: &[u8] = b"# clipada gpio record: ms line level\n";
 /// width, height and bits per pixel (`u32` little endian each).
 pub const FRAMEBUFFER_TRAILER: &[u8; 20] = b"CLIPADA-FRAMEBUFFER\0";
 /// Length of the framebuffer trailer with its geometry.
-pub const FRAMEBUFFER_TRAILER_LEN: u64 = 32;
+pub(crate) const FRAMEBUFFER_TRAILER_LEN: u64 = 32;
 
 impl FileKind {
     fn name(self) -> &'static str {
@@ -249,7 +251,7 @@ fn check_kind(dir: &OwnedFd, name: &OsStr, kind: FileKind, path: &Path) -> Resul
 
 /// Replaces the file at `path` with `bytes` atomically: refused when an existing file there is
 /// not a clipada file of `kind` (or is a symlink).
-pub fn replace_file(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn replace_file(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<(), WriteError> {
     let (dir, name) = open_parent(path, Parents::MustExist)?;
     check_kind(&dir, name, kind, path)?;
     replace_at(&dir, name, bytes, path)
@@ -257,7 +259,7 @@ pub fn replace_file(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<(), Wri
 
 /// Checks, writing nothing, that [`replace_file`] would accept `path` for `kind`: a command
 /// that works for minutes before writing its result checks its destination first.
-pub fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError> {
+pub(crate) fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError> {
     let (dir, name) = open_parent(path, Parents::MustExist)?;
     check_kind(&dir, name, kind, path)
 }
@@ -405,7 +407,7 @@ impl OwnedDir {
     }
 
     /// Writes `bytes` to `relative` (sub-folders created) atomically; returns its path.
-    pub fn write_atomic(&self, relative: &Path, bytes: &[u8]) -> Result<PathBuf, WriteError> {
+    pub(crate) fn write_atomic(&self, relative: &Path, bytes: &[u8]) -> Result<PathBuf, WriteError> {
         let full = self.path.join(relative);
         if relative.as_os_str().as_bytes() == MARKER.as_bytes() {
             return Err(refused(&full, "is the folder's marker"));

@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Largest image file (PNG, JPEG, BMP) read: a 64-megapixel frame compresses far below this.
-pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 /// Largest station configuration read.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -71,7 +71,7 @@ impl ReadError {
 
 /// Opens `path` for reading without blocking (a FIFO opens at once) and checks that it is a
 /// regular file of at most `limit` bytes; returns it with its metadata.
-pub fn open_regular(path: &Path, limit: u64, what: &'static str) -> Result<(File, Metadata), ReadError> {
+pub(crate) fn open_regular(path: &Path, limit: u64, what: &'static str) -> Result<(File, Metadata), ReadError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
@@ -104,12 +104,12 @@ pub fn read_regular(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 
 /// A file's identity on this machine: the same pair for every path (hard links, symlinks,
 /// `..`) that reaches it.
-pub fn identity(metadata: &Metadata) -> (u64, u64) {
+pub(crate) fn identity(metadata: &Metadata) -> (u64, u64) {
     (metadata.dev(), metadata.ino())
 }
 
 /// What a non-regular file is, for messages.
-pub fn kind_of(metadata: &Metadata) -> &'static str {
+pub(crate) fn kind_of(metadata: &Metadata) -> &'static str {
     let kind = metadata.file_type();
     if kind.is_dir() {
         "folder"
