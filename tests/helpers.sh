@@ -19,3 +19,9 @@ apt_install() {
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
+
+# Prints a step's title and the seconds the calling script has run so far (CI's log then shows
+# where the time goes).
+step() {
+  echo "== $* [${SECONDS} s]"
+}

@@ -11,21 +11,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/helpers.sh
 
-echo "== the default build needs no libclang (the V4L2 bindings are shipped: cross/v4l2-sys)"
+step "the default build needs no libclang (the V4L2 bindings are shipped: cross/v4l2-sys)"
 if cargo tree --locked -q -e normal,build -i clang-sys >/dev/null 2>&1; then
   echo "clang-sys (libclang) is in the default build graph:"; cargo tree --locked -e normal,build -i clang-sys; exit 1
 fi
 bash cross/v4l2-sys/generate.sh --check
 
-echo "== Python tooling (models/requirements-test.txt into models/.venv)"
+step "Python tooling (models/requirements-test.txt into models/.venv)"
 [ -x models/.venv/bin/python ] || python3 -m venv models/.venv
 models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-test.txt
 
-echo "== Python lint and format (ruff, models/pyproject.toml)"
+step "Python lint and format (ruff, models/pyproject.toml)"
 models/.venv/bin/ruff check --config models/pyproject.toml models benches
 models/.venv/bin/ruff format --check --config models/pyproject.toml models benches
 
-echo "== reference scoring, fixture and goldens"
+step "reference scoring, fixture and goldens"
 (cd models && .venv/bin/python -m unittest test_reference test_efficientnet)
 models/.venv/bin/python models/make_fixtures.py --check
 models/.venv/bin/python models/make_samples.py --check
@@ -37,21 +37,25 @@ models/.venv/bin/python models/make_metric_goldens.py --check
 ORT_DYLIB_PATH=$(ort_library)
 export ORT_DYLIB_PATH
 
-echo "== Rust: format, lint, documentation, minimum Rust version, tests"
+step "Rust: format, lint, documentation, minimum Rust version, tests"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --no-default-features --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
+# cargo's tests, the demo and the x86 reference binary are built with the minimum supported
+# Rust (Cargo.toml's rust-version): that proves it builds and passes there without a build of
+# its own; lint and documentation above and the aarch64 build below use the current stable.
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 rustup toolchain list | grep -q "^$msrv-" || rustup toolchain install "$msrv" --profile minimal
-cargo "+$msrv" check --locked -q
-cargo test --locked --lib --bins --tests
-cargo test --locked --no-default-features --lib --tests
+step "cargo test with Rust $msrv (both feature sets)"
+cargo "+$msrv" test --locked --lib --bins --tests
+cargo "+$msrv" test --locked --no-default-features --lib --tests
 
-echo "== the README's first command, with libclang out of reach"
-LIBCLANG_PATH=/nonexistent cargo run --locked -q -- demo --output target/ci-demo
+step "the README's first command, with libclang out of reach"
+LIBCLANG_PATH=/nonexistent cargo "+$msrv" run --locked -q -- demo --output target/ci-demo
 
-echo "== aarch64: container-free cross build, tests under qemu, outputs against x86; the .deb"
+step "aarch64: container-free cross build, tests under qemu, outputs against x86; the .deb"
 bash cross/build-aarch64.sh
 bash cross/package-deb.sh --check
+step "all passed"

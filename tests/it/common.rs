@@ -132,23 +132,30 @@ pub fn assert_snapshot(name: &str, image: &image::RgbImage) {
 /// per test run in a folder of its own.
 pub fn default_memory() -> PathBuf {
     static MEMORY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MEMORY
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new().prefix("clipada-it-").tempdir().unwrap().keep();
-            let memory = dir.join("part.memory");
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
-                .args(["calibrate", "--backend", "tract", "--model"])
-                .arg(default_model())
-                .arg("--good")
-                .arg(sample("train/good"))
-                .arg("--out")
-                .arg(&memory)
-                .output()
-                .unwrap();
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-            memory
-        })
-        .clone()
+    MEMORY.get_or_init(|| calibrated(&default_model())).clone()
+}
+
+/// A memory of the tiny fixture, made like [`default_memory`] (in seconds, also under emulation).
+pub fn tiny_memory() -> PathBuf {
+    static MEMORY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MEMORY.get_or_init(|| calibrated(&tiny_model())).clone()
+}
+
+/// `clipada calibrate` of `model` on the sample good parts, into a new folder.
+fn calibrated(model: &Path) -> PathBuf {
+    let dir = tempfile::Builder::new().prefix("clipada-it-").tempdir().unwrap().keep();
+    let memory = dir.join("part.memory");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["calibrate", "--backend", "tract", "--model"])
+        .arg(model)
+        .arg("--good")
+        .arg(sample("train/good"))
+        .arg("--out")
+        .arg(&memory)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    memory
 }
 
 /// The tiny fixture with its graph output `output` multiplied by `factor` (NaN, infinity, a

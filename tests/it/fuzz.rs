@@ -126,7 +126,7 @@ proptest! {
     #[test]
     fn memory_files_with_any_bytes_edited_never_panic_and_errors_name_file_and_field(edits in edits()) {
         static VALID: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-        let valid = VALID.get_or_init(|| std::fs::read(common::default_memory()).unwrap());
+        let valid = VALID.get_or_init(|| std::fs::read(common::tiny_memory()).unwrap());
         let bytes = apply(valid, &edits);
         if let Err(e) = memory_from_bytes(Path::new("fuzz.memory"), &bytes) {
             let message = e.to_string();
