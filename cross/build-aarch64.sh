@@ -36,6 +36,8 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 # The package strips the binary anyway: no line tables, a faster link.
 export CARGO_PROFILE_RELEASE_DEBUG=false
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+# No path of the build machine in the binary (panic locations name sources by these instead).
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="--remap-path-prefix=$PWD=clipada --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=cargo"
 # With multiarch libc6:arm64 the loader is at /lib/ld-linux-aarch64.so.1 already; a
 # QEMU_LD_PREFIX would make threaded programs hang.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64

@@ -24,8 +24,11 @@ install -D -m 0644 models/default/efficientnet-lite0.onnx "$stage/usr/share/clip
 for profile in board/*.toml; do install -D -m 0644 "$profile" "$stage/usr/share/clipada/board/$(basename "$profile")"; done
 install -D -m 0644 README.md "$stage/usr/share/doc/clipada/README.md"
 install -d "$stage/DEBIAN"
-install -m 0755 board/postinst board/prerm "$stage/DEBIAN/"
+install -m 0755 board/postinst board/prerm board/postrm "$stage/DEBIAN/"
 printf '/etc/clipada/station.toml\n/etc/default/clipada\n' >"$stage/DEBIAN/conffiles"
+# Checksums of every file but the configuration (debsums, dpkg --verify).
+(cd "$stage" && find . -path ./DEBIAN -prune -o -type f ! -path ./etc/\* -printf '%P\0' | sort -z |
+  xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
 cat >"$stage/DEBIAN/control" <<CONTROL
 Package: clipada
 Version: $version
@@ -70,4 +73,17 @@ if [ -n "$verify" ]; then
   echo "systemd-analyze verify: $verify" >&2
   exit 1
 fi
-echo "contents, architecture and service unit ok"
+# The sandbox: systemd's own exposure score, at most 1.5 (of 10).
+exposure=$(systemd-analyze security --offline=yes board/clipada.service 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+[ -n "$exposure" ] && awk -v e="$exposure" 'BEGIN { exit !(e <= 1.5) }' ||
+  { echo "systemd-analyze security: exposure ${exposure:-unknown} above 1.5" >&2; exit 1; }
+# Maintainer scripts and checksums in the package; no path of the build machine in the binary.
+dpkg-deb -I "$deb" | grep -q ' postrm$' && dpkg-deb -I "$deb" | grep -q ' md5sums$' ||
+  { echo "postrm or md5sums missing from the package" >&2; exit 1; }
+for path in "$PWD" "${CARGO_HOME:-$HOME/.cargo}"; do
+  if grep -q --fixed-strings "$path" "$stage/clipada"; then
+    echo "the packaged binary holds the build machine's path $path" >&2
+    exit 1
+  fi
+done
+echo "contents, architecture, checksums, service unit (exposure $exposure) ok"
