@@ -12,8 +12,8 @@ ORT_DYLIB_PATH=$(ort_library "$py")
 export ORT_DYLIB_PATH
 memory=$(mktemp --suffix=.memory)
 trap 'rm -f "$memory"' EXIT
-./target/release/clipada calibrate --backend ort --model "$model" --good "$good" --out "$memory" >/dev/null
-clipada_ms=$(./target/release/clipada infer --json --backend ort --model "$model" --memory "$memory" "$test" 2>/dev/null |
+./target/release/clipada calibrate --backend ort --allow-insecure-library --model "$model" --good "$good" --out "$memory" >/dev/null
+clipada_ms=$(./target/release/clipada infer --json --backend ort --allow-insecure-library --model "$model" --memory "$memory" "$test" 2>/dev/null |
   $py -c 'import json, sys; t = [json.loads(l)["elapsed_ms"] for l in sys.stdin]; t = t[1:]; print(sum(t) / len(t))')
 python_ms=$($py benches/python_pipeline.py --model "$model" --memory "$memory" --images "$test" |
   $py -c 'import json, sys; print(json.load(sys.stdin)["mean_ms"])')

@@ -30,9 +30,9 @@ for model in effnet vit-b16; do
     for form in fp32 static dynamic; do
       file=${source[$model]}
       [ $form = fp32 ] || file=models/build/$model-$form.onnx
-      args=(--backend $engine --model "$file" --images "$images" --iterations "$iterations" --warmup 2 --json)
+      args=(--backend $engine --allow-insecure-library --model "$file" --images "$images" --iterations "$iterations" --warmup 2 --json)
       if [ $model = effnet ]; then
-        ./target/release/clipada calibrate --backend $engine --model "$file" --good "$images" --out "$memory" >/dev/null 2>&1
+        ./target/release/clipada calibrate --backend $engine --allow-insecure-library --model "$file" --good "$images" --out "$memory" >/dev/null 2>&1
         args+=(--memory "$memory")
       fi
       ms=$(./target/release/clipada bench "${args[@]}" 2>/dev/null | $py -c 'import json, sys; print(json.load(sys.stdin)["stages"]["inference"]["median_ms"])')

@@ -135,6 +135,8 @@ class Export(unittest.TestCase):
                     "--json",
                     "--backend",
                     backend,
+                    # The training venv's library: the tester's own, not root's.
+                    "--allow-insecure-library",
                     "--model",
                     str(self.path),
                     "--maps-dir",

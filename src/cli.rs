@@ -56,6 +56,10 @@ struct ModelArgs {
     /// Engine: ONNX Runtime if it loads (library from ORT_DYLIB_PATH), else tract; or insist on one.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
+    /// Load the ONNX Runtime library even when others than root could change it (or a folder
+    /// above it): for a library in your own virtual environment, never on a station.
+    #[arg(long)]
+    allow_insecure_library: bool,
 }
 
 impl ModelArgs {
@@ -67,7 +71,8 @@ impl ModelArgs {
             BackendArg::Ort => Backend::Ort,
             BackendArg::Tract => Backend::Tract,
         };
-        let mut config = EngineConfig { backend, ..EngineConfig::default() };
+        let mut config =
+            EngineConfig { backend, allow_insecure_library: self.allow_insecure_library, ..EngineConfig::default() };
         config.tensorrt.engine_cache = user_cache().map(|dir| dir.join("clipada/tensorrt"));
         config
     }

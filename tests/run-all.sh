@@ -4,9 +4,10 @@
 # the Python tooling's lint and the numpy reference's own tests, checks that the committed
 # fixture and goldens are what the scripts make, Rust formatting, lint (both feature sets),
 # documentation and the minimum supported Rust version, cargo's tests (both feature sets), the
-# demo without libclang, and the aarch64 build (tests under qemu, outputs against x86) and its
-# .deb. CI (.ci/run) runs exactly this. The training tests, which need
-# PyTorch (about 5 GB), are separate: bash models/test.sh.
+# demo without libclang, and the aarch64 build (tests under qemu, outputs against x86), its
+# .deb (contents, checksums, the unit's sandbox score) and its maintainer scripts. CI
+# (.ci/run) runs exactly this. The training tests, which need PyTorch (about 5 GB), are
+# separate: bash models/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/helpers.sh
@@ -58,4 +59,7 @@ LIBCLANG_PATH=/nonexistent cargo "+$msrv" run --locked -q -- demo --output targe
 step "aarch64: container-free cross build, tests under qemu, outputs against x86; the .deb"
 bash cross/build-aarch64.sh
 bash cross/package-deb.sh --check
+
+step "the package's maintainer scripts in a temporary root, with planted links"
+bash tests/packaging.sh
 step "all passed"

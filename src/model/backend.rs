@@ -76,6 +76,8 @@ pub struct EngineConfig {
     pub backend: Backend,
     /// `libonnxruntime.so`; none: the `ORT_DYLIB_PATH` environment variable.
     pub ort_library: Option<PathBuf>,
+    /// Load the library even when others than root could change it (or what leads to it).
+    pub allow_insecure_library: bool,
     /// Providers to try, in order.
     pub providers: Vec<Provider>,
     /// TensorRT settings.
@@ -87,6 +89,7 @@ impl Default for EngineConfig {
         EngineConfig {
             backend: Backend::Auto,
             ort_library: None,
+            allow_insecure_library: false,
             providers: vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu],
             tensorrt: TensorRtOptions::default(),
         }

@@ -6,6 +6,8 @@
 pub mod backend;
 pub mod contract;
 #[cfg(feature = "ort")]
+mod engine_cache;
+#[cfg(feature = "ort")]
 pub mod ort;
 pub mod tract;
 

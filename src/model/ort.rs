@@ -6,6 +6,7 @@
 //! is reported with ONNX Runtime's reason and the next one is tried; the CPU provider is always
 //! there underneath.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -16,8 +17,9 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use super::backend::{EngineConfig, EngineLoadError, Provider, TensorRtOptions};
 use super::contract::{ModelError, ModelFile, OutputRole};
+use super::engine_cache::{CacheKey, EngineCache};
 use super::{Engine, EngineError, EngineInfo, Precision, RawOutputs};
-use crate::storage::owned::{FolderKind, OwnedDir};
+use crate::storage::trust::root_only;
 
 /// A model in an ONNX Runtime session.
 pub(crate) struct OrtEngine {
@@ -33,8 +35,9 @@ pub(crate) struct OrtEngine {
     pub skipped: Vec<String>,
 }
 
-/// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`.
-pub(crate) fn library_path(configured: Option<&Path>) -> Result<PathBuf, EngineLoadError> {
+/// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`, resolved. Only a
+/// file root alone can change is taken ([`root_only`]) unless `allow_insecure` says otherwise.
+pub(crate) fn library_path(configured: Option<&Path>, allow_insecure: bool) -> Result<PathBuf, EngineLoadError> {
     let path = configured.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
     let path = path.ok_or_else(|| {
         EngineLoadError::Unavailable("no ONNX Runtime library configured (ort_library or ORT_DYLIB_PATH)".into())
@@ -42,28 +45,40 @@ pub(crate) fn library_path(configured: Option<&Path>) -> Result<PathBuf, EngineL
     if !path.is_file() {
         return Err(EngineLoadError::Unavailable(format!("{}: no such ONNX Runtime library", path.display())));
     }
-    Ok(path)
+    if allow_insecure {
+        return Ok(path);
+    }
+    root_only(&path).map_err(|why| {
+        EngineLoadError::Unavailable(format!(
+            "{}: not loaded: {why} (a library is loaded only when root alone can change it; \
+             install it system-wide, or allow it with --allow-insecure-library)",
+            path.display()
+        ))
+    })
 }
 
 /// ONNX Runtime allows one environment per process: the first successful load makes it, with
-/// the library found then; later loads share it.
-fn environment(config: &EngineConfig) -> Result<&'static Environment, EngineLoadError> {
-    static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
-    if let Some(environment) = ENVIRONMENT.get() {
-        return Ok(environment);
+/// the library found then; later loads share it. With it: the library's version string.
+fn environment(config: &EngineConfig) -> Result<(&'static Environment, &'static str), EngineLoadError> {
+    static ENVIRONMENT: OnceLock<(Environment, String)> = OnceLock::new();
+    if let Some((environment, version)) = ENVIRONMENT.get() {
+        return Ok((environment, version));
     }
-    let library = library_path(config.ort_library.as_deref())?;
+    let library = library_path(config.ort_library.as_deref(), config.allow_insecure_library)?;
     let environment = ort::init_from(&library)
         .map_err(|e| unavailable(format!("{}: {e}", library.display())))?
         .with_name("clipada")
         .build()
         .map_err(unavailable)?;
-    Ok(ENVIRONMENT.get_or_init(|| environment))
+    let version = loaded_version_string(&library).unwrap_or_else(|| "unknown".to_string());
+    let (environment, version) = ENVIRONMENT.get_or_init(|| (environment, version));
+    Ok((environment, version))
 }
 
-/// The ONNX Runtime library `ORT_DYLIB_PATH` names, loaded, and its build: `1.32.0 (PATH)`.
+/// The ONNX Runtime library `ORT_DYLIB_PATH` names, loaded (when root alone can change it), and
+/// its build: `1.32.0 (PATH)`.
 pub(crate) fn library_version() -> Result<String, EngineLoadError> {
-    let library = library_path(None)?;
+    let library = library_path(None, false)?;
     ort::init_from(&library).map_err(|e| unavailable(format!("{}: {e}", library.display())))?;
     let version = loaded_version_string(&library).unwrap_or_else(|| "unknown version".to_string());
     Ok(format!("{version} ({})", library.display()))
@@ -103,12 +118,29 @@ fn unavailable(e: impl std::fmt::Display) -> EngineLoadError {
 impl OrtEngine {
     /// Loads ONNX Runtime (once per process) and builds a session for `file`.
     pub fn load(file: &ModelFile, config: &EngineConfig) -> Result<OrtEngine, EngineLoadError> {
-        let environment = environment(config)?;
+        let (environment, version) = environment(config)?;
         let mut builder = Session::builder(environment).map_err(unavailable)?;
+        let cache = match &config.tensorrt.engine_cache {
+            Some(root) if config.providers.contains(&Provider::TensorRt) => {
+                let key = CacheKey {
+                    model_sha256: file.sha256.clone(),
+                    precision: tensorrt_precision(&config.tensorrt).name(),
+                    onnx_runtime: version.to_string(),
+                    tensorrt: tensorrt_version(),
+                    gpu: gpu_name(),
+                };
+                let (cache, removed) = EngineCache::open(root, key).map_err(EngineLoadError::Config)?;
+                if let Some(why) = removed {
+                    tracing::warn!("{why}");
+                }
+                Some(cache)
+            }
+            _ => None,
+        };
         let mut skipped = Vec::new();
         let mut chosen = None;
         for &provider in &config.providers {
-            match register(&mut builder, provider, &config.tensorrt)? {
+            match register(&mut builder, provider, &config.tensorrt, cache.as_ref())? {
                 Ok(()) => {
                     chosen = Some(provider);
                     break;
@@ -136,10 +168,15 @@ impl OrtEngine {
             outputs.push((role, name.to_string()));
         }
         let precision = match provider {
-            Provider::TensorRt if config.tensorrt.int8 => Precision::Int8,
-            Provider::TensorRt if config.tensorrt.fp16 => Precision::Fp16,
+            Provider::TensorRt => tensorrt_precision(&config.tensorrt),
             _ => Precision::Fp32,
         };
+        if let (Provider::TensorRt, Some(cache)) = (provider, &cache) {
+            // The engines were built (or loaded) with the session: vouch for what is there now.
+            if let Err(why) = cache.record() {
+                tracing::warn!("{why}: the engines will be rebuilt at the next start");
+            }
+        }
         Ok(OrtEngine { session, input_shape: file.spec.input_shape(), outputs, provider, precision, skipped })
     }
 }
@@ -169,6 +206,7 @@ fn register(
     builder: &mut SessionBuilder,
     provider: Provider,
     trt: &TensorRtOptions,
+    cache: Option<&EngineCache>,
 ) -> Result<Result<(), String>, EngineLoadError> {
     let available = match provider {
         Provider::TensorRt => ep::TensorRT::is_available(),
@@ -187,16 +225,13 @@ fn register(
                 .with_fp16(trt.fp16)
                 .with_int8(trt.int8)
                 .with_max_workspace_size(trt.workspace_bytes);
-            match &trt.engine_cache {
-                Some(cache) => {
-                    prepare_engine_cache(cache).map_err(EngineLoadError::Config)?;
-                    tensorrt
-                        .with_engine_cache(true)
-                        .with_engine_cache_path(cache.display())
-                        .with_timing_cache(true)
-                        .with_timing_cache_path(cache.display())
-                        .build()
-                }
+            match cache {
+                Some(cache) => tensorrt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(cache.path().display())
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(cache.path().display())
+                    .build(),
                 None => tensorrt.build(),
             }
         }
@@ -206,10 +241,60 @@ fn register(
     Ok(dispatch.error_on_failure().register(builder).map_err(|e| e.to_string()))
 }
 
-/// Creates the TensorRT engine cache folder if missing and proves it writable, so that engines
-/// are kept across restarts instead of being rebuilt (minutes) at every boot.
-pub fn prepare_engine_cache(dir: &Path) -> Result<(), String> {
-    OwnedDir::claim(dir, FolderKind::EngineCache).map(drop).map_err(|e| format!("engine cache: {e}"))
+/// The precision TensorRT computes in with these settings.
+fn tensorrt_precision(trt: &TensorRtOptions) -> Precision {
+    match (trt.int8, trt.fp16) {
+        (true, _) => Precision::Int8,
+        (false, true) => Precision::Fp16,
+        (false, false) => Precision::Fp32,
+    }
+}
+
+/// TensorRT's version (`getInferLibVersion` of the library ONNX Runtime's TensorRT provider
+/// loads: major·10000 + minor·100 + patch), or `unknown` when it is not there.
+fn tensorrt_version() -> String {
+    // SAFETY: dlopen of the system's TensorRT library (which the TensorRT provider loads
+    // anyway); the symbol is TensorRT's documented C entry point `int32_t getInferLibVersion()`.
+    unsafe {
+        let handle = libc::dlopen(c"libnvinfer.so.10".as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+        if handle.is_null() {
+            return "unknown".into();
+        }
+        let symbol = libc::dlsym(handle, c"getInferLibVersion".as_ptr());
+        let version = if symbol.is_null() {
+            "unknown".into()
+        } else {
+            let get_version: unsafe extern "C" fn() -> i32 = std::mem::transmute(symbol);
+            let v = get_version();
+            format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100)
+        };
+        libc::dlclose(handle);
+        version
+    }
+}
+
+/// The GPU, as the NVIDIA driver (`Model:` of each GPU) or a Jetson's device tree names it;
+/// `unknown` when neither says.
+fn gpu_name() -> String {
+    let read = |path: &Path| {
+        let mut text = String::new();
+        std::fs::File::open(path).and_then(|f| f.take(4096).read_to_string(&mut text)).ok()?;
+        Some(text)
+    };
+    let mut models: Vec<String> = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| read(&entry.ok()?.path().join("information")))
+        .filter_map(|text| text.lines().find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string())))
+        .collect();
+    models.sort();
+    if !models.is_empty() {
+        return models.join(", ");
+    }
+    read(Path::new("/proc/device-tree/model"))
+        .map(|m| m.trim_end_matches('\0').trim().to_string())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl Engine for OrtEngine {

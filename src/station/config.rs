@@ -55,9 +55,12 @@ pub struct ModelSection {
     /// ONNX Runtime providers in order of preference.
     #[serde(default)]
     pub providers: Option<Vec<Provider>>,
-    /// `libonnxruntime.so`; none: the `ORT_DYLIB_PATH` environment variable.
+    /// `libonnxruntime.so` (an absolute path); none: the `ORT_DYLIB_PATH` environment variable.
     #[serde(default)]
     pub ort_library: Option<PathBuf>,
+    /// Load the ONNX Runtime library even when others than root could change it.
+    #[serde(default)]
+    pub allow_insecure_library: bool,
     /// TensorRT settings.
     #[serde(default)]
     pub tensorrt: TensorRtOptions,
@@ -89,7 +92,8 @@ pub struct SourceSection {
     /// Directory source: start again at the first image after the last.
     #[serde(default, rename = "loop")]
     pub looping: bool,
-    /// Camera: index (`0`) or name (`"USB Camera"`).
+    /// Camera: a stable device path (`"/dev/v4l/by-id/usb-..."`, best: it names this very
+    /// camera), an index (`0`) or a name (`"USB Camera"`).
     #[serde(default)]
     pub device: Option<CameraDevice>,
     /// Camera: requested width in pixels, 1 to 16384.

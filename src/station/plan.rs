@@ -218,11 +218,15 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         Some(list) => list.clone(),
         None => vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu],
     };
+    if model.ort_library.as_deref().is_some_and(|p| !p.is_absolute()) {
+        return Err(("model.ort_library", "must be an absolute path (it is loaded as code)".into()));
+    }
     let model_plan = ModelPlan {
         path: model.path.clone(),
         engine: EngineConfig {
             backend: model.backend,
             ort_library: model.ort_library.clone(),
+            allow_insecure_library: model.allow_insecure_library,
             providers,
             tensorrt: model.tensorrt.clone(),
         },
@@ -423,6 +427,18 @@ path = "frames"
         assert!(plan.model.refine);
         assert_eq!(plan.trigger, TriggerPlan::FreeRun);
         assert_eq!(plan.source, SourcePlan::Directory { path: "frames".into(), looping: false });
+    }
+
+    #[test]
+    fn a_relative_onnx_runtime_library_is_refused_and_insecure_ones_only_when_allowed() {
+        let with_model = |extra: &str| MINIMAL.replace("path = \"m.onnx\"", &format!("path = \"m.onnx\"\n{extra}"));
+        let (key, reason) = invalid(&with_model("ort_library = \"libonnxruntime.so\""));
+        assert_eq!(key, "model.ort_library");
+        assert!(reason.contains("absolute"), "{reason}");
+        let plan = parse(&with_model("ort_library = \"/usr/lib/libonnxruntime.so\"")).unwrap();
+        assert!(!plan.model.engine.allow_insecure_library, "refused unless the configuration says so");
+        let plan = parse(&with_model("allow_insecure_library = true")).unwrap();
+        assert!(plan.model.engine.allow_insecure_library);
     }
 
     #[test]

@@ -437,6 +437,84 @@ impl OwnedDir {
         Ok(found)
     }
 
+    /// The folder's owner (uid) and permission bits.
+    #[cfg(feature = "ort")]
+    pub(crate) fn owner_and_mode(&self) -> Result<(u32, u32), WriteError> {
+        let stat = rustix::fs::fstat(&self.dir).map_err(io_error(&self.path))?;
+        Ok((stat.st_uid, stat.st_mode & 0o7777))
+    }
+
+    /// Every entry directly in the folder but its marker, with the size of each regular file
+    /// (`None`: a symlink, folder or other), in name order.
+    #[cfg(feature = "ort")]
+    pub(crate) fn entries(&self) -> Result<Vec<(String, Option<u64>)>, WriteError> {
+        let mut found = Vec::new();
+        let mut entries = rustix::fs::Dir::read_from(&self.dir).map_err(io_error(&self.path))?;
+        while let Some(entry) = entries.read() {
+            let entry = entry.map_err(io_error(&self.path))?;
+            let name = String::from_utf8_lossy(entry.file_name().to_bytes()).into_owned();
+            if [".", "..", MARKER].contains(&name.as_str()) {
+                continue;
+            }
+            let stat = rustix::fs::statat(&self.dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(io_error(&self.path))?;
+            let regular = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
+            found.push((name, regular.then_some(stat.st_size as u64)));
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Opens the regular file `name` directly in the folder for reading, never through a link.
+    #[cfg(feature = "ort")]
+    pub(crate) fn open_file(&self, name: &str) -> Result<File, WriteError> {
+        let path = self.path.join(name);
+        if name.contains('/') {
+            return Err(refused(&path, "not a file directly in its folder"));
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(&self.dir, name, flags, Mode::empty()).map_err(|e| match e {
+            Errno::LOOP => refused(&path, "a symlink"),
+            e => io_error(&path)(e),
+        })?;
+        let stat = rustix::fs::fstat(&fd).map_err(io_error(&path))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(refused(&path, "not a regular file"));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// The bytes of the regular file `name` directly in the folder, at most `limit` of them.
+    #[cfg(feature = "ort")]
+    pub(crate) fn read(&self, name: &str, limit: usize) -> Result<Vec<u8>, WriteError> {
+        let mut bytes = Vec::new();
+        self.open_file(name)?
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|error| WriteError::Io { path: self.path.join(name), error })?;
+        if bytes.len() > limit {
+            return Err(refused(&self.path.join(name), format!("larger than {limit} bytes")));
+        }
+        Ok(bytes)
+    }
+
+    /// Removes every entry directly in the folder but its marker: files and symlinks (never
+    /// what a link points to); a sub-folder is refused.
+    #[cfg(feature = "ort")]
+    pub(crate) fn clear(&self) -> Result<(), WriteError> {
+        for (name, _) in self.entries()? {
+            let path = self.path.join(&name);
+            if type_at(&self.dir, OsStr::new(&name), &path)? == Some(FileType::Directory) {
+                return Err(refused(&path, "a folder inside: clipada made none here"));
+            }
+            match rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes the regular file `name` directly in the folder; a missing one is no error. A
     /// symlink or folder of that name is refused.
     pub fn remove(&self, name: &str) -> Result<(), WriteError> {

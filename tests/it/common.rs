@@ -212,3 +212,15 @@ pub fn ort_library() -> PathBuf {
     });
     found.expect("no ONNX Runtime library: set ORT_DYLIB_PATH or run tests/run-all.sh, which installs it")
 }
+
+/// Settings that insist on ONNX Runtime with [`ort_library`], which the tests load from their
+/// own virtual environment: root need not own it (a station's would be refused).
+#[cfg(feature = "ort")]
+pub fn ort_config() -> clipada::model::EngineConfig {
+    clipada::model::EngineConfig {
+        backend: clipada::model::Backend::Ort,
+        ort_library: Some(ort_library()),
+        allow_insecure_library: true,
+        ..clipada::model::EngineConfig::default()
+    }
+}

@@ -46,10 +46,8 @@ fn refusals(path: &Path) -> Vec<ModelError> {
 /// ONNX Runtime's refusal of `file`.
 #[cfg(feature = "ort")]
 fn ort_refusal(file: &ModelFile) -> Option<ModelError> {
-    use clipada::model::backend::{load_engine, Backend, EngineConfig, EngineLoadError};
-    let config =
-        EngineConfig { backend: Backend::Ort, ort_library: Some(common::ort_library()), ..EngineConfig::default() };
-    match load_engine(file, &config) {
+    use clipada::model::backend::{load_engine, EngineLoadError};
+    match load_engine(file, &common::ort_config()) {
         Err(EngineLoadError::Model(e)) => Some(e),
         Err(other) => panic!("ONNX Runtime failed otherwise on {}: {other}", file.path.display()),
         Ok(_) => panic!("ONNX Runtime accepted {}", file.path.display()),

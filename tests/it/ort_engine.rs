@@ -5,14 +5,13 @@
 
 use crate::common;
 
-use clipada::model::backend::{load_engine, Backend, EngineConfig};
-use clipada::model::ort::prepare_engine_cache;
+use std::os::unix::fs::PermissionsExt;
+
+use clipada::model::backend::load_engine;
 use clipada::model::tract::TractEngine;
 use clipada::model::{Engine, ModelFile, RawOutputs};
 
-fn ort_config() -> EngineConfig {
-    EngineConfig { backend: Backend::Ort, ort_library: Some(common::ort_library()), ..EngineConfig::default() }
-}
+use common::ort_config;
 
 fn raw_of(engine: &mut dyn Engine, file: &ModelFile, input: &[f32]) -> RawOutputs {
     let mut raw = RawOutputs::for_spec(&file.spec);
@@ -76,21 +75,41 @@ fn missing_library_falls_back_to_tract_under_auto_and_is_refused_under_ort() {
 }
 
 #[test]
-fn unwritable_tensorrt_engine_cache_is_an_error_not_a_silent_rebuild() {
+fn a_library_others_could_change_is_loaded_only_when_allowed_and_never_by_a_relative_path() {
+    // A copy of the real library in a folder anyone may write (a planted one would be there).
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("not-a-folder");
-    std::fs::write(&file, b"").unwrap();
-    let error = prepare_engine_cache(&file.join("engines")).unwrap_err();
-    assert!(error.contains("not-a-folder"), "{error}");
-    let fresh = dir.path().join("cache/tensorrt");
-    prepare_engine_cache(&fresh).unwrap();
-    assert!(fresh.is_dir(), "a missing cache folder is created");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = shared.join("libonnxruntime.so");
+    std::fs::copy(common::ort_library(), &planted).unwrap();
+    let check = |library: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
+            .args(["check", "--backend", "ort", "--model"])
+            .arg(common::tiny_model())
+            .args(extra)
+            .env("ORT_DYLIB_PATH", library)
+            .current_dir(&shared)
+            .output()
+            .unwrap()
+    };
+    let refused = check(&planted, &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not loaded") && stderr.contains("--allow-insecure-library"), "{stderr}");
+    assert!(stderr.contains(&format!("{}: owner uid", shared.display())), "names the folder at fault: {stderr}");
+    let relative = check(std::path::Path::new("libonnxruntime.so"), &[]);
+    assert_eq!(relative.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&relative.stderr).contains("not an absolute path"));
+    let allowed = check(&planted, &["--allow-insecure-library"]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("on engine ort"));
 }
 
 #[test]
 fn check_command_names_engine_and_provider() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
-        .args(["check", "--backend", "ort", "--model"])
+        .args(["check", "--backend", "ort", "--allow-insecure-library", "--model"])
         .arg(common::tiny_model())
         .env("ORT_DYLIB_PATH", common::ort_library())
         .output()
