@@ -1,25 +1,61 @@
-//! A camera through nokhwa (V4L2 on Linux): device by index or name, requested resolution,
-//! frame rate and pixel format (MJPEG, YUYV, NV12, grey, RGB), decoded to RGB.
+//! A camera through nokhwa (V4L2 on Linux): device by stable path, index or name, requested
+//! resolution, frame rate and pixel format (MJPEG, YUYV, NV12, grey, RGB), decoded to RGB.
 //!
 //! When the camera fails or disappears, each attempt to get a frame reports an error (the
 //! station judges it ERROR) and the camera is reopened with exponential backoff; waits are
-//! cut short when the station is asked to stop.
+//! cut short when the station is asked to stop. The camera is pinned: a stable path
+//! (`/dev/v4l/by-id/usb-<vendor>_<model>_<serial>-video-index0`) names that very camera, and
+//! whatever the device was named by, a reopened camera that is not the one first opened (its
+//! name and bus) is refused, never inspected with: a swapped camera is an ERROR until the
+//! right one is back.
 //!
 //! The settings are always built (a configuration names them); the camera itself needs the
 //! `camera` feature.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-/// A camera by index or by name.
+/// A camera by stable path, index or name.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum CameraDevice {
     /// `/dev/videoN` on Linux.
     Index(u32),
+    /// A path under `/dev` that leads to a V4L2 device, best a stable one
+    /// (`/dev/v4l/by-id/...`, which holds the USB serial, or `/dev/v4l/by-path/...`).
+    #[serde(deserialize_with = "device_path")]
+    Path(PathBuf),
     /// The camera's human-readable name as the system reports it.
     Name(String),
+}
+
+/// A string under `/dev/` as a device path (anything else is a camera's name).
+fn device_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.starts_with("/dev/") {
+        Ok(PathBuf::from(text))
+    } else {
+        Err(serde::de::Error::custom("not a device path"))
+    }
+}
+
+/// The major number of V4L2 devices (`/dev/videoN`).
+const V4L2_MAJOR: u32 = 81;
+
+/// The `N` of the `/dev/videoN` that `path` leads to now: it must resolve to a V4L2 character
+/// device named `videoN`. A stable link that no longer resolves means the camera is gone.
+pub fn video_index(path: &Path) -> Result<u32, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let resolved = path.canonicalize().map_err(|e| format!("{}: {e} (camera not connected?)", path.display()))?;
+    let metadata = std::fs::metadata(&resolved).map_err(|e| format!("{}: {e}", resolved.display()))?;
+    let is_v4l2 = metadata.file_type().is_char_device() && rustix::fs::major(metadata.rdev()) == V4L2_MAJOR;
+    let index = resolved.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("video"));
+    match (is_v4l2, index.and_then(|i| i.parse().ok())) {
+        (true, Some(index)) => Ok(index),
+        _ => Err(format!("{} ({}): not a V4L2 camera device", path.display(), resolved.display())),
+    }
 }
 
 /// Camera pixel formats; all are decoded to RGB.
@@ -82,6 +118,8 @@ mod capture {
     pub struct CameraSource {
         settings: CameraSettings,
         camera: Option<Camera>,
+        /// The camera first opened: its name and bus (V4L2's card and bus info).
+        identity: String,
         /// Wait before the next reopening attempt.
         backoff: Duration,
         /// When the camera may be reopened.
@@ -95,6 +133,7 @@ mod capture {
         pub fn open(settings: CameraSettings, stop: Arc<AtomicBool>) -> Result<CameraSource, SourceError> {
             let camera = open_camera(&settings)?;
             Ok(CameraSource {
+                identity: identity(&camera),
                 backoff: settings.reconnect,
                 settings,
                 camera: Some(camera),
@@ -109,6 +148,20 @@ mod capture {
                 std::thread::sleep((self.retry_at - Instant::now()).min(Duration::from_millis(50)));
             }
             match open_camera(&self.settings) {
+                Ok(camera) if identity(&camera) != self.identity => {
+                    let found = identity(&camera);
+                    drop(camera);
+                    self.schedule_retry();
+                    Err(SourceError {
+                        kind: SourceErrorKind::Gone,
+                        origin: describe(&self.settings.device),
+                        reason: format!(
+                            "another camera ({found}), not the one the station started with ({}): refused; \
+                             next attempt in {:?}",
+                            self.identity, self.backoff
+                        ),
+                    })
+                }
                 Ok(camera) => {
                     self.camera = Some(camera);
                     self.backoff = self.settings.reconnect;
@@ -193,8 +246,16 @@ mod capture {
     fn describe(device: &CameraDevice) -> String {
         match device {
             CameraDevice::Index(i) => format!("camera {i} (/dev/video{i})"),
+            CameraDevice::Path(path) => format!("camera {}", path.display()),
             CameraDevice::Name(name) => format!("camera {name:?}"),
         }
+    }
+
+    /// What tells one camera from another: its name and where it sits (V4L2's card name and
+    /// bus info, which nokhwa reports as the description and misc fields).
+    fn identity(camera: &Camera) -> String {
+        let info = camera.info();
+        format!("{:?} at {:?} {:?}", info.human_name(), info.description(), info.misc())
     }
 
     fn open_camera(settings: &CameraSettings) -> Result<Camera, SourceError> {
@@ -202,6 +263,7 @@ mod capture {
         let error = |reason: String| SourceError { kind: SourceErrorKind::Gone, origin: origin.clone(), reason };
         let index = match &settings.device {
             CameraDevice::Index(i) => CameraIndex::Index(*i),
+            CameraDevice::Path(path) => CameraIndex::Index(super::video_index(path).map_err(error)?),
             CameraDevice::Name(name) => {
                 let cameras =
                     nokhwa::query(ApiBackend::Auto).map_err(|e| error(format!("cannot list cameras: {e}")))?;
@@ -222,5 +284,32 @@ mod capture {
         let mut camera = Camera::new(index, requested).map_err(|e| error(format!("cannot open: {e}")))?;
         camera.open_stream().map_err(|e| error(format!("cannot start streaming: {e}")))?;
         Ok(camera)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_is_a_path_under_dev_an_index_or_else_a_name() {
+        let parse = |text: &str| toml::from_str::<std::collections::HashMap<String, CameraDevice>>(text).unwrap();
+        assert_eq!(parse("d = 2")["d"], CameraDevice::Index(2));
+        let by_id = "/dev/v4l/by-id/usb-Acme_Cam_SN123-video-index0";
+        assert_eq!(parse(&format!("d = {by_id:?}"))["d"], CameraDevice::Path(by_id.into()));
+        assert_eq!(parse("d = \"USB Camera\"")["d"], CameraDevice::Name("USB Camera".into()));
+    }
+
+    #[test]
+    fn a_stable_path_must_lead_to_a_v4l2_device_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("usb-Acme_Cam_SN123-video-index0");
+        std::os::unix::fs::symlink("/dev/video-that-is-not-there", &gone).unwrap();
+        assert!(video_index(&gone).unwrap_err().contains("camera not connected"));
+        // A character device, but not a camera; a file named like one.
+        assert!(video_index(Path::new("/dev/null")).unwrap_err().contains("not a V4L2 camera device"));
+        let file = dir.path().join("video0");
+        std::fs::write(&file, b"").unwrap();
+        assert!(video_index(&file).unwrap_err().contains("not a V4L2 camera device"));
     }
 }
