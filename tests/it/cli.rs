@@ -98,3 +98,26 @@ fn log_lines_name_their_level_and_the_flags_choose_how_much_is_shown() {
     let (_, log) = logged(&infer, true);
     assert!(log.starts_with("<3>") && log.contains("broken.png") && !log.contains("clipada: error"), "{log}");
 }
+
+#[test]
+fn control_characters_in_file_names_cannot_forge_a_result_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let forged = "part\ngood.png 0.000001 pass\n.png";
+    let image = crate::common::copy_into(&crate::common::sample("test/chip/000.png"), dir.path(), forged);
+    let missing = dir.path().join("gone\ngood.png 0.000001 pass\n.png");
+    let model = crate::common::tiny_model();
+    let output = Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["infer", "--backend", "tract", "--model"])
+        .args([&model, &image, &missing])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per image given: {stdout}");
+    let judged = lines[0].rsplitn(3, ' ').collect::<Vec<_>>();
+    assert!(judged[2].ends_with("part\\u{a}good.png 0.000001 pass\\u{a}.png"), "{stdout}");
+    assert!(judged[1].parse::<f32>().is_ok() && ["pass", "fail"].contains(&judged[0]), "{stdout}");
+    assert!(lines[1].ends_with("gone\\u{a}good.png 0.000001 pass\\u{a}.png - error"), "{stdout}");
+    assert_eq!(stderr.lines().filter(|l| l.contains("gone")).count(), 1, "{stderr}");
+    assert!(stderr.contains("gone\\u{a}good.png"), "{stderr}");
+}
