@@ -2,7 +2,7 @@
 //! and calls [`main`]; everything else lives in the library's modules. The application edge:
 //! errors become messages and exit codes here.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -378,15 +378,14 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     if let Err(e) = crate::logging::init(crate::logging::level(cli.verbose, cli.quiet)) {
-        eprintln!("clipada: {e}");
+        let _ = writeln!(std::io::stderr(), "clipada: {e}");
         return ExitCode::FAILURE;
     }
     match dispatch(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_INCOMPLETE),
         Err(e) => {
-            let message = crate::commands::infer::escape_controls(&format!("{e:#}"));
-            tracing::error!("{message}");
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }

@@ -6,6 +6,11 @@
 //! each line starts with its syslog priority (`<4>...`), which journald stores as the entry's
 //! `PRIORITY`: `journalctl -u clipada -p warning` shows warnings and errors only. Nothing is
 //! logged per good frame at the default level, so the loop's cost does not depend on it.
+//!
+//! Whatever an event says, one event is one line: control characters (a newline in a file
+//! name, a terminal escape) and invisible reordering marks are written escaped, so no input can
+//! forge a line or its priority. A failed write of a log line (standard error closed) is
+//! dropped, never a crash.
 
 use std::fmt;
 use std::io::Write;
@@ -79,7 +84,7 @@ where
 /// Sends this process's events to standard error from here on (`Style::detect`). Fails only
 /// when a subscriber was installed before.
 pub(crate) fn init(level: LevelFilter) -> anyhow::Result<()> {
-    tracing::subscriber::set_global_default(subscriber(level, Style::detect(), std::io::stderr))
+    tracing::subscriber::set_global_default(subscriber(level, Style::detect(), || StandardError))
         .map_err(|e| anyhow::anyhow!("logging: {e}"))
 }
 
@@ -92,6 +97,39 @@ pub fn capture<T>(f: impl FnOnce() -> T) -> (T, String) {
     let result = tracing::subscriber::with_default(subscriber(LevelFilter::TRACE, Style::Plain, writer), f);
     let bytes = std::mem::take(&mut *buffer.lock().unwrap_or_else(PoisonError::into_inner));
     (result, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Standard error, where a failed write is dropped: tracing-subscriber panics on a write error,
+/// and a log line that cannot be shown is no reason to stop judging parts.
+struct StandardError;
+
+impl Write for StandardError {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `text` with control characters (newlines, escapes), line and paragraph separators and
+/// bidirectional reordering marks written as `\u{..}`: a file name can never forge a line of
+/// output or a log line, move the terminal's cursor or show text in another order than it is.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if hidden(c) {
+            escaped.extend(c.escape_unicode());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }
 
 /// A writer appending to a buffer that outlives it.
@@ -127,8 +165,9 @@ where
                 }
             }
         }
-        context.format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        let mut fields = String::new();
+        context.format_fields(Writer::new(&mut fields), event)?;
+        writeln!(writer, "{}", escape_controls(&fields))
     }
 }
 
@@ -195,6 +234,20 @@ mod tests {
             tracing::error!("lost");
         });
         assert_eq!(String::from_utf8(buffer.lock().unwrap().clone()).unwrap(), "<4>slow\n<3>lost\n");
+    }
+
+    #[test]
+    fn one_event_is_one_line_whatever_it_says() {
+        let ((), text) = capture(|| {
+            tracing::error!("frame 2: {}: not judged", "b\n<6>forged.png\u{1b}[2J\u{202e}gnp.x");
+            tracing::warn!(file = "a\r\nclipada: PASS", "slow");
+        });
+        assert_eq!(
+            text,
+            "clipada: error: frame 2: b\\u{a}<6>forged.png\\x1b[2J\\u{202e}gnp.x: not judged\n\
+             clipada: warning: slow file=\"a\\r\\nclipada: PASS\"\n"
+        );
+        assert_eq!(escape_controls("plain text, ünïcode"), "plain text, ünïcode");
     }
 
     #[test]

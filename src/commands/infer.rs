@@ -189,7 +189,7 @@ pub fn infer(options: &InferOptions, out: &mut dyn Write) -> anyhow::Result<Infe
             writeln!(out, "{} {score} {}", escaped(line.path), line.verdict.name()).context("writing results")?;
         }
         if let Some(error) = &line.error {
-            tracing::error!("{}: {}", escaped(line.path), escape_controls(error));
+            tracing::error!("{}: {error}", path_text(line.path));
         }
     }
     out.flush().context("writing results")?;
@@ -236,7 +236,7 @@ fn judge_one<'a>(
     let report = |what: &str, result: anyhow::Result<PathBuf>| match result {
         Ok(path) => Some(path),
         Err(e) => {
-            tracing::warn!("{what} not written: {}", escape_controls(&format!("{e:#}")));
+            tracing::warn!("{what} not written: {e:#}");
             None
         }
     };
@@ -251,14 +251,9 @@ fn judge_one<'a>(
     line
 }
 
-/// `text` with control characters (newlines, escapes) written as `\u{..}`, so a file name can
-/// never forge a line of output or move the terminal's cursor.
-pub(crate) fn escape_controls(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
-}
-
+/// `path` for a line of plain output, escaped as log lines are ([`crate::logging::escape_controls`]).
 fn escaped(path: &Path) -> String {
-    escape_controls(&path_text(path))
+    crate::logging::escape_controls(&path_text(path))
 }
 
 fn elapsed_ms(started: Instant) -> f64 {

@@ -121,3 +121,23 @@ fn control_characters_in_file_names_cannot_forge_a_result_line() {
     assert_eq!(stderr.lines().filter(|l| l.contains("gone")).count(), 1, "{stderr}");
     assert!(stderr.contains("gone\\u{a}good.png"), "{stderr}");
 }
+
+#[test]
+fn a_closed_standard_error_loses_log_lines_not_results() {
+    // A pipe whose reading end is closed: every write to standard error fails (EPIPE).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let model = crate::common::tiny_model();
+    let (good, missing) =
+        (crate::common::sample("test/good/000.png"), std::path::PathBuf::from("/nonexistent/part.png"));
+    let output = Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["-v", "infer", "--backend", "tract", "--model"])
+        .args([&model, &good, &missing])
+        .stderr(writer)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "an image not judged, no crash: {stdout}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout.lines().last().unwrap().ends_with("part.png - error"), "{stdout}");
+}
