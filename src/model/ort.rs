@@ -35,24 +35,34 @@ pub(crate) struct OrtEngine {
     pub skipped: Vec<String>,
 }
 
-/// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`, resolved. Only a
-/// file root alone can change is taken ([`root_only`]) unless `allow_insecure` says otherwise.
+/// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`, as an absolute path
+/// to a regular file, resolved (the path checked is the path loaded: nothing is searched for).
+/// Only a file root alone can change is taken ([`root_only`]) unless `allow_insecure` says so.
 pub(crate) fn library_path(configured: Option<&Path>, allow_insecure: bool) -> Result<PathBuf, EngineLoadError> {
     let path = configured.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
     let path = path.ok_or_else(|| {
         EngineLoadError::Unavailable("no ONNX Runtime library configured (ort_library or ORT_DYLIB_PATH)".into())
     })?;
-    if !path.is_file() {
-        return Err(EngineLoadError::Unavailable(format!("{}: no such ONNX Runtime library", path.display())));
+    let refused = |why: String| EngineLoadError::Unavailable(format!("{}: {why}", path.display()));
+    if !path.is_absolute() {
+        return Err(refused("not an absolute path (a relative one is looked up where the process runs)".into()));
+    }
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(EngineLoadError::Unavailable(format!("{}: no such ONNX Runtime library", path.display())))
+        }
+        Err(e) => return Err(refused(e.to_string())),
+        Ok(metadata) if !metadata.is_file() => return Err(refused("not a regular file".into())),
+        Ok(_) => {}
     }
     if allow_insecure {
-        return Ok(path);
+        return path.canonicalize().map_err(|e| refused(e.to_string()));
     }
     root_only(&path).map_err(|why| {
-        EngineLoadError::Unavailable(format!(
-            "{}: not loaded: {why} (a library is loaded only when root alone can change it; \
-             install it system-wide, or allow it with --allow-insecure-library)",
-            path.display()
+        refused(format!(
+            "{why}; a library is loaded only when root alone can change it and every folder above it: \
+             install it system-wide, or allow it with --allow-insecure-library \
+             (model.allow_insecure_library on a station)"
         ))
     })
 }
@@ -120,8 +130,11 @@ impl OrtEngine {
     pub fn load(file: &ModelFile, config: &EngineConfig) -> Result<OrtEngine, EngineLoadError> {
         let (environment, version) = environment(config)?;
         let mut builder = Session::builder(environment).map_err(unavailable)?;
+        // The cache is opened (made, checked) only where TensorRT could use it.
+        let tensorrt_usable =
+            config.providers.contains(&Provider::TensorRt) && matches!(ep::TensorRT::is_available(), Ok(true));
         let cache = match &config.tensorrt.engine_cache {
-            Some(root) if config.providers.contains(&Provider::TensorRt) => {
+            Some(root) if tensorrt_usable => {
                 let key = CacheKey {
                     model_sha256: file.sha256.clone(),
                     precision: tensorrt_precision(&config.tensorrt).name(),
