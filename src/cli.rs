@@ -2,7 +2,9 @@
 //! and calls [`main`]; everything else lives in the library's modules. The application edge:
 //! errors become messages and exit codes here.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -73,17 +75,44 @@ impl ModelArgs {
         };
         let mut config =
             EngineConfig { backend, allow_insecure_library: self.allow_insecure_library, ..EngineConfig::default() };
-        config.tensorrt.engine_cache = user_cache().map(|dir| dir.join("clipada/tensorrt"));
+        config.tensorrt.engine_cache = user_engine_cache(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"));
         config
     }
 }
 
-/// `$XDG_CACHE_HOME`, else `$HOME/.cache`.
-fn user_cache() -> Option<PathBuf> {
-    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    std::env::var_os("XDG_CACHE_HOME")
-        .and_then(absolute)
-        .or_else(|| std::env::var_os("HOME").and_then(absolute).map(|home| home.join(".cache")))
+/// The user's own TensorRT engine cache, `clipada/tensorrt` under `$XDG_CACHE_HOME`, else under
+/// `$HOME/.cache`: only when the folder it starts from belongs to the running user and none of
+/// the folders below it that exist is a link or another's. Root running with another user's
+/// `HOME` would otherwise follow that user's links, or make folders the user cannot change.
+fn user_engine_cache(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let absolute = |v: OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let (base, below): (PathBuf, &[&str]) = match (xdg_cache_home.and_then(absolute), home.and_then(absolute)) {
+        (Some(cache), _) => (cache, &["clipada", "tensorrt"]),
+        (None, Some(home)) => (home, &[".cache", "clipada", "tensorrt"]),
+        (None, None) => return None,
+    };
+    let user = rustix::process::geteuid().as_raw();
+    let own = |m: &std::fs::Metadata| m.is_dir() && m.uid() == user && m.mode() & 0o022 == 0;
+    let not_own = |path: &std::path::Path| {
+        tracing::debug!("no TensorRT engine cache: {} is not this user's own folder", path.display());
+        None
+    };
+    if !std::fs::metadata(&base).is_ok_and(|m| own(&m)) {
+        return not_own(&base);
+    }
+    let mut path = base;
+    let mut exists = true;
+    for part in below {
+        path.push(part);
+        if exists {
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if own(&m) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => exists = false,
+                _ => return not_own(&path),
+            }
+        }
+    }
+    Some(path)
 }
 
 #[derive(Subcommand)]
@@ -388,5 +417,33 @@ pub fn main() -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_cache_is_used_only_in_the_users_own_folders_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let cache = |xdg: Option<&std::path::Path>, home: &std::path::Path| {
+            user_engine_cache(xdg.map(|p| p.as_os_str().to_owned()), Some(home.as_os_str().to_owned()))
+        };
+        assert_eq!(cache(None, &home), Some(home.join(".cache/clipada/tensorrt")));
+        assert_eq!(cache(Some(&dir.path().join("xdg")), &home), None, "a missing XDG_CACHE_HOME is no one's");
+        assert_eq!(cache(Some(&home), &home), Some(home.join("clipada/tensorrt")));
+        assert_eq!(user_engine_cache(Some("relative".into()), Some("also".into())), None);
+        // A link planted where the cache would be: never followed.
+        std::fs::create_dir(home.join(".cache")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), home.join(".cache/clipada")).unwrap();
+        assert_eq!(cache(None, &home), None);
+        // A home others may write (or another user's: the same test as for its owner).
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        assert_eq!(cache(None, &shared), None);
     }
 }

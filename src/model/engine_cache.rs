@@ -6,8 +6,9 @@
 //! - a manifest (`manifest`, written by clipada after the engines were built) with each file's
 //!   size and SHA-256; before a load, every entry of the folder must be a regular file listed
 //!   there with its hash, else the folder is emptied and the engines rebuilt (minutes, logged);
-//! - the folders are clipada's own (marked, no symlinks followed, 0750), and the command line
-//!   uses the user's own cache, never the service's (`cli`).
+//! - the folders are clipada's own (marked, no symlinks followed, 0750) and the running user's
+//!   alone; the command line uses the user's own cache, never the service's, and none where
+//!   the folder it lies in is not the user's (`cli`); it is opened only when TensorRT is there.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -113,9 +114,16 @@ impl EngineCache {
     /// hash, every file it lists, and the manifest is this key's (an empty folder needs none).
     fn unvouched(&self) -> Result<(), String> {
         let entries = self.folder.entries().map_err(|e| e.to_string())?;
-        let engines: Vec<&(String, Option<u64>)> = entries.iter().filter(|(name, _)| name != MANIFEST).collect();
         if entries.is_empty() {
             return Ok(());
+        }
+        let mut engines = Vec::new();
+        for (name, size) in &entries {
+            match name.to_str() {
+                Some(MANIFEST) => {}
+                Some(name) => engines.push((name, *size)),
+                None => return Err(format!("{name:?} is not in the manifest")),
+            }
         }
         let manifest = self.folder.read(MANIFEST, MAX_MANIFEST_BYTES).map_err(|e| format!("no manifest: {e}"))?;
         let manifest = String::from_utf8(manifest).map_err(|_| "the manifest is not text".to_string())?;
@@ -139,7 +147,7 @@ impl EngineCache {
             let Some((hash, listed_size)) = vouched.remove(name) else {
                 return Err(format!("{name} is not in the manifest"));
             };
-            if *size != listed_size || self.hash_of(name)? != hash {
+            if size != listed_size || self.hash_of(name)? != hash {
                 return Err(format!("{name} is not the file the manifest lists"));
             }
         }
@@ -149,10 +157,15 @@ impl EngineCache {
         }
     }
 
-    /// The regular files but the manifest, with their sizes.
+    /// The regular files but the manifest, with their sizes: every one the check will look at
+    /// (the same listing); a name that is not UTF-8 is left out, so the next check removes it.
     fn engine_files(&self) -> Result<Vec<(String, u64)>, String> {
-        let files = self.folder.files().map_err(|e| format!("engine cache: {e}"))?;
-        Ok(files.into_iter().filter(|(name, _)| name != MANIFEST).collect())
+        let entries = self.folder.entries().map_err(|e| format!("engine cache: {e}"))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(name, size)| Some((name.into_string().ok()?, size?)))
+            .filter(|(name, _)| name != MANIFEST)
+            .collect())
     }
 
     /// The SHA-256 of the regular file `name` in the folder, read without following links.
@@ -267,5 +280,20 @@ mod tests {
             assert_eq!(left, [".clipada"], "{why}: emptied");
         }
         assert_eq!(std::fs::read(&outside).unwrap(), b"someone else's", "a link's target is never touched");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_and_hidden_files_are_removed_too_and_then_the_folder_is_clean() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = recorded(dir.path(), key());
+        std::fs::write(folder.join(std::ffi::OsStr::from_bytes(b"b\xff.engine")), b"x").unwrap();
+        std::fs::write(folder.join(".hidden.engine"), b"x").unwrap();
+        let (_, removed) = EngineCache::open(dir.path(), key()).unwrap();
+        assert!(removed.unwrap().contains("is not in the manifest"));
+        let left: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [".clipada"], "emptied, as the warning says");
+        let (_, removed) = EngineCache::open(dir.path(), key()).unwrap();
+        assert_eq!(removed, None, "said once, not at every start");
     }
 }

@@ -444,22 +444,22 @@ impl OwnedDir {
         Ok((stat.st_uid, stat.st_mode & 0o7777))
     }
 
-    /// Every entry directly in the folder but its marker, with the size of each regular file
-    /// (`None`: a symlink, folder or other), in name order.
+    /// Every entry directly in the folder but its marker, by its name's bytes (which need not be
+    /// UTF-8), with the size of each regular file (`None`: a symlink, folder or other), in name
+    /// order.
     #[cfg(feature = "ort")]
-    pub(crate) fn entries(&self) -> Result<Vec<(String, Option<u64>)>, WriteError> {
+    pub(crate) fn entries(&self) -> Result<Vec<(std::ffi::OsString, Option<u64>)>, WriteError> {
         let mut found = Vec::new();
         let mut entries = rustix::fs::Dir::read_from(&self.dir).map_err(io_error(&self.path))?;
         while let Some(entry) = entries.read() {
             let entry = entry.map_err(io_error(&self.path))?;
-            let name = String::from_utf8_lossy(entry.file_name().to_bytes()).into_owned();
-            if [".", "..", MARKER].contains(&name.as_str()) {
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if [".", "..", MARKER].map(OsStr::new).contains(&name) {
                 continue;
             }
-            let stat = rustix::fs::statat(&self.dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(io_error(&self.path))?;
+            let stat = rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_error(&self.path))?;
             let regular = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
-            found.push((name, regular.then_some(stat.st_size as u64)));
+            found.push((name.to_owned(), regular.then_some(stat.st_size as u64)));
         }
         found.sort();
         Ok(found)
@@ -504,10 +504,10 @@ impl OwnedDir {
     pub(crate) fn clear(&self) -> Result<(), WriteError> {
         for (name, _) in self.entries()? {
             let path = self.path.join(&name);
-            if type_at(&self.dir, OsStr::new(&name), &path)? == Some(FileType::Directory) {
+            if type_at(&self.dir, &name, &path)? == Some(FileType::Directory) {
                 return Err(refused(&path, "a folder inside: clipada made none here"));
             }
-            match rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty()) {
+            match rustix::fs::unlinkat(&self.dir, name.as_os_str(), AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(io_error(&path)(e)),
             }
