@@ -18,26 +18,49 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// A camera by stable path, index or name.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CameraDevice {
     /// `/dev/videoN` on Linux.
     Index(u32),
     /// A path under `/dev` that leads to a V4L2 device, best a stable one
     /// (`/dev/v4l/by-id/...`, which holds the USB serial, or `/dev/v4l/by-path/...`).
-    #[serde(deserialize_with = "device_path")]
     Path(PathBuf),
     /// The camera's human-readable name as the system reports it.
     Name(String),
 }
 
-/// A string under `/dev/` as a device path (anything else is a camera's name).
-fn device_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text.starts_with("/dev/") {
-        Ok(PathBuf::from(text))
-    } else {
-        Err(serde::de::Error::custom("not a device path"))
+/// An index (a whole number from 0), a path (a string starting with `/`, which must lie under
+/// `/dev/`) or a name (any other string).
+impl<'de> Deserialize<'de> for CameraDevice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<CameraDevice, D::Error> {
+        struct Device;
+        impl serde::de::Visitor<'_> for Device {
+            type Value = CameraDevice;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a camera index (0, 1, ...), a device path under /dev/ or a camera name")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CameraDevice, E> {
+                u32::try_from(v).map(CameraDevice::Index).map_err(|_| E::custom(format!("{v}: not a camera index")))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CameraDevice, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CameraDevice, E> {
+                match v {
+                    "" => Err(E::custom("an empty camera name")),
+                    path if path.starts_with("/dev/") => Ok(CameraDevice::Path(PathBuf::from(path))),
+                    path if path.starts_with('/') => {
+                        Err(E::custom(format!("{path}: a camera path must lie under /dev/ (best /dev/v4l/by-id/...)")))
+                    }
+                    name => Ok(CameraDevice::Name(name.to_string())),
+                }
+            }
+        }
+        deserializer.deserialize_any(Device)
     }
 }
 
@@ -298,6 +321,11 @@ mod tests {
         let by_id = "/dev/v4l/by-id/usb-Acme_Cam_SN123-video-index0";
         assert_eq!(parse(&format!("d = {by_id:?}"))["d"], CameraDevice::Path(by_id.into()));
         assert_eq!(parse("d = \"USB Camera\"")["d"], CameraDevice::Name("USB Camera".into()));
+        let refused = |text: &str| toml::from_str::<std::collections::HashMap<String, CameraDevice>>(text).unwrap_err();
+        assert!(refused("d = \"/tmp/video0\"").to_string().contains("must lie under /dev/"));
+        assert!(refused("d = \"/proc/self/fd/0\"").to_string().contains("must lie under /dev/"));
+        assert!(refused("d = -1").to_string().contains("-1: not a camera index"));
+        assert!(refused("d = 1.5").to_string().contains("a camera index"));
     }
 
     #[test]
