@@ -53,4 +53,11 @@ DPKG_ROOT=$root sh board/postrm purge
 [ ! -e "$root/var/lib/clipada" ] && [ ! -e "$root/var/cache/clipada" ] || fail "state or cache left after purge"
 after=$(owner_mode "$root/victim"; owner_mode "$root/victim/file"; cat "$root/victim/file")
 [ "$before" = "$after" ] || fail "purge reached through the link: $after"
+echo "== first install where a clipada group exists without the user"
+rm -rf "$root" && mkdir -p "$root/etc" "$root/var/lib" "$root/var/cache"
+cp /etc/passwd /etc/group /etc/shadow /etc/gshadow /etc/login.defs "$root/etc/"
+groupadd --prefix "$root" --system clipada
+DPKG_ROOT=$root sh board/postinst configure
+gid=$(awk -F: '$1 == "clipada" { print $3 }' "$root/etc/group")
+[ "$(awk -F: '$1 == "clipada" { print $4 }' "$root/etc/passwd")" = "$gid" ] || fail "the user is not in its group"
 echo "maintainer scripts: no link followed, permissions as documented"
