@@ -159,6 +159,13 @@ pub struct TriggerSection {
     /// GPIO: the input must hold its new level this long to count, 0 to 1000 ms.
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
+    /// Only a frame exposed this long after the trigger is judged (motion settling, a strobe),
+    /// 0 to 10000 ms.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// No frame exposed after the trigger (and its delay) within this long: ERROR, 1 to 60000 ms.
+    #[serde(default = "default_frame_timeout_ms")]
+    pub frame_timeout_ms: u64,
 }
 
 impl Default for TriggerSection {
@@ -168,8 +175,14 @@ impl Default for TriggerSection {
             interval_ms: None,
             edge: Edge::Rising,
             debounce_ms: default_debounce_ms(),
+            delay_ms: 0,
+            frame_timeout_ms: default_frame_timeout_ms(),
         }
     }
+}
+
+fn default_frame_timeout_ms() -> u64 {
+    2000
 }
 
 /// Trigger modes.
@@ -393,7 +406,11 @@ impl StationConfig {
     /// Parses `text`; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<StationConfig, ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid { path: path.to_path_buf(), key, reason };
-        let deserializer = toml::de::Deserializer::parse(text).map_err(|e| invalid(".".into(), one_line(&e)))?;
+        // A syntax error (a duplicate key among them) is named by its line: no key path exists yet.
+        let deserializer = toml::de::Deserializer::parse(text).map_err(|e| {
+            let line = e.span().map_or(0, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            invalid(format!("line {line}"), one_line(&e))
+        })?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let reason = one_line(e.inner());
             invalid(crate::schema::field_path(e.path(), &reason), reason)

@@ -32,6 +32,10 @@ pub mod limits {
     pub(crate) const INTERVAL_MS: RangeInclusive<u64> = 1..=3_600_000;
     /// `trigger.debounce_ms`.
     pub(crate) const DEBOUNCE_MS: RangeInclusive<u64> = 0..=1000;
+    /// `trigger.delay_ms`.
+    pub(crate) const TRIGGER_DELAY_MS: RangeInclusive<u64> = 0..=10_000;
+    /// `trigger.frame_timeout_ms`.
+    pub(crate) const FRAME_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
     /// `display.width`, `display.height`.
     pub(crate) const DISPLAY_SIDE: RangeInclusive<u32> = 1..=8192;
     /// `gpio.pulse_ms`.
@@ -57,6 +61,8 @@ pub struct StationPlan {
     pub source: SourcePlan,
     /// When a frame is taken.
     pub trigger: TriggerPlan,
+    /// Which frames count as taken after their trigger.
+    pub freshness: super::Freshness,
     /// The judged rectangle and its ignore mask.
     pub roi: Option<RoiPlan>,
     /// The display.
@@ -323,6 +329,15 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         }
     };
 
+    let freshness = super::Freshness {
+        delay: Duration::from_millis(within("trigger.delay_ms", t.delay_ms, limits::TRIGGER_DELAY_MS)?),
+        timeout: Duration::from_millis(within(
+            "trigger.frame_timeout_ms",
+            t.frame_timeout_ms,
+            limits::FRAME_TIMEOUT_MS,
+        )?),
+    };
+
     let roi = match &config.roi {
         None => None,
         Some(r) => {
@@ -381,6 +396,7 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         model: model_plan,
         source,
         trigger,
+        freshness,
         roi,
         display,
         lines,
@@ -489,8 +505,10 @@ path = "frames"
         assert_eq!(key, "model.path");
 
         let (key, reason) = invalid("[model\npath = 3\n");
-        assert_eq!(key, ".");
+        assert_eq!(key, "line 1");
         assert!(!reason.is_empty());
+        let (key, reason) = invalid("state_dir = \"s\"\n[model]\npath = \"m\"\npath = \"n\"\n");
+        assert_eq!(key, "line 4", "a duplicate key: {reason}");
     }
 
     #[test]
@@ -514,8 +532,10 @@ path = "frames"
             ("log", "max_bytes", "0"),
             ("log", "max_images", "0"),
             ("trigger", "interval_ms", "99999999999"),
+            ("trigger", "delay_ms", "10001"),
+            ("trigger", "frame_timeout_ms", "0"),
         ] {
-            let mode = if section == "trigger" { "mode = \"interval\"\n" } else { "" };
+            let mode = if key == "interval_ms" { "mode = \"interval\"\n" } else { "" };
             let extra = if section == "log" { "failures_dir = \"f\"\n" } else { "" };
             let (found, reason) = invalid(&format!("{MINIMAL}[{section}]\n{mode}{extra}{key} = {value}\n"));
             assert_eq!(found, format!("{section}.{key}"), "{reason}");
