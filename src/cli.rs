@@ -401,7 +401,10 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
 /// names the file and field), 2 the command line is wrong (clap), 3 some input not judged.
 pub fn main() -> ExitCode {
     crate::process::set_up();
-    let cli = Cli::command().long_version(crate::commands::version::describe());
+    // Describing the version loads ONNX Runtime: only when it is asked for, never for a run.
+    let asks_version = std::env::args_os().skip(1).any(|a| a == "--version" || a == "-V");
+    let cli =
+        if asks_version { Cli::command().long_version(crate::commands::version::describe()) } else { Cli::command() };
     let cli = match cli.try_get_matches().and_then(|matches| Cli::from_arg_matches(&matches)) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
