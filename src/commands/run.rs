@@ -107,8 +107,15 @@ pub fn worker(config: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyh
     let summary = Station::new(parts, link).run(&stop)?;
     writeln!(
         out,
-        "{} frames: {} pass, {} fail, {} error; {} failed parts not saved, {} log lines lost",
-        summary.frames, summary.passed, summary.failed, summary.errors, summary.images_dropped, summary.log_failures
+        "{} frames: {} pass, {} fail, {} error; {} failed parts not saved, {} log lines lost, \
+         {} frames exposed before their trigger discarded",
+        summary.frames,
+        summary.passed,
+        summary.failed,
+        summary.errors,
+        summary.images_dropped,
+        summary.log_failures,
+        summary.stale_frames
     )
     .context("stdout")?;
     Ok(summary)

@@ -50,7 +50,9 @@ pub struct SourceError {
 
 /// Where a station's frames come from.
 pub trait FrameSource {
-    /// Puts the next frame into `frame` (its buffer is reused when the size stays the same).
+    /// Puts the next frame into `frame` (its buffer is reused when the size stays the same),
+    /// with `frame.captured` set to when it was exposed: the station judges only frames
+    /// exposed after their trigger.
     /// `Ok(false)`: the source is exhausted and the station stops. An error is one frame that
     /// could not be had; the station judges it ERROR and asks again (a camera reconnects).
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError>;

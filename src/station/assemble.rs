@@ -120,7 +120,7 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         .map(|f| FailureArchive::open(&f.dir, f.max_images, f.max_bytes))
         .transpose()
         .with_context(|| format!("{file}: `log.failures_dir`"))?;
-    Ok(StationParts { inspector, source, trigger, roi, display, results, archive })
+    Ok(StationParts { inspector, source, trigger, freshness: plan.freshness, roi, display, results, archive })
 }
 
 #[cfg(feature = "camera")]

@@ -95,9 +95,35 @@ pub enum FrameError {
         /// Frame height.
         height: u32,
     },
+    /// No frame exposed after the trigger came in time: the source served only older ones
+    /// (buffered before the part arrived), which were discarded.
+    #[error("no frame exposed after the trigger within {timeout_ms} ms ({discarded} older frames discarded)")]
+    Stale {
+        /// `trigger.frame_timeout_ms`.
+        timeout_ms: u128,
+        /// Frames exposed before the trigger, discarded while waiting.
+        discarded: u32,
+    },
     /// The frame could not be judged.
     #[error(transparent)]
     Inspect(#[from] InspectError),
+}
+
+/// Which frame may be judged for a trigger: only one exposed at least `delay` after it, and one
+/// must come within `timeout` of that (else ERROR). The one rule that ties a verdict to a frame
+/// of this part, not one a camera buffered before it arrived ([`Station::step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// `trigger.delay_ms`: motion settling, a strobe.
+    pub delay: Duration,
+    /// `trigger.frame_timeout_ms`.
+    pub timeout: Duration,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness { delay: Duration::ZERO, timeout: Duration::from_millis(2000) }
+    }
 }
 
 // By hand, not `#[from]`: the message already holds the cause, which must not be printed twice.
@@ -110,7 +136,7 @@ impl From<GpioError> for FrameError {
 impl FrameError {
     /// Whether the next attempt should wait (the same cause is likely to repeat at once).
     fn pauses(&self) -> bool {
-        matches!(self, FrameError::Trigger(_) | FrameError::Source(_))
+        matches!(self, FrameError::Trigger(_) | FrameError::Source(_) | FrameError::Stale { .. })
     }
 }
 
@@ -123,6 +149,8 @@ pub struct StationParts {
     pub source: Box<dyn FrameSource>,
     /// When to take a frame.
     pub trigger: Trigger,
+    /// Which frames count as taken after their trigger.
+    pub freshness: Freshness,
     /// The judged part of the frame; none: all of it.
     pub roi: Option<Roi>,
     /// The display.
@@ -152,6 +180,8 @@ pub struct RunSummary {
     pub gpio_failures: u64,
     /// Display updates that failed.
     pub display_failures: u64,
+    /// Frames discarded because they were exposed before their trigger.
+    pub stale_frames: u64,
 }
 
 /// What one step of the loop did.
@@ -170,6 +200,7 @@ pub struct Station {
     inspector: Inspector,
     source: Box<dyn FrameSource>,
     trigger: Trigger,
+    freshness: Freshness,
     roi: Option<Roi>,
     frame: Frame,
     crop: RgbImage,
@@ -212,6 +243,7 @@ impl Station {
             inspector: parts.inspector,
             source: parts.source,
             trigger: parts.trigger,
+            freshness: parts.freshness,
             roi: parts.roi,
             frame: Frame::default(),
             crop: RgbImage::new(0, 0),
@@ -283,10 +315,10 @@ impl Station {
             Ok(Fired::Stop) => return Ok(Step::Stopped),
             Err(e) => return self.outlets.conclude(Instant::now(), Err(e.into()), None, stop).map(|v| self.after(v)),
         };
-        let got = match self.source.next_frame(&mut self.frame) {
-            Ok(false) => return Ok(Step::Exhausted),
-            Ok(true) => Ok(()),
-            Err(e) => Err(FrameError::from(e)),
+        let got = match self.fresh_frame(triggered, stop)? {
+            Fresh::Exhausted => return Ok(Step::Exhausted),
+            Fresh::Stopped => return Ok(Step::Stopped),
+            Fresh::Frame(got) => got,
         };
         let threshold = self.inspector.threshold().value();
         let (judged, shown): (Result<Judged<'_>, FrameError>, Option<&RgbImage>) = match got {
@@ -305,11 +337,52 @@ impl Station {
         Ok(self.after(verdict))
     }
 
+    /// Puts into `self.frame` the first frame exposed at least `freshness.delay` after
+    /// `triggered`: it waits out the delay, then discards what the source had buffered before
+    /// (counted); none within `freshness.timeout` is [`FrameError::Stale`].
+    fn fresh_frame(&mut self, triggered: Instant, stop: &AtomicBool) -> Result<Fresh, LinkError> {
+        let link = &mut self.outlets.link;
+        let not_before = triggered + self.freshness.delay;
+        if !pause_for(not_before.saturating_duration_since(Instant::now()), stop, link)? {
+            return Ok(Fresh::Stopped);
+        }
+        let mut discarded = 0u32;
+        loop {
+            match self.source.next_frame(&mut self.frame) {
+                Ok(false) => return Ok(Fresh::Exhausted),
+                Err(e) => return Ok(Fresh::Frame(Err(e.into()))),
+                Ok(true) if self.frame.captured >= not_before => return Ok(Fresh::Frame(Ok(()))),
+                Ok(true) => {
+                    discarded = discarded.saturating_add(1);
+                    self.outlets.summary.stale_frames += 1;
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Fresh::Stopped);
+            }
+            link.alive()?;
+            if not_before.elapsed() > self.freshness.timeout {
+                let timeout_ms = self.freshness.timeout.as_millis();
+                return Ok(Fresh::Frame(Err(FrameError::Stale { timeout_ms, discarded })));
+            }
+        }
+    }
+
     /// Keeps count of errors in a row that call for a pause.
     fn after(&mut self, step: Step) -> Step {
         self.failing = if self.outlets.last_pauses { self.failing.saturating_add(1) } else { 0 };
         step
     }
+}
+
+/// What [`Station::fresh_frame`] got.
+enum Fresh {
+    /// A frame taken after the trigger, or why there is none.
+    Frame(Result<(), FrameError>),
+    /// The source has no more frames.
+    Exhausted,
+    /// Stop was requested.
+    Stopped,
 }
 
 /// Waits `pause`, telling the supervisor the loop is alive; false when stopped meanwhile.

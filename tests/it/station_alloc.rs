@@ -104,6 +104,7 @@ struct PatternSource {
 
 impl FrameSource for PatternSource {
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+        frame.captured = std::time::Instant::now();
         let frame = &mut frame.image;
         if frame.dimensions() != (320, 240) {
             *frame = RgbImage::new(320, 240);
@@ -161,6 +162,7 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
         inspector,
         source: Box::new(PatternSource { frame: 0 }),
         trigger: Trigger::FreeRun,
+        freshness: clipada::station::Freshness::default(),
         roi: Some(Roi { x: 10, y: 20, width: 200, height: 180 }),
         display: Some(Framebuffer::open(&dir.path().join("fb"), Some((160, 120, 32))).unwrap()),
         results: Some(ResultLog::open(&dir.path().join("results.jsonl")).unwrap()),

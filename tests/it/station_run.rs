@@ -8,6 +8,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clipada::source::directory::DirectorySource;
 use clipada::source::{Frame, FrameSource, SourceError, SourceErrorKind};
@@ -50,6 +51,9 @@ kind = "recording"
 record = {gpio:?}
 output = "pulse"
 pulse_ms = 15
+# These tests are not about the loop's deadline (station::supervisor's tests are): under
+# emulation a frame may take seconds.
+loop_deadline_ms = 60000
 
 [log]
 results = {results:?}
@@ -405,6 +409,7 @@ impl FrameSource for ShrinkingFrames {
             2 => image::RgbImage::from_pixel(60, 40, image::Rgb([0, 220, 0])),
             _ => return Ok(false),
         };
+        frame.captured = Instant::now();
         Ok(true)
     }
 }
@@ -424,4 +429,57 @@ fn a_frame_the_region_does_not_fit_is_shown_as_it_came_not_as_the_previous_part(
     let pixel = u16::from_le_bytes([screen[at], screen[at + 1]]);
     let (red, green) = (pixel >> 11, (pixel >> 5) & 0x3f);
     assert!(green > 40 && red < 4, "the green frame is shown, not the red crop: {pixel:#06x}");
+}
+
+/// A camera's queue as the driver fills it: the first `buffered` frames were exposed before
+/// the trigger (good parts that went by earlier), then the part in front of the camera now (a
+/// defective one). `None`: only buffered frames, as when the stream stalled.
+struct BufferedCamera {
+    good: DirectorySource,
+    defective: Option<DirectorySource>,
+    buffered: usize,
+    calls: usize,
+}
+
+impl FrameSource for BufferedCamera {
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+        self.calls += 1;
+        if self.calls > 12 {
+            return Ok(false);
+        }
+        match &mut self.defective {
+            Some(defective) if self.calls > self.buffered => defective.next_frame(frame),
+            _ => {
+                let got = self.good.next_frame(frame)?;
+                frame.captured = Instant::now() - Duration::from_secs(3);
+                std::thread::sleep(Duration::from_millis(60));
+                Ok(got)
+            }
+        }
+    }
+}
+
+#[test]
+fn a_frame_exposed_before_its_trigger_is_never_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "default", false);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[trigger]\nframe_timeout_ms = 500\n")).unwrap();
+    let good = || DirectorySource::open(&common::sample("test/good"), true).unwrap();
+    // Three buffered good parts, then the defective part now in front of the camera: each
+    // trigger judges a defective part, never a buffered good one.
+    let (summary, _) = run_with(&config, &mut |parts| {
+        let defective = DirectorySource::open(&common::sample("test/chip"), true).unwrap();
+        parts.source = Box::new(BufferedCamera { good: good(), defective: Some(defective), buffered: 3, calls: 0 });
+    });
+    assert_eq!(summary.passed, 0, "a buffered good part was judged for a defective one: {summary:?}");
+    assert_eq!((summary.stale_frames, summary.errors), (3, 0), "{summary:?}");
+    assert_eq!(summary.failed, 9, "{summary:?}");
+    // A stream that serves only old frames: ERROR for each trigger, naming why.
+    let (summary, log) = run_with(&config, &mut |parts| {
+        parts.source = Box::new(BufferedCamera { good: good(), defective: None, buffered: 0, calls: 0 });
+    });
+    assert_eq!((summary.passed, summary.failed), (0, 0), "{summary:?}");
+    assert!(summary.errors > 0 && summary.stale_frames == 12, "{summary:?}");
+    assert!(log.contains("no frame exposed after the trigger within 500 ms"), "{log}");
 }
