@@ -92,7 +92,7 @@ fn user_engine_cache(xdg_cache_home: Option<OsString>, home: Option<OsString>) -
         (None, None) => return None,
     };
     let user = rustix::process::geteuid().as_raw();
-    let own = |m: &std::fs::Metadata| m.is_dir() && m.uid() == user && m.mode() & 0o022 == 0;
+    let own = |m: &std::fs::Metadata| m.is_dir() && crate::storage::trust::only_changed_by(user, m.uid(), m.mode());
     let not_own = |path: &std::path::Path| {
         tracing::debug!("no TensorRT engine cache: {} is not this user's own folder", path.display());
         None

@@ -70,7 +70,7 @@ impl EngineCache {
             // user's HOME): the folders must be this user's alone.
             let (owner, mode) = folder.owner_and_mode().map_err(|e| format!("engine cache: {e}"))?;
             let user = rustix::process::geteuid().as_raw();
-            if owner != user || mode & 0o022 != 0 {
+            if !crate::storage::trust::only_changed_by(user, owner, mode) {
                 return Err(format!(
                     "engine cache {}: owner uid {owner}, mode {mode:04o}: not this user's (uid {user}) alone; \
                      engines are loaded only from the running user's own cache (XDG_CACHE_HOME, or sudo -H)",

@@ -49,7 +49,7 @@ pub(crate) fn library_path(configured: Option<&Path>, allow_insecure: bool) -> R
     }
     match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(EngineLoadError::Unavailable(format!("{}: no such ONNX Runtime library", path.display())))
+            return Err(refused("no such ONNX Runtime library".into()))
         }
         Err(e) => return Err(refused(e.to_string())),
         Ok(metadata) if !metadata.is_file() => return Err(refused("not a regular file".into())),

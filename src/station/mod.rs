@@ -120,12 +120,6 @@ pub struct Freshness {
     pub timeout: Duration,
 }
 
-impl Default for Freshness {
-    fn default() -> Self {
-        Freshness { delay: Duration::ZERO, timeout: Duration::from_millis(2000) }
-    }
-}
-
 // By hand, not `#[from]`: the message already holds the cause, which must not be printed twice.
 impl From<GpioError> for FrameError {
     fn from(error: GpioError) -> FrameError {

@@ -7,5 +7,4 @@
 
 pub mod owned;
 pub mod read;
-#[cfg(feature = "ort")]
 pub(crate) mod trust;

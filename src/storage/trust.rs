@@ -7,14 +7,23 @@
 //! in a virtual environment of another user, or one reached through a folder the service may
 //! write is refused, naming what is at fault.
 
+#[cfg(feature = "ort")]
 use std::os::unix::fs::MetadataExt;
+#[cfg(feature = "ort")]
 use std::path::{Path, PathBuf};
 
 /// Write permission for the group or for others.
 const WRITABLE_BY_OTHERS: u32 = 0o022;
 
+/// Whether a file or folder of `owner` and `mode` can be changed by the user `uid` alone (and
+/// root): it is theirs and neither its group nor others may write it.
+pub(crate) fn only_changed_by(uid: u32, owner: u32, mode: u32) -> bool {
+    owner == uid && mode & WRITABLE_BY_OTHERS == 0
+}
+
 /// The file at `path`, resolved, when only root can change it (and what leads to it); else
 /// why not.
+#[cfg(feature = "ort")]
 pub(crate) fn root_only(path: &Path) -> Result<PathBuf, String> {
     if !path.is_absolute() {
         return Err(format!("{}: not an absolute path", path.display()));
@@ -28,7 +37,7 @@ pub(crate) fn root_only(path: &Path) -> Result<PathBuf, String> {
     {
         let metadata = std::fs::metadata(place).map_err(|e| format!("{}: {e}", place.display()))?;
         let (owner, mode) = (metadata.uid(), metadata.mode() & 0o7777);
-        if owner != 0 || mode & WRITABLE_BY_OTHERS != 0 {
+        if !only_changed_by(0, owner, mode) {
             return Err(format!(
                 "{}: owner uid {owner}, mode {mode:04o}: others than root could change it",
                 place.display()
@@ -38,7 +47,7 @@ pub(crate) fn root_only(path: &Path) -> Result<PathBuf, String> {
     Ok(resolved)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "ort"))]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

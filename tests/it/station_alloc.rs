@@ -162,7 +162,7 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
         inspector,
         source: Box::new(PatternSource { frame: 0 }),
         trigger: Trigger::FreeRun,
-        freshness: clipada::station::Freshness::default(),
+        freshness: clipada::station::Freshness { delay: Duration::ZERO, timeout: Duration::from_secs(2) },
         roi: Some(Roi { x: 10, y: 20, width: 200, height: 180 }),
         display: Some(Framebuffer::open(&dir.path().join("fb"), Some((160, 120, 32))).unwrap()),
         results: Some(ResultLog::open(&dir.path().join("results.jsonl")).unwrap()),
