@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=target/aarch64-unknown-linux-gnu/release/clipada
 [ -x "$binary" ] || { echo "$binary missing: run cross/build-aarch64.sh first" >&2; exit 1; }
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p;T;q' Cargo.toml)
 # The newest glibc symbol version the binary needs is the libc6 it depends on.
 glibc=$(aarch64-linux-gnu-objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
 stage=$(mktemp -d)
@@ -61,7 +61,7 @@ done
 [ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ] || { echo "not an arm64 package" >&2; exit 1; }
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/clipada >"$stage/clipada"
 chmod +x "$stage/clipada"
-file "$stage/clipada" | grep -q 'ARM aarch64' || { echo "the packaged binary is not aarch64" >&2; exit 1; }
+file "$stage/clipada" | grep 'ARM aarch64' >/dev/null || { echo "the packaged binary is not aarch64" >&2; exit 1; }
 # The unit as packaged, checked by systemd itself; ExecStart pointed at the packaged binary
 # (systemd-analyze checks that it exists), the user and groups taken as the package makes them.
 unit_dir=$(mktemp -d)
@@ -78,8 +78,12 @@ exposure=$(systemd-analyze security --offline=yes board/clipada.service 2>&1 | s
 [ -n "$exposure" ] && awk -v e="$exposure" 'BEGIN { exit !(e <= 1.5) }' ||
   { echo "systemd-analyze security: exposure ${exposure:-unknown} above 1.5" >&2; exit 1; }
 # Maintainer scripts and checksums in the package; no path of the build machine in the binary.
-dpkg-deb -I "$deb" | grep -q ' postrm$' && dpkg-deb -I "$deb" | grep -q ' md5sums$' ||
-  { echo "postrm or md5sums missing from the package" >&2; exit 1; }
+# (Read whole, not piped into `grep -q`: under pipefail a writer cut off by grep's early exit
+# fails the check at random.)
+control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+for member in ./postinst ./prerm ./postrm ./md5sums ./conffiles; do
+  grep -qx -- "$member" <<<"$control" || { echo "$member missing from the package's control files" >&2; exit 1; }
+done
 for path in "$PWD" "${CARGO_HOME:-$HOME/.cargo}"; do
   if grep -q --fixed-strings "$path" "$stage/clipada"; then
     echo "the packaged binary holds the build machine's path $path" >&2
