@@ -39,7 +39,7 @@ ORT_DYLIB_PATH=$(ort_library)
 export ORT_DYLIB_PATH
 
 step "Rust: format, lint, documentation, minimum Rust version, tests"
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+rustup component list --installed 2>/dev/null | grep '^clippy' >/dev/null || rustup component add clippy rustfmt
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --no-default-features --all-targets -- -D warnings
@@ -48,7 +48,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
 # Rust (Cargo.toml's rust-version): that proves it builds and passes there without a build of
 # its own; lint and documentation above and the aarch64 build below use the current stable.
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
-rustup toolchain list | grep -q "^$msrv-" || rustup toolchain install "$msrv" --profile minimal
+rustup toolchain list | grep "^$msrv-" >/dev/null || rustup toolchain install "$msrv" --profile minimal
 step "cargo test with Rust $msrv (both feature sets)"
 cargo "+$msrv" test --locked --lib --bins --tests
 cargo "+$msrv" test --locked --no-default-features --lib --tests
