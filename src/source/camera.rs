@@ -253,16 +253,20 @@ mod capture {
             }
             buffer.decode_image_to_buffer::<RgbFormat>(&mut frame.image).map_err(|e| e.to_string())?;
         }
-        frame.captured = captured_at(buffer.capture_timestamp());
+        frame.captured = captured_at(buffer.capture_timestamp()).ok_or(
+            "the driver gave no capture time (or one ahead of the clock): a frame that cannot be dated after \
+             its trigger is never judged",
+        )?;
         Ok(())
     }
 
     /// The monotonic instant of a buffer's capture time (nokhwa gives the driver's timestamp as
-    /// wall-clock time since the epoch); now when the driver gave none.
-    fn captured_at(timestamp: Option<Duration>) -> Instant {
+    /// wall-clock time since the epoch). None when the driver gave none or one ahead of the
+    /// clock: such a frame might have waited in the driver's queue since before its trigger.
+    fn captured_at(timestamp: Option<Duration>) -> Option<Instant> {
         let now = Instant::now();
-        let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        timestamp.and_then(|t| wall_now.checked_sub(t)).and_then(|age| now.checked_sub(age)).unwrap_or(now)
+        let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        now.checked_sub(wall_now.checked_sub(timestamp?)?)
     }
 
     /// `camera 0`, `camera "USB Camera"`: how errors name the device.
@@ -307,6 +311,22 @@ mod capture {
         let mut camera = Camera::new(index, requested).map_err(|e| error(format!("cannot open: {e}")))?;
         camera.open_stream().map_err(|e| error(format!("cannot start streaming: {e}")))?;
         Ok(camera)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_frame_without_a_capture_time_is_not_dated_now() {
+            let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            assert_eq!(captured_at(None), None);
+            assert_eq!(captured_at(Some(wall_now + Duration::from_secs(60))), None, "a time ahead of the clock");
+            let before = Instant::now();
+            let dated = captured_at(Some(wall_now - Duration::from_secs(2))).unwrap();
+            let age = before.duration_since(dated);
+            assert!(age > Duration::from_millis(1900) && age < Duration::from_millis(2500), "{age:?}");
+        }
     }
 }
 
