@@ -216,11 +216,16 @@ mod capture {
                 });
             };
             match camera.frame() {
-                Ok(buffer) => decode_buffer(&buffer, frame).map(|()| true).map_err(|reason| SourceError {
-                    kind: SourceErrorKind::BadFrame,
-                    origin: describe(&self.settings.device),
-                    reason,
-                }),
+                // Dated at once: nokhwa made the driver's monotonic timestamp wall-clock time
+                // when it took the buffer; turned back before decoding, a clock step in between
+                // has microseconds to shift it, not a decode's milliseconds.
+                Ok(buffer) => decode_buffer(&buffer, captured_at(buffer.capture_timestamp()), frame)
+                    .map(|()| true)
+                    .map_err(|reason| SourceError {
+                        kind: SourceErrorKind::BadFrame,
+                        origin: describe(&self.settings.device),
+                        reason,
+                    }),
                 Err(e) => {
                     // Drop the handle (closing the device) and reopen later.
                     self.camera = None;
@@ -236,10 +241,15 @@ mod capture {
         }
     }
 
-    /// Decodes a captured buffer into `frame`, with its capture time: MJPEG through the one strict
-    /// decoder ([`decode_rgb`]: a truncated frame is an error, not grey filler), raw formats through
-    /// nokhwa's converters, which refuse a buffer of the wrong length.
-    fn decode_buffer(buffer: &nokhwa::Buffer, frame: &mut Frame) -> Result<(), String> {
+    /// Decodes a captured buffer into `frame`, with its capture time (none: refused, see
+    /// [`captured_at`]): MJPEG through the one strict decoder ([`decode_rgb`]: a truncated frame
+    /// is an error, not grey filler), raw formats through nokhwa's converters, which refuse a
+    /// buffer of the wrong length.
+    fn decode_buffer(buffer: &nokhwa::Buffer, captured: Option<Instant>, frame: &mut Frame) -> Result<(), String> {
+        let captured = captured.ok_or(
+            "the driver gave no capture time (or one ahead of the clock): a frame that cannot be dated after \
+             its trigger is never judged",
+        )?;
         let Resolution { width_x: w, height_y: h } = buffer.resolution();
         if buffer.source_frame_format() == FrameFormat::MJPEG {
             let image = decode_rgb(buffer.buffer()).map_err(|e| e.to_string())?;
@@ -253,10 +263,7 @@ mod capture {
             }
             buffer.decode_image_to_buffer::<RgbFormat>(&mut frame.image).map_err(|e| e.to_string())?;
         }
-        frame.captured = captured_at(buffer.capture_timestamp()).ok_or(
-            "the driver gave no capture time (or one ahead of the clock): a frame that cannot be dated after \
-             its trigger is never judged",
-        )?;
+        frame.captured = captured;
         Ok(())
     }
 
@@ -326,6 +333,19 @@ mod capture {
             let dated = captured_at(Some(wall_now - Duration::from_secs(2))).unwrap();
             let age = before.duration_since(dated);
             assert!(age > Duration::from_millis(1900) && age < Duration::from_millis(2500), "{age:?}");
+        }
+
+        #[test]
+        fn an_undated_buffer_is_refused_and_a_dated_one_keeps_its_time() {
+            let pixels = [7u8; 2 * 2 * 3];
+            let buffer = nokhwa::Buffer::new(Resolution::new(2, 2), &pixels, FrameFormat::RAWRGB);
+            assert_eq!(buffer.capture_timestamp(), None);
+            let mut frame = Frame::default();
+            let refused = decode_buffer(&buffer, captured_at(buffer.capture_timestamp()), &mut frame).unwrap_err();
+            assert!(refused.contains("no capture time"), "{refused}");
+            let exposed = Instant::now() - Duration::from_millis(300);
+            decode_buffer(&buffer, Some(exposed), &mut frame).unwrap();
+            assert_eq!((frame.captured, frame.image.dimensions()), (exposed, (2, 2)));
         }
     }
 }
