@@ -57,12 +57,23 @@ impl TractEngine {
     }
 }
 
+/// Fused attention operators: this build's tract reads none of them (tract-onnx without its
+/// `transformers` feature), and would take a com.microsoft node for opset 23's.
+const FUSED_ATTENTION: [&str; 3] = ["Attention", "MultiHeadAttention", "GroupQueryAttention"];
+
 /// Refuses graphs that tract would load but compute wrongly or not at all: QOperator
-/// quantization (`QLinear*` operators), and QDQ graphs whose Softmax output is re-quantized
-/// (tract's result is wrong there; `models/quantize.py --keep-float` avoids it).
+/// quantization (`QLinear*` operators), fused attention, and QDQ graphs whose Softmax output is
+/// re-quantized (tract's result is wrong there; `models/quantize.py --keep-float` avoids it).
 fn refuse_known_defects(file: &ModelFile) -> Result<(), ModelError> {
     let refuse = |reason: String| ModelError::Unsupported { path: file.path.clone(), engine: "tract", reason };
     let nodes = file.proto.graph.as_ref().map(|g| g.node.as_slice()).unwrap_or_default();
+    if let Some(node) = nodes.iter().find(|n| FUSED_ATTENTION.contains(&n.op_type.as_str())) {
+        return Err(refuse(format!(
+            "node {:?} is a fused {} operator; use --backend ort, or export attention as plain operators \
+             (models/export.py)",
+            node.name, node.op_type
+        )));
+    }
     if let Some(node) = nodes.iter().find(|n| n.op_type.starts_with("QLinear")) {
         return Err(refuse(format!(
             "{} is QOperator quantization; use --backend ort, or a QDQ or dynamic model",

@@ -249,3 +249,20 @@ fn a_fifo_or_device_given_as_the_model_is_refused_at_once() {
     let message = refusal(Path::new("/dev/urandom")).to_string();
     assert!(message.contains("character device"), "{message}");
 }
+
+#[test]
+fn operators_tract_cannot_run_right_are_refused_on_tract_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for op in ["Attention", "MultiHeadAttention", "GroupQueryAttention", "QLinearMatMul"] {
+        let (mut proto, _) = fixture();
+        let graph = proto.graph.as_mut().unwrap();
+        graph.node.iter_mut().find(|n| n.op_type == "MatMul").unwrap().op_type = op.into();
+        let path = dir.path().join(format!("{op}.onnx"));
+        std::fs::write(&path, proto.encode_to_vec()).unwrap();
+        let error = TractEngine::load(&ModelFile::open(&path).unwrap()).err().expect("tract refuses it");
+        let text = error.to_string();
+        assert!(matches!(error, ModelError::Unsupported { .. }), "{text}");
+        assert!(text.starts_with(&path.display().to_string()) && text.contains(op), "{text}");
+        assert!(text.contains("--backend ort"), "{text}");
+    }
+}
