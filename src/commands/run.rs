@@ -101,8 +101,10 @@ pub fn worker(config: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyh
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .context("cannot follow the supervisor")?;
     let socket = std::io::stdin().as_fd().try_clone_to_owned().context("no supervisor socket on standard input")?;
-    let link = SupervisorLink::new(UnixStream::from(socket));
+    let mut link = SupervisorLink::new(UnixStream::from(socket));
     let plan = StationPlan::load(config)?;
+    let model = plan.model.path.file_name().unwrap_or_default().to_string_lossy();
+    link.status(&format!("starting: loading {model}, with its memory (a first start may calibrate or build engines)"))?;
     let parts = assemble::parts(&plan, stop.clone())?;
     let summary = Station::new(parts, link).run(&stop)?;
     writeln!(

@@ -38,6 +38,15 @@ pub const FRAME: usize = 128;
 pub const TEXT: usize = FRAME - 11;
 /// Longest the supervisor waits before it looks at the stop flag, pulses and deadlines again.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
+/// How much longer each start-up extension gives systemd's start timeout (`EXTEND_TIMEOUT_USEC`).
+const START_EXTENSION: Duration = Duration::from_secs(30);
+/// How often the extension is renewed while the worker starts.
+const EXTEND_EVERY: Duration = Duration::from_secs(10);
+/// The longest start the supervisor vouches for: a first TensorRT engine build on a small board
+/// takes minutes; a worker still starting after this is left to systemd's start timeout.
+const START_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// Least time between two status lines with the verdict counters.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 /// Least time between the worker's signs of life.
 pub(crate) const ALIVE_EVERY: Duration = Duration::from_millis(50);
 
@@ -189,6 +198,11 @@ pub struct Supervisor {
     last_heard: Instant,
     /// Whether the last missed deadline was reported (once per miss).
     deadline_reported: bool,
+    /// When the supervisor started, and when the start timeout is next extended.
+    started: Instant,
+    next_extension: Instant,
+    /// When the counters last went to the service manager.
+    counters_sent: Option<Instant>,
 }
 
 impl Supervisor {
@@ -208,6 +222,9 @@ impl Supervisor {
             ready: false,
             last_heard: Instant::now(),
             deadline_reported: false,
+            started: Instant::now(),
+            next_extension: Instant::now(),
+            counters_sent: None,
         })
     }
 
@@ -236,6 +253,7 @@ impl Supervisor {
                 Err(e) => self.line_failed(&e),
             }
             self.check_deadline(now);
+            self.extend_start(now);
             let wait = self.lines.next_deadline().map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
             match self.reader.read(&mut self.stream, wait) {
                 Received::Closed => break Ended::WorkerGone,
@@ -293,7 +311,38 @@ impl Supervisor {
             Verdict::Fail => self.tally.fail += 1,
             Verdict::Error => self.tally.error += 1,
         }
-        self.lines.request(verdict, Instant::now())
+        let now = Instant::now();
+        self.report_counters(now);
+        self.lines.request(verdict, now)
+    }
+
+    /// While the worker starts (loading the model, calibrating, building TensorRT engines),
+    /// pushes systemd's start timeout forward every [`EXTEND_EVERY`], for at most
+    /// [`START_LIMIT`]: a long first start is not killed, a hung one still is.
+    fn extend_start(&mut self, now: Instant) {
+        let Some(notifier) = &mut self.notifier else { return };
+        if self.ready || now < self.next_extension || now.duration_since(self.started) > START_LIMIT {
+            return;
+        }
+        notifier.extend_start(START_EXTENSION);
+        self.next_extension = now + EXTEND_EVERY;
+    }
+
+    /// The verdict counters as the service's status (`systemctl status`), at most every
+    /// [`COUNTERS_EVERY`].
+    fn report_counters(&mut self, now: Instant) {
+        let Some(notifier) = &mut self.notifier else { return };
+        if self.counters_sent.is_some_and(|sent| now.duration_since(sent) < COUNTERS_EVERY) {
+            return;
+        }
+        self.counters_sent = Some(now);
+        let mut text = heapless::String::<TEXT>::new();
+        let Tally { pass, fail, error } = self.tally;
+        let _ = std::fmt::Write::write_fmt(
+            &mut text,
+            format_args!("inspecting: {} verdicts, {pass} pass, {fail} fail, {error} error", self.tally.frames()),
+        );
+        notifier.status(&text);
     }
 
     /// A line write failed: the lines go to the safe state (as far as they can), and the

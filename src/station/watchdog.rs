@@ -1,7 +1,8 @@
 //! systemd's service notification protocol (`sd_notify`), without libsystemd: `READY=1` when
-//! the station is about to take its first frame, `WATCHDOG=1` heartbeats while the inspection
-//! loop is heard from (so a hung loop is restarted by `WatchdogSec=`), `STATUS=` lines,
-//! `STOPPING=1` on the way out. The supervisor sends them (it is the service's main process).
+//! the station is about to take its first frame, `EXTEND_TIMEOUT_USEC=` while it starts (a
+//! first TensorRT engine build takes minutes), `WATCHDOG=1` heartbeats while the inspection
+//! loop is heard from (so a hung loop is restarted by `WatchdogSec=`), `STATUS=` lines (what it
+//! is doing; the verdict counters), `STOPPING=1` on the way out. The supervisor sends them (it is the service's main process).
 //! Outside systemd (`NOTIFY_SOCKET` unset) every call does nothing.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -68,6 +69,13 @@ impl Notifier {
                 break;
             }
         }
+        self.send(&message);
+    }
+
+    /// Start-up goes on: systemd's start timeout is pushed to `by` from now.
+    pub(crate) fn extend_start(&mut self, by: Duration) {
+        let mut message = heapless::String::<48>::new();
+        let _ = std::fmt::Write::write_fmt(&mut message, format_args!("EXTEND_TIMEOUT_USEC={}", by.as_micros()));
         self.send(&message);
     }
 

@@ -283,16 +283,26 @@ fn under_systemd_it_reports_ready_heartbeats_and_sigterm_stops_it_in_the_safe_st
         .stderr(journal)
         .spawn()
         .unwrap();
-    let mut buffer = [0u8; 64];
+    let mut buffer = [0u8; 256];
     let mut receive = || {
         let n = notify.recv(&mut buffer).expect("a notification");
         String::from_utf8_lossy(&buffer[..n]).into_owned()
     };
-    assert_eq!(receive(), "READY=1");
-    // The folder loops, so the station never ends by itself: wait for heartbeats and verdicts.
-    for _ in 0..3 {
-        assert_eq!(receive(), "WATCHDOG=1");
+    // Start-up: the start timeout is extended and the status says what is going on.
+    let starting: Vec<String> = std::iter::from_fn(|| Some(receive())).take_while(|m| m != "READY=1").collect();
+    assert!(starting.iter().any(|m| m == "EXTEND_TIMEOUT_USEC=30000000"), "{starting:?}");
+    assert!(starting.iter().any(|m| m.starts_with("STATUS=starting: loading tiny-clipada.onnx")), "{starting:?}");
+    assert!(starting.iter().all(|m| m.starts_with("EXTEND_TIMEOUT_USEC=") || m.starts_with("STATUS=")), "{starting:?}");
+    // The folder loops, so the station never ends by itself: wait for heartbeats and verdicts,
+    // which the status counts (the counters' line comes at most every second).
+    let mut running = Vec::new();
+    while running.iter().filter(|m| *m == "WATCHDOG=1").count() < 3
+        || !running.iter().any(|m: &String| m.starts_with("STATUS=inspecting: ") && m.contains(" verdicts, "))
+    {
+        running.push(receive());
+        assert!(running.len() < 10_000, "{running:?}");
     }
+    assert!(!running.iter().any(|m| m.starts_with("EXTEND_TIMEOUT_USEC=")), "extended after READY=1: {running:?}");
     let started = std::time::Instant::now();
     while std::fs::read_to_string(dir.path().join("results.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 3 {
         assert!(started.elapsed().as_secs() < 60, "no verdicts");
@@ -305,7 +315,7 @@ fn under_systemd_it_reports_ready_heartbeats_and_sigterm_stops_it_in_the_safe_st
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("lines showed ") && stdout.contains(" verdicts: "), "{stdout}");
     let mut last = receive();
-    while last == "WATCHDOG=1" {
+    while last == "WATCHDOG=1" || last.starts_with("STATUS=") {
         last = receive();
     }
     assert_eq!(last, "STOPPING=1");
