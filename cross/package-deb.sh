@@ -64,11 +64,11 @@ chmod +x "$stage/clipada"
 file "$stage/clipada" | grep 'ARM aarch64' >/dev/null || { echo "the packaged binary is not aarch64" >&2; exit 1; }
 # The unit as packaged, checked by systemd itself; ExecStart pointed at the packaged binary
 # (systemd-analyze checks that it exists), the user and groups taken as the package makes them.
-unit_dir=$(mktemp -d)
+unit_dir=$stage/unit-check
+mkdir "$unit_dir"
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/clipada.service |
   sed "s|^ExecStart=/usr/bin/clipada|ExecStart=$stage/clipada|" >"$unit_dir/clipada.service"
 verify=$(systemd-analyze verify --man=no "$unit_dir/clipada.service" 2>&1 || true)
-rm -rf "$unit_dir"
 if [ -n "$verify" ]; then
   echo "systemd-analyze verify: $verify" >&2
   exit 1
@@ -82,7 +82,7 @@ exposure=$(systemd-analyze security --offline=yes board/clipada.service 2>&1 | s
 # fails the check at random.)
 control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
 for member in ./postinst ./prerm ./postrm ./md5sums ./conffiles; do
-  grep -qx -- "$member" <<<"$control" || { echo "$member missing from the package's control files" >&2; exit 1; }
+  grep -qFx -- "$member" <<<"$control" || { echo "$member missing from the package's control files" >&2; exit 1; }
 done
 for path in "$PWD" "${CARGO_HOME:-$HOME/.cargo}"; do
   if grep -q --fixed-strings "$path" "$stage/clipada"; then
