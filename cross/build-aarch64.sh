@@ -124,7 +124,8 @@ for backend in tract ort; do
 import json, sys
 x86, arm = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
 assert len(x86) == len(arm) == int(sys.argv[4]), (len(x86), len(arm))
-assert {a["verdict"] for a in x86} == {"pass", "fail"}, "both verdicts must be compared"
+if sys.argv[3].endswith("default"):
+    assert {a["verdict"] for a in x86} == {"pass", "fail"}, "a good and a scratched part: both verdicts compared"
 worst = 0.0
 for a, b in zip(x86, arm):
     assert a["path"] == b["path"] and a["verdict"] == b["verdict"], (a, b)
