@@ -2,7 +2,8 @@
 //! the station is about to take its first frame, `EXTEND_TIMEOUT_USEC=` while it starts (a
 //! first TensorRT engine build takes minutes), `WATCHDOG=1` heartbeats while the inspection
 //! loop is heard from (so a hung loop is restarted by `WatchdogSec=`), `STATUS=` lines (what it
-//! is doing; the verdict counters), `STOPPING=1` on the way out. The supervisor sends them (it is the service's main process).
+//! is doing; the verdict counters), `STOPPING=1` on the way out. The supervisor sends them (it
+//! is the service's main process).
 //! Outside systemd (`NOTIFY_SOCKET` unset) every call does nothing.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
