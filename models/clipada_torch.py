@@ -128,12 +128,12 @@ class ClipAda(nn.Module):
     def text_embeddings(self):
         return self.prompts(self.clip)
 
-    def forward(self, image, text=None):
-        """[B,3,H,W] normalised images -> dict of patch_logits [B,L,2,h,w], image_logits [B,2],
-        patch_features [B,L,N,E]; `text` [2,E] (default: from the prompts)."""
-        text = self.text_embeddings() if text is None else text
+    def frozen_features(self, image):
+        """What the loss needs of the frozen image tower, for [B,3,H,W] normalised images: `patch`
+        [B,L,N,E], the tapped blocks' patch tokens after ln_post and proj (the adapters' input), and
+        `image` [B,E], the normalised class embedding. It has no trained parts, so training can
+        compute it once per sample and cache it (models/train.py)."""
         visual = self.clip.visual
-        scale = self.clip.logit_scale.exp()
         x = visual._embeds(image)
         batch_first = getattr(visual.transformer, "batch_first", True)
         if not batch_first:
@@ -144,22 +144,34 @@ class ClipAda(nn.Module):
             if index in self.config.taps:
                 taps.append(x if batch_first else x.transpose(0, 1))
         last = x if batch_first else x.transpose(0, 1)
+        patch = torch.stack([visual.ln_post(tokens[:, 1:]) @ visual.proj for tokens in taps], dim=1)
+        return {"patch": patch, "image": F.normalize(visual.ln_post(last[:, 0]) @ visual.proj, dim=-1)}
+
+    def head(self, frozen, text=None):
+        """The trained part: `frozen_features` -> dict of patch_logits [B,L,2,h,w], image_logits
+        [B,2], patch_features [B,L,N,E]; `text` [2,E] (default: from the prompts)."""
+        text = self.text_embeddings() if text is None else text
+        scale = self.clip.logit_scale.exp()
+        batch = frozen["patch"].shape[0]
         features, logits = [], []
-        for tokens, adapter in zip(taps, self.adapters, strict=True):
-            f = F.normalize(adapter(visual.ln_post(tokens[:, 1:]) @ visual.proj), dim=-1)  # [B,N,E]
+        for tokens, adapter in zip(frozen["patch"].unbind(1), self.adapters, strict=True):
+            f = F.normalize(adapter(tokens), dim=-1)  # [B,N,E]
             features.append(f)
             sim = scale * f @ text.T  # [B,N,2]
-            logits.append(sim.transpose(1, 2).reshape(image.shape[0], 2, self.grid, self.grid))
-        cls = F.normalize(visual.ln_post(last[:, 0]) @ visual.proj, dim=-1)
+            logits.append(sim.transpose(1, 2).reshape(batch, 2, self.grid, self.grid))
         return {
             "patch_logits": torch.stack(logits, dim=1),
-            "image_logits": scale * cls @ text.T,
+            "image_logits": scale * frozen["image"] @ text.T,
             "patch_features": torch.stack(features, dim=1),
         }
 
+    def forward(self, image, text=None):
+        """[B,3,H,W] normalised images -> `head` of their `frozen_features`."""
+        return self.head(self.frozen_features(image), text)
+
     def state(self):
         """What a checkpoint keeps: the config and the trained parameters."""
-        trained = {n: p.detach().cpu() for n, p in self.named_parameters() if not n.startswith("clip.")}
+        trained = {n: p.detach().float().cpu() for n, p in self.named_parameters() if not n.startswith("clip.")}
         return {"config": dataclasses.asdict(self.config), "trained": trained}
 
 
