@@ -1,10 +1,12 @@
 """Tests of the CLIP-ADA training and export code on a tiny open_clip configuration with
 random initial weights, on the CPU (models/test.sh runs them)."""
 
+import dataclasses
 import json
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -15,10 +17,13 @@ from PIL import Image
 
 import clipada_torch
 import export
+import feature_cache
 import reference
 import synthesis
 import train
 from common import contract_of
+
+torch.set_num_threads(1)  # the tests' models are tiny; leave the other cores alone
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -31,8 +36,18 @@ CLIPADA = pathlib.Path(os.environ.get("CLIPADA_BIN", ROOT / "target" / "debug" /
 TINY = clipada_torch.ModelConfig(clip="tiny", image_size=64, taps=(2, 3), prompt_tokens=4, seed=3)
 
 
-def tiny_model():
-    return clipada_torch.ClipAda(TINY, clipada_torch.load_clip(TINY))
+def tiny_model(config=TINY):
+    return clipada_torch.ClipAda(config, clipada_torch.load_clip(config))
+
+
+def quiet(_):
+    pass
+
+
+def assert_same_trained(test, a, b, atol):
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        if not name.startswith("clip."):
+            test.assertLessEqual((p - q).abs().max().item(), atol, name)
 
 
 class SyntheticAnomalies(unittest.TestCase):
@@ -94,6 +109,148 @@ class Training(unittest.TestCase):
             a, b = model.eval()(x), restored(x)
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+class CachedTraining(unittest.TestCase):
+    def test_cached_features_train_the_same_adapters_and_prompts_as_the_frozen_tower_each_step(self):
+        # 12 samples, global batch 4: three epochs, so cached samples are read again.
+        runs = []
+        for cached in (False, True):
+            model = tiny_model()
+            with tempfile.TemporaryDirectory() as cache:
+                losses = train.train(
+                    model,
+                    train.find_images(images=GOOD),
+                    steps=9,
+                    batch=4,
+                    lr=1e-2,
+                    seed=0,
+                    log=quiet,
+                    samples=12,
+                    cache_dir=cache if cached else None,
+                )
+            runs.append((model, losses))
+        (uncached, losses), (cached, cached_losses) = runs
+        np.testing.assert_allclose(cached_losses, losses, rtol=0, atol=1e-5)
+        assert_same_trained(self, cached, uncached, atol=1e-5)
+        self.assertTrue(
+            any(not torch.equal(p, q) for p, q in zip(uncached.trainable(), tiny_model().trainable(), strict=True))
+        )
+
+    def test_the_cache_is_reused_while_its_key_holds_and_rebuilt_when_it_changes(self):
+        paths = train.find_images(images=GOOD)
+        model = tiny_model()
+        with tempfile.TemporaryDirectory() as cache:
+
+            def prepare(samples, model=model, precision="fp32", budget_gb=1.0):
+                return feature_cache.prepare(model, samples, cache, budget_gb, precision, 4, "cpu", log=quiet)
+
+            samples = train.SampleSet(paths, 64, 6, seed=1)
+            self.assertTrue(prepare(samples).built)
+            cached = prepare(samples)
+            self.assertFalse(cached.built)
+            frozen, masks = cached.batch([5, 0], "cpu")
+            images, expected_masks = samples.batch([5, 0])
+            with torch.no_grad():
+                expected = model.frozen_features(images)
+            for key in expected:
+                torch.testing.assert_close(frozen[key], expected[key], rtol=0, atol=1e-6)
+            torch.testing.assert_close(masks, expected_masks, rtol=0, atol=0)
+            self.assertTrue(prepare(train.SampleSet(paths, 64, 6, seed=2)).built)
+            self.assertTrue(prepare(train.SampleSet(paths, 64, 7, seed=2)).built)
+            self.assertTrue(prepare(train.SampleSet(paths[1:], 64, 7, seed=2)).built)
+            self.assertTrue(prepare(train.SampleSet(paths[1:], 64, 7, seed=2), precision="bf16").built)
+            other_weights = tiny_model(dataclasses.replace(TINY, seed=4))
+            self.assertTrue(prepare(train.SampleSet(paths[1:], 64, 7, seed=2), model=other_weights).built)
+            other_taps = tiny_model(dataclasses.replace(TINY, taps=(3,)))
+            self.assertTrue(prepare(train.SampleSet(paths[1:], 64, 7, seed=2), model=other_taps).built)
+            self.assertFalse(prepare(train.SampleSet(paths[1:], 64, 7, seed=2), model=other_taps).built)
+            size = 7 * feature_cache.bytes_per_sample(other_taps)
+            over = train.SampleSet(paths, 64, 7, seed=3)
+            self.assertIsNone(prepare(over, model=other_taps, budget_gb=(size - 1) / 1e9))
+            self.assertTrue(prepare(over, model=other_taps, budget_gb=size / 1e9).built)
+
+
+class Checkpoints(unittest.TestCase):
+    def test_resuming_after_some_steps_continues_as_the_uninterrupted_run(self):
+        paths = train.find_images(images=GOOD)
+        options = dict(batch=2, lr=1e-2, seed=0, log=quiet, samples=6)
+        with tempfile.TemporaryDirectory() as whole, tempfile.TemporaryDirectory() as interrupted:
+            uninterrupted = tiny_model()
+            losses = train.train(uninterrupted, paths, steps=5, out=whole, **options)
+            train.train(tiny_model(), paths, steps=2, out=interrupted, **options)
+            resumed = tiny_model()
+            resumed_losses = train.train(resumed, paths, steps=5, out=interrupted, resume=True, **options)
+            with self.assertRaises(ValueError):
+                train.train(tiny_model(), paths, steps=6, out=interrupted, resume=True, **{**options, "seed": 1})
+        self.assertEqual(len(resumed_losses), 5)
+        np.testing.assert_allclose(resumed_losses, losses, rtol=0, atol=1e-6)
+        assert_same_trained(self, resumed, uninterrupted, atol=1e-6)
+
+    def test_mixed_precision_keeps_float32_checkpoints_that_export(self):
+        paths = train.find_images(images=GOOD)
+        for precision in ("bf16", "fp16"):
+            with self.subTest(precision), tempfile.TemporaryDirectory() as out:
+                model = tiny_model()
+                losses = train.train(
+                    model,
+                    paths,
+                    steps=2,
+                    batch=2,
+                    lr=1e-2,
+                    seed=0,
+                    out=out,
+                    log=quiet,
+                    samples=4,
+                    precision=precision,
+                )
+                self.assertTrue(np.isfinite(losses).all())
+                state = torch.load(pathlib.Path(out) / "checkpoint.pt", weights_only=True)
+                self.assertEqual({t.dtype for t in state["trained"].values()}, {torch.float32})
+                restored = clipada_torch.from_checkpoint(pathlib.Path(out) / "checkpoint.pt")
+                self.assertLessEqual(export.export(restored, pathlib.Path(out) / "m.onnx"), export.TOLERANCE)
+
+
+class Distributed(unittest.TestCase):
+    def test_two_gloo_processes_train_as_one_process_with_their_global_batch_and_resume(self):
+        """torchrun, 2 CPU processes of batch 2 (sharded cache built and read), 2 steps, then
+        resumed to 3; against 3 uncached steps of one process with batch 4."""
+        config = dataclasses.replace(TINY, seed=0)  # what train.py's command line builds
+        arguments = [
+            *("--clip", "tiny", "--image-size", "64", "--taps", "2", "3", "--prompt-tokens", "4"),
+            *("--images", str(GOOD), "--samples", "8", "--batch", "2", "--lr", "1e-2", "--seed", "0"),
+        ]
+        torchrun = pathlib.Path(sys.executable).parent / "torchrun"
+        with tempfile.TemporaryDirectory() as out:
+            for steps, extra in ((2, []), (3, ["--resume"])):
+                subprocess.run(
+                    [
+                        str(torchrun),
+                        "--standalone",
+                        "--nproc_per_node",
+                        "2",
+                        str(HERE / "train.py"),
+                        *arguments,
+                        "--steps",
+                        str(steps),
+                        "--out",
+                        out,
+                        *extra,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"},
+                )
+            self.assertEqual(len(list((pathlib.Path(out) / "cache").glob("patch-*.npy"))), 2)
+            two = clipada_torch.from_checkpoint(pathlib.Path(out) / "checkpoint.pt")
+            two_losses = json.loads((pathlib.Path(out) / "losses.json").read_text())
+        one = tiny_model(config)
+        one_losses = train.train(
+            one, train.find_images(images=GOOD), steps=3, batch=4, lr=1e-2, seed=0, log=quiet, samples=8
+        )
+        np.testing.assert_allclose(two_losses, one_losses, rtol=0, atol=1e-5)
+        assert_same_trained(self, two, one, atol=1e-5)
 
 
 class Export(unittest.TestCase):

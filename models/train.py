@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Trains CLIP-ADA: one model for all product categories, from images of normal parts only.
 
-Each step takes a batch of normal images (every category pooled), turns about half of them
-into synthetic anomalies with their masks (models/synthesis.py: Perlin-noise regions filled
-with foreign texture, cut-and-paste), runs the model (frozen CLIP, trained adapters and prompt
-context) and minimises
+The training data are a fixed set of --samples samples: normal images (every category pooled),
+about half of them turned into synthetic anomalies with their masks (models/synthesis.py:
+Perlin-noise regions filled with foreign texture, cut-and-paste), sample i drawn with a
+generator seeded by (--synthesis-seed, i). Each step takes a batch of them (a permutation per
+epoch, seeded by --seed), runs the model (frozen CLIP, trained adapters and prompt context) and
+minimises
     focal(p, mask) + dice(p, mask)   on each tapped layer's abnormal-probability map p,
                                      upsampled to the image (averaged over layers), plus
     cross-entropy(image_logits, any anomaly)   for the class-token branch.
-Only the adapters and the prompt context vectors are trained.
+Only the adapters and the prompt context vectors are trained, so the frozen image tower's
+outputs are computed once per sample and cached on disk (models/feature_cache.py; --no-cache:
+every step), and a step runs only the adapters, the prompts through the text encoder and the
+losses. The cache is used when it is at most --cache-budget-gb and fits the free disk space.
 
 Data: `--data ROOT` in the MVTec AD or VisA (1cls split) layout: ROOT/<category>/train/good/*;
 or `--images DIR` (any folder of normal images, recursively). `--limit-images N` keeps N per
@@ -17,12 +22,18 @@ category (the "marginal training data" setting).
     python models/train.py --clip ViT-B-16 --weights ViT-B-16.bin --image-size 224 \
         --taps 6 9 12 --data /data/mvtec_ad --steps 3000 --out runs/vitb16
     python models/train.py --clip tiny --image-size 64 --taps 2 3 \
-        --images models/samples/part/train/good --steps 20 --out /tmp/tiny
+        --images models/samples/part/train/good --steps 20 --samples 64 --out /tmp/tiny
+    torchrun --nproc_per_node 4 models/train.py ... --precision bf16 --resume   # 4 GPUs, DDP
 
-Writes OUT/checkpoint.pt every --save-every steps and at the end, and OUT/losses.json.
+Under torchrun each process takes --batch samples of the global batch (--batch x processes),
+gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on CPUs), so the run gives
+the steps of one process with the global batch; rank 0 alone writes the checkpoints. Writes
+OUT/checkpoint.pt (atomically) every --save-every steps and at the end, with what --resume needs
+to continue (optimiser, step, RNG states), and OUT/losses.json.
 """
 
 import argparse
+import functools
 import json
 import pathlib
 import sys
@@ -32,12 +43,17 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import clipada_torch  # noqa: E402
+import distributed  # noqa: E402
+import feature_cache  # noqa: E402
 import synthesis  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+DEFAULT_SAMPLES = 8192
+DEFAULT_CACHE_BUDGET_GB = 40.0
 
 
 def find_images(data=None, images=None, limit=None):
@@ -58,7 +74,9 @@ def find_images(data=None, images=None, limit=None):
     return found
 
 
+@functools.lru_cache(maxsize=256)
 def load(path, size):
+    """A training image, resized to `size` x `size`, [H,W,3] in [0,1] (kept: do not modify it)."""
     image = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
     return np.asarray(image, np.float32) / 255.0
 
@@ -87,50 +105,172 @@ def loss_of(outputs, masks):
     return map_loss + image_loss
 
 
-def batches(paths, size, batch, rng):
-    """Endless batches of (normalised images [B,3,S,S], masks [B,S,S])."""
-    cache = {}
-    mean, std = np.array(clipada_torch.CLIP_MEAN, np.float32), np.array(clipada_torch.CLIP_STD, np.float32)
-    while True:
-        chosen = rng.choice(len(paths), size=batch)
-        images, masks = [], []
-        for i in chosen:
-            image = cache.setdefault(i, load(paths[i], size))
-            other = cache.setdefault(j := int(rng.integers(len(paths))), load(paths[j], size))
-            altered, mask = synthesis.synthesize(image, other if j != i else None, rng)
-            images.append(((altered - mean) / std).transpose(2, 0, 1))
-            masks.append(mask)
-        yield torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
+class SampleSet:
+    """A fixed set of `count` training samples (image, mask): sample i is normal image
+    i mod len(paths), made into a synthetic anomaly (or left normal) with a generator seeded by
+    (seed, i), so every epoch, every process and the feature cache see the same sample i."""
+
+    def __init__(self, paths, size, count, seed):
+        self.paths, self.size, self.count, self.seed = list(paths), size, count, seed
+        self.mean = np.array(clipada_torch.CLIP_MEAN, np.float32)
+        self.std = np.array(clipada_torch.CLIP_STD, np.float32)
+
+    def __len__(self):
+        return self.count
+
+    def sample(self, i):
+        """The normalised image [3,S,S] and mask [S,S] of sample `i`."""
+        rng = np.random.default_rng((self.seed, i))
+        source = i % len(self.paths)
+        other = int(rng.integers(len(self.paths)))
+        foreign = load(self.paths[other], self.size) if other != source else None
+        altered, mask = synthesis.synthesize(load(self.paths[source], self.size), foreign, rng)
+        return ((altered - self.mean) / self.std).transpose(2, 0, 1), mask
+
+    def batch(self, indices):
+        """Normalised images [B,3,S,S] and masks [B,S,S] of samples `indices`."""
+        images, masks = zip(*(self.sample(int(i)) for i in indices), strict=True)
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
 
 
-def train(model, paths, steps, batch, lr, seed, device="cpu", out=None, save_every=0, log=print):
-    """Trains `model` (on `device`) in place; returns the loss of each step. With `out`,
-    checkpoints every `save_every` steps and at the end."""
-    rng = np.random.default_rng(seed)
+def batch_indices(step, count, global_batch, seed):
+    """The samples of global batch `step` (1-based): each epoch is a permutation of the `count`
+    samples seeded by (seed, epoch), cut into global batches (a tail shorter than one is skipped).
+    A function of the step alone, so a resumed run continues the same sequence."""
+    per_epoch = count // global_batch
+    epoch, k = divmod(step - 1, per_epoch)
+    order = np.random.default_rng((seed, epoch)).permutation(count)
+    return order[k * global_batch : (k + 1) * global_batch]
+
+
+class Head(torch.nn.Module):
+    """`model.head` as a module of its own: what DistributedDataParallel wraps."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frozen):
+        return self.model.head(frozen)
+
+
+def parallel_head(model, device):
+    """Head(model), wrapped in DistributedDataParallel under torchrun (gradients averaged over
+    ranks). DDP leaves out the frozen CLIP and the buffers (the prompts' tokens): every rank
+    builds them alike."""
+    head = Head(model)
+    if distributed.world() == 1:
+        return head
+    unsynced = [f"model.{n}" for n, _ in model.named_parameters() if n.startswith("clip.")]
+    unsynced += [f"model.{n}" for n, _ in model.named_buffers()]
+    DDP._set_params_and_buffers_to_ignore_for_model(head, unsynced)
+    return DDP(head, device_ids=[device] if torch.device(device).type == "cuda" else None)
+
+
+def train(
+    model,
+    paths,
+    steps,
+    batch,
+    lr,
+    seed,
+    device="cpu",
+    out=None,
+    save_every=0,
+    log=print,
+    *,
+    samples=DEFAULT_SAMPLES,
+    synthesis_seed=0,
+    cache_dir=None,
+    cache_budget_gb=DEFAULT_CACHE_BUDGET_GB,
+    precision="fp32",
+    resume=False,
+):
+    """Trains `model` (on `device`) in place; returns the loss of each step (mean over ranks).
+
+    `batch` is per process: under torchrun the global batch is `batch` x ranks, split in rank
+    order, so a run gives the steps of a single process with the global batch. The data are
+    SampleSet(paths, samples, synthesis_seed); their frozen features are cached in `cache_dir`
+    if they fit `cache_budget_gb` (feature_cache.py), else (or with no `cache_dir`) computed
+    every step. `precision`: "fp32", or autocast to "bf16" / "fp16" (with gradient scaling); the
+    trained parameters stay float32. With `out`, rank 0 checkpoints every `save_every` steps and
+    at the end; `resume` continues from OUT/checkpoint.pt when there is one."""
     torch.manual_seed(seed)
+    rank, world = distributed.rank(), distributed.world()
+    log = log if rank == 0 else (lambda _: None)
+    if samples < batch * world:
+        raise ValueError(f"--samples {samples} is less than one global batch ({batch} x {world})")
+    model.to(device)
+    data = SampleSet(paths, model.config.image_size, samples, synthesis_seed)
+    cache = None
+    if cache_dir is not None:
+        cache = feature_cache.prepare(model, data, cache_dir, cache_budget_gb, precision, batch, device, log)
     optimiser = torch.optim.AdamW(model.trainable(), lr=lr, weight_decay=1e-4)
-    data = batches(paths, model.config.image_size, batch, rng)
-    losses = []
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+    run = {"global_batch": batch * world, "seed": seed, "samples": samples, "synthesis_seed": synthesis_seed}
+    first, losses = 1, []
+    if resume and out is not None:
+        first, losses = restore(model, optimiser, scaler, out, run, log)
+    head = parallel_head(model, device)
     started = time.time()
-    for step in range(1, steps + 1):
-        images, masks = next(data)
-        loss = loss_of(model(images.to(device)), masks.to(device))
+    for step in range(first, steps + 1):
+        indices = batch_indices(step, samples, batch * world, seed)[rank * batch : (rank + 1) * batch]
+        with feature_cache.autocast(device, precision):
+            if cache is not None:
+                frozen, masks = cache.batch(indices, device)
+            else:
+                images, masks = data.batch(indices)
+                with torch.no_grad():
+                    frozen = model.frozen_features(images.to(device))
+            outputs = head(frozen)
+        loss = loss_of({k: v.float() for k, v in outputs.items()}, masks.to(device))
         optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        losses.append(distributed.mean(loss.detach()).item())
         if step % 10 == 0 or step == steps:
             log(f"step {step}/{steps} loss {np.mean(losses[-10:]):.4f} ({time.time() - started:.0f} s)")
-        if out is not None and (step == steps or (save_every and step % save_every == 0)):
-            save(model, out, losses)
+        if out is not None and rank == 0 and (step == steps or (save_every and step % save_every == 0)):
+            training = {"step": step, "run": run, "optimiser": optimiser.state_dict(), "scaler": scaler.state_dict()}
+            save(model, out, losses, {**training, "rng": rng_states()})
     return losses
 
 
-def save(model, out, losses):
-    """OUT/checkpoint.pt (config and trained parameters, written atomically), OUT/losses.json."""
+def rng_states():
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def restore(model, optimiser, scaler, out, run, log):
+    """Loads OUT/checkpoint.pt (read by rank 0, sent to all) into the model, optimiser, gradient
+    scaler and RNGs; returns (first step to run, losses so far), (1, []) without a checkpoint."""
+    path = pathlib.Path(out) / "checkpoint.pt"
+    state = distributed.from_rank0(lambda: torch.load(path, map_location="cpu") if path.exists() else None)
+    if state is None:
+        log(f"no {path} to resume from: starting at step 1")
+        return 1, []
+    if state["run"] != run:
+        raise ValueError(f"{path} was trained with {state['run']}, this run is {run}: resume it with the same")
+    device = model.trainable()[0].device
+    model.load_state_dict({k: v.to(device) for k, v in state["trained"].items()}, strict=False)
+    optimiser.load_state_dict(state["optimiser"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    log(f"resuming {path} after step {state['step']}")
+    return state["step"] + 1, state["losses"]
+
+
+def save(model, out, losses, training=None):
+    """OUT/checkpoint.pt (config, trained float32 parameters and, from `train`, the step, losses,
+    optimiser, gradient scaler and RNG states; written atomically), OUT/losses.json."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state(), out / "checkpoint.pt.partial")
+    torch.save({**model.state(), "losses": losses, **(training or {})}, out / "checkpoint.pt.partial")
     (out / "checkpoint.pt.partial").replace(out / "checkpoint.pt")
     (out / "losses.json").write_text(json.dumps(losses))
 
@@ -146,25 +286,65 @@ def main():
     parser.add_argument("--images", type=pathlib.Path, help="a folder of normal images")
     parser.add_argument("--limit-images", type=int, help="at most this many images per category")
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8, help="per process (global batch: this x processes)")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="initial prompt context and batch order")
+    parser.add_argument(
+        "--samples", type=int, default=DEFAULT_SAMPLES, help="synthetic training samples (default %(default)s)"
+    )
+    parser.add_argument("--synthesis-seed", type=int, default=0, help="the synthetic anomalies of the samples")
+    parser.add_argument("--cache-dir", type=pathlib.Path, help="feature cache folder (default OUT/cache)")
+    parser.add_argument(
+        "--cache-budget-gb",
+        type=float,
+        default=DEFAULT_CACHE_BUDGET_GB,
+        help="the cache (samples x (4 x (taps x patches x embed + embed) + size^2) bytes) is used when it is at "
+        "most this many GB (10^9 bytes, default %(default)s) and fits the free disk space; else the frozen tower "
+        "runs every step",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="compute the frozen image tower every step")
+    parser.add_argument(
+        "--precision", choices=sorted(feature_cache.PRECISIONS), default="fp32", help="autocast (bf16 on recent GPUs)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=pathlib.Path, required=True)
     args = parser.parse_args()
     if args.data is None and args.images is None:
         parser.error("give --data or --images")
+    device = distributed.start(args.device)
     config = clipada_torch.ModelConfig(
         clip=args.clip, image_size=args.image_size, taps=tuple(args.taps), prompt_tokens=args.prompt_tokens
     )
-    model = clipada_torch.ClipAda(config, clipada_torch.load_clip(config, args.weights)).to(args.device)
+    torch.manual_seed(args.seed)
+    model = clipada_torch.ClipAda(config, clipada_torch.load_clip(config, args.weights))
     paths = find_images(args.data, args.images, args.limit_images)
-    print(
-        f"{len(paths)} normal images; training {sum(p.numel() for p in model.trainable())} parameters on {args.device}"
+    if distributed.rank() == 0:
+        print(
+            f"{len(paths)} normal images, {args.samples} samples; training "
+            f"{sum(p.numel() for p in model.trainable())} parameters on {distributed.world()} x {device}"
+        )
+    train(
+        model,
+        paths,
+        args.steps,
+        args.batch,
+        args.lr,
+        args.seed,
+        device,
+        args.out,
+        args.save_every,
+        samples=args.samples,
+        synthesis_seed=args.synthesis_seed,
+        cache_dir=None if args.no_cache else (args.cache_dir or args.out / "cache"),
+        cache_budget_gb=args.cache_budget_gb,
+        precision=args.precision,
+        resume=args.resume,
     )
-    train(model, paths, args.steps, args.batch, args.lr, args.seed, args.device, args.out, args.save_every)
-    print(f"wrote {args.out / 'checkpoint.pt'}")
+    if distributed.rank() == 0:
+        print(f"wrote {args.out / 'checkpoint.pt'}")
+    distributed.stop()
 
 
 if __name__ == "__main__":
