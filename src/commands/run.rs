@@ -110,14 +110,15 @@ pub fn worker(config: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyh
     writeln!(
         out,
         "{} frames: {} pass, {} fail, {} error; {} failed parts not saved, {} log lines lost, \
-         {} frames exposed before their trigger discarded",
+         {} frames exposed before their trigger discarded, {} missed triggers",
         summary.frames,
         summary.passed,
         summary.failed,
         summary.errors,
         summary.images_dropped,
         summary.log_failures,
-        summary.stale_frames
+        summary.stale_frames,
+        summary.missed_triggers
     )
     .context("stdout")?;
     Ok(summary)

@@ -37,6 +37,8 @@ pub struct Status {
     pub failed: u64,
     /// ERROR verdicts so far.
     pub errors: u64,
+    /// Missed triggers so far.
+    pub missed: u64,
 }
 
 /// Draws the station screen, reusing its scaling tables while the sizes stay the same.
@@ -87,6 +89,9 @@ impl StationScreen {
         Text::with_baseline(&line, Point::new(4, top), style, Baseline::Top).draw(target)?;
         line.clear();
         let _ = write!(line, "pass {}  fail {}  error {}", status.passed, status.failed, status.errors);
+        if status.missed > 0 {
+            let _ = write!(line, "  missed triggers {}", status.missed);
+        }
         Text::with_baseline(&line, Point::new(4, top + 12), style, Baseline::Top).draw(target)?;
         Ok(())
     }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::lines::{NoLine, Output, Recorder, RecordingPin, VerdictLines};
+use super::lines::{NoLine, Output, Recorder, RecordingPin, VerdictLines, OUTPUT_NAMES};
 use super::log::{FailureArchive, ResultLog};
-use super::plan::{OutputsPlan, SourcePlan, StationPlan, TriggerPlan};
+use super::plan::{OutputsPlan, SourcePlan, StationPlan, TriggerInput, TriggerPlan};
 use super::supervisor;
-use super::trigger::{EdgeDetector, Trigger};
+use super::trigger::{EdgeSource, ScriptedInput, Trigger, TriggerListener};
 use super::{RunSummary, Station, StationParts};
 use crate::model::ModelFile;
 use crate::pipeline::{Extractor, Inspector, Memory};
@@ -30,18 +30,20 @@ pub(crate) fn lock_state(plan: &StationPlan) -> anyhow::Result<OwnedDir> {
     Ok(state)
 }
 
-/// The PASS, FAIL and READY outputs the plan asks for, requested at the safe state's levels.
+/// The outputs the plan asks for (PASS, FAIL, READY, BUSY, RESULT-VALID), requested at the
+/// safe state's levels.
 pub fn lines(plan: &StationPlan) -> anyhow::Result<VerdictLines> {
     let settings = plan.lines.settings;
     let key = |k: &str| format!("{}: `gpio.{k}`", plan.file.display());
-    let outputs: [Output; 3] = match &plan.lines.outputs {
+    let outputs: [Output; 5] = match &plan.lines.outputs {
         OutputsPlan::None => std::array::from_fn(|_| Box::new(NoLine) as Output),
         OutputsPlan::Recording(path) => {
             let recorder = Recorder::create(path).with_context(|| key("record"))?;
-            let pin = |name| Box::new(RecordingPin::new(name, recorder.clone())) as Output;
-            [pin("pass"), pin("fail"), pin("ready")]
+            OUTPUT_NAMES.map(|name| Box::new(RecordingPin::new(name, recorder.clone())) as Output)
         }
-        OutputsPlan::Chardev { chip, lines } => chardev_outputs(chip, *lines, settings).with_context(|| key("chip"))?,
+        OutputsPlan::Chardev { chip, lines, handshake } => {
+            chardev_outputs(chip, *lines, *handshake, settings).with_context(|| key("chip"))?
+        }
     };
     Ok(VerdictLines::new(outputs, settings))
 }
@@ -50,21 +52,36 @@ pub fn lines(plan: &StationPlan) -> anyhow::Result<VerdictLines> {
 fn chardev_outputs(
     chip: &std::path::Path,
     [pass, fail, ready]: [u32; 3],
+    [busy, valid]: [Option<u32>; 2],
     settings: super::lines::LineSettings,
-) -> anyhow::Result<[Output; 3]> {
+) -> anyhow::Result<[Output; 5]> {
     use super::lines::chardev::ChardevLine;
     let safe = settings.safe;
-    // The physical level of each line in the safe state, from the first instant.
+    // The physical level of each line in the safe state, from the first instant (BUSY
+    // asserted, RESULT-VALID not).
     let level = |asserted: bool| asserted != settings.active_low;
+    let optional = |line: Option<u32>, asserted: bool| -> anyhow::Result<Output> {
+        Ok(match line {
+            Some(offset) => Box::new(ChardevLine::output(chip, offset, level(asserted))?),
+            None => Box::new(NoLine),
+        })
+    };
     Ok([
         Box::new(ChardevLine::output(chip, pass, level(safe.pass))?),
         Box::new(ChardevLine::output(chip, fail, level(safe.fail))?),
         Box::new(ChardevLine::output(chip, ready, level(safe.ready))?),
+        optional(busy, true)?,
+        optional(valid, false)?,
     ])
 }
 
 #[cfg(not(all(feature = "gpio", target_os = "linux")))]
-fn chardev_outputs(_: &std::path::Path, _: [u32; 3], _: super::lines::LineSettings) -> anyhow::Result<[Output; 3]> {
+fn chardev_outputs(
+    _: &std::path::Path,
+    _: [u32; 3],
+    _: [Option<u32>; 2],
+    _: super::lines::LineSettings,
+) -> anyhow::Result<[Output; 5]> {
     anyhow::bail!("this clipada was built without the `gpio` feature (Linux only)")
 }
 
@@ -92,18 +109,26 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         }
         SourcePlan::Camera(settings) => camera(settings.clone(), stop).with_context(|| format!("{file}: `source`"))?,
     };
-    let trigger = match plan.trigger {
+    let trigger = match &plan.trigger {
         TriggerPlan::FreeRun => Trigger::FreeRun,
-        TriggerPlan::Interval(period) => Trigger::Interval { period, next: None },
-        TriggerPlan::Input { line, edge, debounce } => {
-            let OutputsPlan::Chardev { chip, .. } = &plan.lines.outputs else {
-                anyhow::bail!("{file}: `gpio.kind`: the gpio trigger needs chardev lines");
+        TriggerPlan::Interval(period) => Trigger::Interval { period: *period, next: None },
+        TriggerPlan::Input { input, edge, debounce, on_busy } => {
+            let (source, key): (Box<dyn EdgeSource>, _) = match input {
+                TriggerInput::Script(path) => (
+                    Box::new(ScriptedInput::read(path).with_context(|| format!("{file}: `gpio.trigger_script`"))?),
+                    "trigger_script",
+                ),
+                TriggerInput::Line(line) => {
+                    let OutputsPlan::Chardev { chip, .. } = &plan.lines.outputs else {
+                        anyhow::bail!("{file}: `gpio.kind`: the gpio trigger needs chardev lines");
+                    };
+                    let edges = trigger_edges(chip, *line, *debounce);
+                    (edges.with_context(|| format!("{file}: `gpio.trigger_line`"))?, "trigger_line")
+                }
             };
-            Trigger::Input(EdgeDetector::new(
-                trigger_input(chip, line).with_context(|| format!("{file}: `gpio.trigger_line`"))?,
-                edge,
-                debounce,
-            ))
+            let listener = TriggerListener::start(source, *edge, *debounce, *on_busy)
+                .with_context(|| format!("{file}: `gpio.{key}`"))?;
+            Trigger::Input(listener)
         }
     };
     let display = plan
@@ -137,12 +162,16 @@ fn camera(_: crate::source::camera::CameraSettings, _: Arc<AtomicBool>) -> anyho
 }
 
 #[cfg(all(feature = "gpio", target_os = "linux"))]
-fn trigger_input(chip: &std::path::Path, line: u32) -> anyhow::Result<super::lines::Input> {
-    Ok(Box::new(super::lines::chardev::ChardevLine::input(chip, line)?))
+fn trigger_edges(
+    chip: &std::path::Path,
+    line: u32,
+    debounce: std::time::Duration,
+) -> anyhow::Result<Box<dyn EdgeSource>> {
+    Ok(Box::new(super::lines::chardev::ChardevEdges::open(chip, line, debounce)?))
 }
 
 #[cfg(not(all(feature = "gpio", target_os = "linux")))]
-fn trigger_input(_: &std::path::Path, _: u32) -> anyhow::Result<super::lines::Input> {
+fn trigger_edges(_: &std::path::Path, _: u32, _: std::time::Duration) -> anyhow::Result<Box<dyn EdgeSource>> {
     anyhow::bail!("this clipada was built without the `gpio` feature (Linux only)")
 }
 
@@ -157,15 +186,14 @@ pub fn run_in_process(
 ) -> anyhow::Result<RunSummary> {
     let _state = lock_state(plan)?;
     let (mut supervisor, link) = supervisor::pair(lines(plan)?, plan.lines.loop_deadline)?;
-    let supervisor_stop = Arc::new(AtomicBool::new(false));
-    let stop_supervisor = supervisor_stop.clone();
+    let stop_supervisor = stop.clone();
     let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
     let result = parts(plan, stop.clone()).and_then(|mut parts| {
         edit(&mut parts);
         Station::new(parts, link).run(&stop)
     });
-    // The loop's end closes its link; the supervisor ends on that (or on the stop flag).
-    supervisor_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The loop's end closed its link: the supervisor ends on that (after the last result's
+    // handshake), or at once on the stop flag.
     let _ = thread.join();
     result
 }

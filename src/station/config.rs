@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::model::backend::{Backend, Provider, TensorRtOptions};
 use crate::source::camera::{CameraDevice, PixelFormat};
 use crate::station::lines::{OutputMode, SafeState};
-use crate::station::trigger::Edge;
+use crate::station::trigger::{Edge, OnBusy};
 use crate::storage::read::{read_regular, MAX_CONFIG_BYTES};
 
 /// The whole station.
@@ -166,6 +166,10 @@ pub struct TriggerSection {
     /// No frame exposed after the trigger (and its delay) within this long: ERROR, 1 to 60000 ms.
     #[serde(default = "default_frame_timeout_ms")]
     pub frame_timeout_ms: u64,
+    /// GPIO: a trigger that comes while the station is busy: `error` (an ERROR verdict for that
+    /// part) or `queue` (judged when free, if a frame within `frame_timeout_ms` of it is had).
+    #[serde(default)]
+    pub on_busy: OnBusy,
 }
 
 impl Default for TriggerSection {
@@ -177,6 +181,7 @@ impl Default for TriggerSection {
             debounce_ms: default_debounce_ms(),
             delay_ms: 0,
             frame_timeout_ms: default_frame_timeout_ms(),
+            on_busy: OnBusy::Error,
         }
     }
 }
@@ -277,6 +282,23 @@ pub struct GpioSection {
     /// Line offset of the TRIGGER input.
     #[serde(default)]
     pub trigger_line: Option<u32>,
+    /// Line offset of the BUSY output (chardev; optional): asserted from a trigger until its
+    /// result's handshake ends, and in the safe state.
+    #[serde(default)]
+    pub busy_line: Option<u32>,
+    /// Line offset of the RESULT-VALID output (chardev; optional): strobed after each result.
+    #[serde(default)]
+    pub valid_line: Option<u32>,
+    /// A file that plays the TRIGGER input (`<ms from start> <0|1>` per line) instead of a chip's
+    /// line, with any `kind`: tests, benchmarks, dry runs.
+    #[serde(default)]
+    pub trigger_script: Option<PathBuf>,
+    /// From the verdict lines' change to RESULT-VALID rising, 0 to 1000 ms.
+    #[serde(default = "default_result_settle_ms")]
+    pub result_settle_ms: u64,
+    /// How long RESULT-VALID is asserted, 0 (no strobe) to 5000 ms; at least two PLC scan cycles.
+    #[serde(default = "default_result_valid_ms")]
+    pub result_valid_ms: u64,
     /// Outputs are asserted low.
     #[serde(default)]
     pub active_low: bool,
@@ -305,6 +327,11 @@ impl Default for GpioSection {
             fail_line: None,
             ready_line: None,
             trigger_line: None,
+            busy_line: None,
+            valid_line: None,
+            trigger_script: None,
+            result_settle_ms: default_result_settle_ms(),
+            result_valid_ms: default_result_valid_ms(),
             active_low: false,
             output: OutputMode::Level,
             pulse_ms: default_pulse_ms(),
@@ -319,6 +346,12 @@ fn default_pulse_ms() -> u64 {
 }
 fn default_loop_deadline_ms() -> u64 {
     2000
+}
+fn default_result_settle_ms() -> u64 {
+    2
+}
+fn default_result_valid_ms() -> u64 {
+    20
 }
 
 /// Where GPIO lines go.

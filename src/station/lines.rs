@@ -1,5 +1,6 @@
-//! The verdict lines: PASS, FAIL and READY outputs and the TRIGGER input, behind
-//! embedded-hal's `OutputPin`/`InputPin`, and the state machine that drives them.
+//! The verdict lines: PASS, FAIL, READY, BUSY and RESULT-VALID outputs and the TRIGGER input,
+//! behind embedded-hal's `OutputPin`/`InputPin`, and the state machine that drives them (the
+//! order of their edges is the timing diagram in docs/ARCHITECTURE.md, "PLC handshake").
 //!
 //! Implementations: the Linux GPIO character device (`chardev`, feature `gpio`), a recording
 //! implementation that appends every transition to a file (tests, replay, dry runs), and no
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use embedded_hal::digital::{ErrorKind, ErrorType, InputPin, OutputPin};
+use embedded_hal::digital::{ErrorKind, ErrorType, OutputPin};
 
 use serde::Deserialize;
 
@@ -38,8 +39,9 @@ impl embedded_hal::digital::Error for GpioError {
 
 /// An output line as the station drives it.
 pub type Output = Box<dyn OutputPin<Error = GpioError> + Send>;
-/// An input line as the station reads it.
-pub(crate) type Input = Box<dyn InputPin<Error = GpioError> + Send>;
+/// The outputs' names, in the order [`VerdictLines::new`] takes them (and the GPIO record
+/// writes them).
+pub const OUTPUT_NAMES: [&str; 5] = ["pass", "fail", "ready", "busy", "valid"];
 
 /// How verdicts are shown on the PASS and FAIL outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -71,6 +73,17 @@ impl Default for SafeState {
     }
 }
 
+/// The handshake around each result: PASS/FAIL (or the safe state, for ERROR) settle for
+/// `settle`, then RESULT-VALID is asserted for `valid`, then it and BUSY drop. A `valid` of zero
+/// turns the strobe off (BUSY then drops as the verdict is shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// From the verdict lines' change to RESULT-VALID rising.
+    pub settle: Duration,
+    /// How long RESULT-VALID stays asserted.
+    pub valid: Duration,
+}
+
 /// How the verdict lines behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineSettings {
@@ -82,28 +95,34 @@ pub struct LineSettings {
     pub pulse: Duration,
     /// The outputs at start, on ERROR, on a missed deadline and at exit.
     pub safe: SafeState,
+    /// BUSY and RESULT-VALID around each result.
+    pub handshake: Handshake,
 }
 
-/// PASS, FAIL and READY outputs with the verdict semantics: level or pulse, active-low, and a
-/// safe state (by default READY low, FAIL asserted; PASS and READY are never asserted in it)
-/// for start-up, ERROR verdicts, a loop that misses its deadline, and exit.
+/// PASS, FAIL, READY, BUSY and RESULT-VALID outputs with the verdict semantics: level or pulse,
+/// active-low, a safe state (by default READY low, FAIL asserted; PASS and READY are never
+/// asserted in it; BUSY asserted, RESULT-VALID not) for start-up, a loop that misses its
+/// deadline, and exit, and the handshake around each result (ERROR verdicts included).
 ///
-/// A state machine with time passed in: whoever owns it (the supervisor) ends pulses at
-/// [`VerdictLines::next_deadline`] by calling [`VerdictLines::poll`]. A verdict asked for while
-/// a pulse runs waits for it (every pulse gets its full length) and is shown by `poll`.
+/// A state machine with time passed in: whoever owns it (the supervisor) ends pulses and
+/// handshake phases at [`VerdictLines::next_deadline`] by calling [`VerdictLines::poll`]. A
+/// verdict asked for while the last result's handshake or pulse runs waits for it (every
+/// strobe and pulse gets its full length) and is shown by `poll`.
 pub struct VerdictLines {
-    pass: Output,
-    fail: Output,
-    ready: Output,
+    outputs: [Output; 5],
     settings: LineSettings,
     /// The asserted pulse line and when it ends.
     pulsing: Option<(Line, Instant)>,
-    /// A verdict waiting for the running pulse to end.
+    /// The running handshake phase.
+    handshake: Option<Phase>,
+    /// A verdict waiting for the running handshake or pulse to end.
     pending: Option<Verdict>,
+    /// A part was triggered whose verdict has not been asked for yet (BUSY stays asserted).
+    part_open: bool,
     /// Whether the lines are in the safe state (not READY).
     in_safe_state: bool,
-    /// Last logical level written to PASS, FAIL, READY (none: unknown), to skip repeats.
-    levels: [Option<bool>; 3],
+    /// Last logical level written to each output (none: unknown), to skip repeats.
+    levels: [Option<bool>; 5],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,20 +130,40 @@ enum Line {
     Pass,
     Fail,
     Ready,
+    Busy,
+    Valid,
+}
+
+/// Where a result's handshake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The verdict lines settle until then; RESULT-VALID rises at its end.
+    Settling(Instant),
+    /// RESULT-VALID is asserted until then.
+    Valid(Instant),
+}
+
+impl Phase {
+    fn ends(self) -> Instant {
+        match self {
+            Phase::Settling(at) | Phase::Valid(at) => at,
+        }
+    }
 }
 
 impl VerdictLines {
-    /// Drives `pass`, `fail` and `ready`; call [`VerdictLines::enter_safe_state`] before anything else.
-    pub fn new([pass, fail, ready]: [Output; 3], settings: LineSettings) -> Self {
+    /// Drives the outputs named in [`OUTPUT_NAMES`] order; call
+    /// [`VerdictLines::enter_safe_state`] before anything else.
+    pub fn new(outputs: [Output; 5], settings: LineSettings) -> Self {
         VerdictLines {
-            pass,
-            fail,
-            ready,
+            outputs,
             settings,
             pulsing: None,
+            handshake: None,
             pending: None,
+            part_open: false,
             in_safe_state: false,
-            levels: [None; 3],
+            levels: [None; 5],
         }
     }
 
@@ -138,11 +177,7 @@ impl VerdictLines {
 
     /// Writes a logical level.
     fn force(&mut self, line: Line, asserted: bool) -> Result<(), GpioError> {
-        let pin = match line {
-            Line::Pass => &mut self.pass,
-            Line::Fail => &mut self.fail,
-            Line::Ready => &mut self.ready,
-        };
+        let pin = &mut self.outputs[line as usize];
         // Unknown until the write succeeds.
         self.levels[line as usize] = None;
         if asserted != self.settings.active_low {
@@ -154,18 +189,38 @@ impl VerdictLines {
         Ok(())
     }
 
-    /// The safe state: outputs as configured (default READY low, PASS low, FAIL asserted); a
-    /// running pulse is cut short and a waiting verdict dropped. Every line is written (even
-    /// one believed to be there already) and even when another fails; the first error is
-    /// returned.
+    /// The safe state: outputs as configured (default READY low, PASS low, FAIL asserted), BUSY
+    /// asserted and RESULT-VALID not; a running pulse or handshake is cut short and a waiting
+    /// verdict dropped. Every line is written (even one believed to be there already) and even
+    /// when another fails; the first error is returned.
     pub fn enter_safe_state(&mut self) -> Result<(), GpioError> {
         self.pulsing = None;
+        self.handshake = None;
         self.pending = None;
         self.in_safe_state = true;
         let safe = self.settings.safe;
-        let results =
-            [self.force(Line::Ready, safe.ready), self.force(Line::Pass, safe.pass), self.force(Line::Fail, safe.fail)];
+        let results = [
+            self.force(Line::Busy, true),
+            self.force(Line::Valid, false),
+            self.force(Line::Ready, safe.ready),
+            self.force(Line::Pass, safe.pass),
+            self.force(Line::Fail, safe.fail),
+        ];
         results.into_iter().collect()
+    }
+
+    /// The loop is ready for triggers: BUSY drops (unless a part or a result is under way).
+    pub fn trigger_ready(&mut self) -> Result<(), GpioError> {
+        if self.part_open || self.handshake.is_some() || self.pending.is_some() {
+            return Ok(());
+        }
+        self.set(Line::Busy, false)
+    }
+
+    /// A part was triggered: BUSY is asserted until its result's handshake ends.
+    pub fn part_started(&mut self) -> Result<(), GpioError> {
+        self.part_open = true;
+        self.set(Line::Busy, true)
     }
 
     /// Whether the lines are in the safe state.
@@ -173,19 +228,38 @@ impl VerdictLines {
         self.in_safe_state
     }
 
-    /// Asks for one verdict at `now`: ERROR enters the safe state at once; PASS/FAIL are shown
-    /// now, or when the running pulse ends. Returns whether it is on the lines now.
+    /// Asks for the open part's verdict at `now`: shown now, or when the last result's
+    /// handshake (and, for PASS/FAIL, its pulse) ends; ERROR is the safe state. Its handshake
+    /// follows. Returns whether it is on the lines now.
     pub fn request(&mut self, verdict: Verdict, now: Instant) -> Result<bool, GpioError> {
-        if verdict == Verdict::Error {
-            self.enter_safe_state()?;
-            return Ok(true);
-        }
-        if self.pulsing.is_some_and(|(_, ends)| now < ends) {
+        self.part_open = false;
+        if self.must_wait(verdict, now) {
             self.pending = Some(verdict);
             return Ok(false);
         }
-        self.show(verdict, now)?;
+        self.present(verdict, now)?;
         Ok(true)
+    }
+
+    /// Whether `verdict` must wait for the last result: its handshake runs, or (PASS/FAIL only:
+    /// ERROR cuts a pulse short) its pulse does.
+    fn must_wait(&self, verdict: Verdict, now: Instant) -> bool {
+        self.handshake.is_some() || (verdict != Verdict::Error && self.pulsing.is_some_and(|(_, ends)| now < ends))
+    }
+
+    /// Puts `verdict` on the lines and starts its handshake.
+    fn present(&mut self, verdict: Verdict, now: Instant) -> Result<(), GpioError> {
+        if verdict == Verdict::Error {
+            self.enter_safe_state()?;
+        } else {
+            self.show(verdict, now)?;
+        }
+        let handshake = self.settings.handshake;
+        if handshake.valid.is_zero() {
+            return self.set(Line::Busy, self.part_open);
+        }
+        self.handshake = Some(Phase::Settling(written_by(now) + handshake.settle));
+        Ok(())
     }
 
     /// Leaves the safe state (PASS and FAIL cleared, READY asserted) if in it, and asserts the
@@ -207,24 +281,52 @@ impl VerdictLines {
         Ok(())
     }
 
-    /// Ends a pulse whose time is up and shows a waiting verdict; returns the verdict shown, if
-    /// one was. Call it at [`VerdictLines::next_deadline`].
+    /// Moves the handshake on, ends a pulse whose time is up and shows a waiting verdict;
+    /// returns the verdict shown, if one was. Call it at [`VerdictLines::next_deadline`].
     pub fn poll(&mut self, now: Instant) -> Result<Option<Verdict>, GpioError> {
-        match self.pulsing {
-            Some((_, ends)) if now >= ends => {
-                self.end_pulse()?;
-                match self.pending.take() {
-                    Some(verdict) => self.show(verdict, now).map(|()| Some(verdict)),
-                    None => Ok(None),
+        match self.handshake {
+            Some(Phase::Settling(at)) if now >= at => {
+                self.set(Line::Valid, true)?;
+                self.handshake = Some(Phase::Valid(written_by(now) + self.settings.handshake.valid));
+            }
+            Some(Phase::Valid(at)) if now >= at => {
+                self.set(Line::Valid, false)?;
+                self.handshake = None;
+                if self.pending.is_none() {
+                    self.set(Line::Busy, self.part_open)?;
                 }
+            }
+            _ => {}
+        }
+        if self.pulsing.is_some_and(|(_, ends)| now >= ends) {
+            self.end_pulse()?;
+        }
+        match self.pending {
+            Some(verdict) if !self.must_wait(verdict, now) => {
+                self.pending = None;
+                self.present(verdict, now).map(|()| Some(verdict))
             }
             _ => Ok(None),
         }
     }
 
-    /// When the running pulse ends, if one is running.
+    /// Lets the last result's handshake run to its end (the worker is gone: a verdict waiting
+    /// for it is dropped), so the PLC sees that result before the lines go to the safe state.
+    /// Takes at most `result_settle_ms` + `result_valid_ms`.
+    pub fn finish_handshake(&mut self) -> Result<(), GpioError> {
+        self.pending = None;
+        while let Some(phase) = self.handshake {
+            std::thread::sleep(phase.ends().saturating_duration_since(Instant::now()));
+            self.poll(Instant::now())?;
+        }
+        Ok(())
+    }
+
+    /// When the running pulse or handshake phase ends, the earlier, if one is running.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pulsing.map(|(_, ends)| ends)
+        let pulse = self.pulsing.map(|(_, ends)| ends);
+        let phase = self.handshake.map(Phase::ends);
+        pulse.into_iter().chain(phase).min()
     }
 
     fn end_pulse(&mut self) -> Result<(), GpioError> {
@@ -233,6 +335,12 @@ impl VerdictLines {
             None => Ok(()),
         }
     }
+}
+
+/// When lines written at `now` are settled: `now`, or the present if the writes took longer
+/// (handshake widths are counted from the end of the writes, so they are minimums).
+fn written_by(now: Instant) -> Instant {
+    now.max(Instant::now())
 }
 
 impl Drop for VerdictLines {
@@ -305,8 +413,8 @@ impl OutputPin for RecordingPin {
 }
 
 /// Lines of the Linux GPIO character device, through `gpiocdev`.
-/// An output that goes nowhere (no GPIO configured).
-pub(crate) struct NoLine;
+/// An output that goes nowhere (no GPIO configured, or a handshake line not wired).
+pub struct NoLine;
 
 impl ErrorType for NoLine {
     type Error = GpioError;
@@ -327,13 +435,15 @@ impl OutputPin for NoLine {
 #[cfg(all(feature = "gpio", target_os = "linux"))]
 pub mod chardev {
     use std::path::Path;
+    use std::time::{Duration, Instant};
 
     use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
-    use gpiocdev::line::Value;
+    use gpiocdev::line::{EdgeDetection, EdgeKind, EventClock, Value};
     use gpiocdev::request::Builder;
     use gpiocdev::Request;
 
     use super::GpioError;
+    use crate::station::trigger::{EdgeSource, InputEvent, LevelChange};
 
     /// One requested line of a GPIO chip.
     pub struct ChardevLine {
@@ -350,7 +460,7 @@ pub mod chardev {
             ChardevLine::request(chip, offset, |line| line.as_output(value))
         }
 
-        /// Requests `offset` on `chip` as an input.
+        /// Requests `offset` on `chip` as an input (tests on a board read outputs back with it).
         pub fn input(chip: &Path, offset: u32) -> Result<ChardevLine, GpioError> {
             ChardevLine::request(chip, offset, Builder::as_input)
         }
@@ -377,6 +487,65 @@ pub mod chardev {
 
     impl ErrorType for ChardevLine {
         type Error = GpioError;
+    }
+
+    /// A GPIO chip's input line as kernel-dated edge events (`trigger::EdgeSource`), debounced
+    /// by the kernel where it can (gpiolib-cdev debounces in software on chips that cannot).
+    pub struct ChardevEdges {
+        line: ChardevLine,
+        debounced: bool,
+        /// The kernel's sequence number of the last event on this line (from 1; always 0 on the
+        /// v1 ABI), to count lost ones.
+        last_seqno: u32,
+    }
+
+    impl ChardevEdges {
+        /// Requests `offset` on `chip` as an input with edge events on both edges, debounced
+        /// by `debounce` in the kernel; a kernel that refuses the debounce gets a request
+        /// without it, and the listener debounces in software.
+        pub fn open(chip: &Path, offset: u32, debounce: Duration) -> Result<ChardevEdges, GpioError> {
+            fn edges(builder: &mut Builder) -> &mut Builder {
+                builder.as_input().with_edge_detection(EdgeDetection::BothEdges).with_event_clock(EventClock::Monotonic)
+            }
+            if !debounce.is_zero() {
+                if let Ok(line) = ChardevLine::request(chip, offset, |b| edges(b).with_debounce_period(debounce)) {
+                    return Ok(ChardevEdges { line, debounced: true, last_seqno: 0 });
+                }
+            }
+            let line = ChardevLine::request(chip, offset, edges)?;
+            Ok(ChardevEdges { line, debounced: debounce.is_zero(), last_seqno: 0 })
+        }
+    }
+
+    /// The `Instant` of a `CLOCK_MONOTONIC` time in nanoseconds (std's `Instant` is that clock
+    /// on Linux).
+    fn instant_of(monotonic_ns: u64) -> Instant {
+        let now = Instant::now();
+        let clock = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let now_ns = (clock.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(clock.tv_nsec as u64);
+        now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(monotonic_ns))).unwrap_or(now)
+    }
+
+    impl EdgeSource for ChardevEdges {
+        fn level(&mut self) -> Result<bool, GpioError> {
+            self.line.is_high()
+        }
+
+        fn next(&mut self, timeout: Duration) -> Result<InputEvent, GpioError> {
+            let request = &self.line.request;
+            if !request.wait_edge_event(timeout).map_err(|e| self.line.error(e))? {
+                return Ok(InputEvent::Quiet);
+            }
+            let event = request.read_edge_event().map_err(|e| self.line.error(e))?;
+            let lost_before = event.line_seqno.wrapping_sub(self.last_seqno).saturating_sub(1);
+            self.last_seqno = event.line_seqno;
+            let change = LevelChange { at: instant_of(event.timestamp_ns), high: event.kind == EdgeKind::Rising };
+            Ok(InputEvent::Change { change, lost_before })
+        }
+
+        fn debounced(&self) -> bool {
+            self.debounced
+        }
     }
 
     impl OutputPin for ChardevLine {
@@ -439,10 +608,20 @@ mod tests {
     const PULSE: Duration = Duration::from_millis(30);
 
     fn lines(mode: OutputMode, active_low: bool, broken_pass: bool) -> (VerdictLines, Levels) {
+        handshaking(mode, active_low, broken_pass, Handshake { settle: Duration::ZERO, valid: Duration::ZERO })
+    }
+
+    fn handshaking(
+        mode: OutputMode,
+        active_low: bool,
+        broken_pass: bool,
+        handshake: Handshake,
+    ) -> (VerdictLines, Levels) {
         let levels = Levels::default();
-        let pin = |name, broken| Box::new(TestPin { name, levels: levels.clone(), broken }) as Output;
-        let outputs = [pin("pass", broken_pass), pin("fail", false), pin("ready", false)];
-        let settings = LineSettings { active_low, mode, pulse: PULSE, safe: SafeState::default() };
+        let outputs = OUTPUT_NAMES.map(|name| {
+            Box::new(TestPin { name, levels: levels.clone(), broken: broken_pass && name == "pass" }) as Output
+        });
+        let settings = LineSettings { active_low, mode, pulse: PULSE, safe: SafeState::default(), handshake };
         (VerdictLines::new(outputs, settings), levels)
     }
 
@@ -521,6 +700,51 @@ mod tests {
         let error = lines.enter_safe_state().unwrap_err();
         assert_eq!(error.line, "pass");
         assert_eq!(last(&levels)[1..], [("fail", Some(true)), ("ready", Some(false))]);
+    }
+
+    /// Takes the levels written since the last call, as `name level` words.
+    fn written(levels: &Levels) -> Vec<String> {
+        levels.lock().unwrap().drain(..).map(|(name, high)| format!("{name} {}", u8::from(high))).collect()
+    }
+
+    #[test]
+    fn each_result_is_strobed_after_it_settles_and_busy_spans_the_part() {
+        let handshake = Handshake { settle: Duration::from_millis(2), valid: Duration::from_millis(20) };
+        let (mut lines, levels) = handshaking(OutputMode::Level, false, false, handshake);
+        // In the future: the clock passed in is ahead of the writes' own.
+        let t0 = Instant::now() + Duration::from_secs(60);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        lines.enter_safe_state().unwrap();
+        assert_eq!(written(&levels), ["busy 1", "valid 0", "ready 0", "pass 0", "fail 1"]);
+        lines.trigger_ready().unwrap();
+        lines.part_started().unwrap();
+        assert_eq!(written(&levels), ["busy 0", "busy 1"]);
+        assert!(lines.request(Verdict::Pass, ms(0)).unwrap());
+        assert_eq!(written(&levels), ["fail 0", "ready 1", "pass 1"], "the verdict first");
+        // The next part starts and is judged while this result is strobed: it waits.
+        lines.part_started().unwrap();
+        assert!(!lines.request(Verdict::Pass, ms(1)).unwrap());
+        assert_eq!(lines.next_deadline(), Some(ms(2)));
+        assert_eq!(lines.poll(ms(1)).unwrap(), None);
+        assert_eq!(lines.poll(ms(2)).unwrap(), None);
+        assert_eq!(written(&levels), ["valid 1"], "strobed once settled");
+        assert_eq!(lines.poll(ms(21)).unwrap(), None);
+        assert!(written(&levels).is_empty(), "held for its full width");
+        assert_eq!(lines.poll(ms(22)).unwrap(), Some(Verdict::Pass), "the waiting verdict follows");
+        // An equal verdict makes no edge on PASS, but a new strobe: the PLC sees every result.
+        assert_eq!(written(&levels), ["valid 0"], "BUSY stays up: a part is under way");
+        lines.poll(ms(24)).unwrap();
+        lines.poll(ms(44)).unwrap();
+        assert_eq!(written(&levels), ["valid 1", "valid 0", "busy 0"]);
+        // An ERROR is a result too: the safe state, then its strobe, then BUSY drops.
+        lines.part_started().unwrap();
+        assert!(lines.request(Verdict::Error, ms(50)).unwrap());
+        lines.poll(ms(52)).unwrap();
+        lines.poll(ms(72)).unwrap();
+        assert_eq!(
+            written(&levels),
+            ["busy 1", "busy 1", "valid 0", "ready 0", "pass 0", "fail 1", "valid 1", "valid 0", "busy 0"]
+        );
     }
 
     #[test]

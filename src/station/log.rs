@@ -31,6 +31,8 @@ pub struct ResultRecord<'a> {
     pub verdict: Verdict,
     /// Trigger to GPIO output, milliseconds.
     pub latency_ms: f32,
+    /// Triggers missed since start (an ERROR verdict each), this one included.
+    pub missed_triggers: u64,
     /// What went wrong, for ERROR.
     pub error: Option<&'a str>,
 }
@@ -279,6 +281,7 @@ mod tests {
             score: Some(0.5),
             verdict: Verdict::Pass,
             latency_ms: 1.0,
+            missed_triggers: 0,
             error: None,
         };
         ResultLog::open(&path).unwrap().append(&record(1)).unwrap();

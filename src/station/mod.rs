@@ -42,7 +42,7 @@ use crate::verdict::Verdict;
 use lines::GpioError;
 use log::{rfc3339, FailureArchive, ResultLog, ResultRecord};
 use supervisor::{LinkError, SupervisorLink};
-use trigger::{Fired, Trigger};
+use trigger::{Fired, Missed, Trigger};
 
 /// Recent verdicts kept for the frame rate.
 const RECENT: usize = 32;
@@ -104,6 +104,9 @@ pub enum FrameError {
         /// Frames exposed before the trigger, discarded while waiting.
         discarded: u32,
     },
+    /// The trigger got no frame of its own (it came while the station was busy, or overflowed).
+    #[error(transparent)]
+    Missed(#[from] Missed),
     /// The frame could not be judged.
     #[error(transparent)]
     Inspect(#[from] InspectError),
@@ -176,6 +179,9 @@ pub struct RunSummary {
     pub display_failures: u64,
     /// Frames discarded because they were exposed before their trigger.
     pub stale_frames: u64,
+    /// Triggers that got an ERROR verdict without a frame: they came while the station was
+    /// busy, or more came than could wait.
+    pub missed_triggers: u64,
 }
 
 /// What one step of the loop did.
@@ -306,9 +312,17 @@ impl Station {
         }
         let triggered = match fired {
             Ok(Fired::At(at)) => at,
+            Ok(Fired::Missed(why, at)) => {
+                self.outlets.link.triggered()?;
+                self.outlets.summary.missed_triggers += 1;
+                let at = at.unwrap_or_else(Instant::now);
+                return self.outlets.conclude(at, Err(why.into()), None, stop).map(|v| self.after(v));
+            }
+            Ok(Fired::Ended) => return Ok(Step::Exhausted),
             Ok(Fired::Stop) => return Ok(Step::Stopped),
             Err(e) => return self.outlets.conclude(Instant::now(), Err(e.into()), None, stop).map(|v| self.after(v)),
         };
+        self.outlets.link.triggered()?;
         let got = match self.fresh_frame(triggered, stop)? {
             Fresh::Exhausted => return Ok(Step::Exhausted),
             Fresh::Stopped => return Ok(Step::Stopped),
@@ -466,6 +480,7 @@ impl Outlets {
             passed: self.summary.passed,
             failed: self.summary.failed,
             errors: self.summary.errors,
+            missed: self.summary.missed_triggers,
             ..self.status
         };
         let wants_overlay = self.display.is_some() || (verdict == Verdict::Fail && self.archive.is_some());
@@ -491,6 +506,7 @@ impl Outlets {
                 score,
                 verdict,
                 latency_ms: (latency_ms * 1e3).round() as f32 / 1e3,
+                missed_triggers: self.summary.missed_triggers,
                 error: error.as_deref(),
             };
             if let Err(e) = results.append(&record) {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{ConfigError, DisplayKind, GpioKind, SourceKind, StationConfig, TriggerMode};
-use super::lines::LineSettings;
-use super::trigger::Edge;
+use super::lines::{Handshake, LineSettings, OutputMode};
+use super::trigger::{Edge, OnBusy};
 use super::Roi;
 use crate::model::backend::{EngineConfig, Provider};
 use crate::source::camera::CameraSettings;
@@ -40,6 +40,10 @@ pub mod limits {
     pub(crate) const DISPLAY_SIDE: RangeInclusive<u32> = 1..=8192;
     /// `gpio.pulse_ms`.
     pub(crate) const PULSE_MS: RangeInclusive<u64> = 1..=5000;
+    /// `gpio.result_settle_ms`.
+    pub(crate) const RESULT_SETTLE_MS: RangeInclusive<u64> = 0..=1000;
+    /// `gpio.result_valid_ms`.
+    pub(crate) const RESULT_VALID_MS: RangeInclusive<u64> = 0..=5000;
     /// `gpio.loop_deadline_ms`.
     pub(crate) const LOOP_DEADLINE_MS: RangeInclusive<u64> = 100..=60_000;
     /// `log.max_images`.
@@ -105,21 +109,32 @@ pub enum SourcePlan {
 }
 
 /// When a frame is taken.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TriggerPlan {
     /// As fast as frames come.
     FreeRun,
     /// On a fixed schedule.
     Interval(Duration),
-    /// On an edge of the TRIGGER input (the chardev chip's line).
+    /// On an edge of the TRIGGER input.
     Input {
-        /// The line offset.
-        line: u32,
+        /// The input.
+        input: TriggerInput,
         /// Which edge.
         edge: Edge,
         /// How long a new level must hold.
         debounce: Duration,
+        /// What a trigger that comes while busy gets.
+        on_busy: OnBusy,
     },
+}
+
+/// Where the TRIGGER input comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerInput {
+    /// The chardev chip's line of this offset.
+    Line(u32),
+    /// A script file.
+    Script(PathBuf),
 }
 
 /// The judged rectangle and its ignore mask.
@@ -151,6 +166,8 @@ pub enum OutputsPlan {
         chip: PathBuf,
         /// PASS, FAIL, READY line offsets.
         lines: [u32; 3],
+        /// BUSY and RESULT-VALID line offsets, where wired.
+        handshake: [Option<u32>; 2],
     },
     /// A record of transitions.
     Recording(PathBuf),
@@ -270,7 +287,10 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         GpioKind::None => OutputsPlan::None,
         GpioKind::Recording => {
             if g.trigger_line.is_some() {
-                return Err(("gpio.trigger_line", "the recording GPIO has no inputs".into()));
+                return Err((
+                    "gpio.trigger_line",
+                    "the recording GPIO has no inputs (see `gpio.trigger_script`)".into(),
+                ));
             }
             OutputsPlan::Recording(required("gpio.record", g.record.clone(), "the recording GPIO needs its file")?)
         }
@@ -282,11 +302,13 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
                 required("gpio.fail_line", g.fail_line, "the chardev GPIO needs the FAIL line")?,
                 required("gpio.ready_line", g.ready_line, "the chardev GPIO needs the READY line")?,
             ];
-            let all: Vec<u32> = lines.iter().copied().chain(g.trigger_line).collect();
+            let handshake = [g.busy_line, g.valid_line];
+            let all: Vec<u32> =
+                lines.iter().copied().chain(handshake.into_iter().flatten()).chain(g.trigger_line).collect();
             if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
                 return Err(("gpio.pass_line", format!("the lines {all:?} must be distinct")));
             }
-            OutputsPlan::Chardev { chip, lines }
+            OutputsPlan::Chardev { chip, lines, handshake }
         }
     };
     if g.safe_state.pass || g.safe_state.ready {
@@ -295,14 +317,20 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
             "PASS and READY may not be asserted in the safe state: it would read as a judged good part".into(),
         ));
     }
+    let handshake = Handshake {
+        settle: Duration::from_millis(within("gpio.result_settle_ms", g.result_settle_ms, limits::RESULT_SETTLE_MS)?),
+        valid: Duration::from_millis(within("gpio.result_valid_ms", g.result_valid_ms, limits::RESULT_VALID_MS)?),
+    };
+    let pulse = Duration::from_millis(within("gpio.pulse_ms", g.pulse_ms, limits::PULSE_MS)?);
+    if g.output == OutputMode::Pulse && !handshake.valid.is_zero() && pulse < handshake.settle + handshake.valid {
+        return Err((
+            "gpio.pulse_ms",
+            "a pulse must last at least `result_settle_ms` + `result_valid_ms`: RESULT-VALID is strobed while it is asserted".into(),
+        ));
+    }
     let lines = LinesPlan {
         outputs,
-        settings: LineSettings {
-            active_low: g.active_low,
-            mode: g.output,
-            pulse: Duration::from_millis(within("gpio.pulse_ms", g.pulse_ms, limits::PULSE_MS)?),
-            safe: g.safe_state,
-        },
+        settings: LineSettings { active_low: g.active_low, mode: g.output, pulse, safe: g.safe_state, handshake },
         loop_deadline: Duration::from_millis(within(
             "gpio.loop_deadline_ms",
             g.loop_deadline_ms,
@@ -311,6 +339,12 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
     };
 
     let t = &config.trigger;
+    if g.trigger_script.is_some() && t.mode != TriggerMode::Gpio {
+        return Err((
+            "gpio.trigger_script",
+            "a trigger script plays the TRIGGER input: it needs `trigger.mode = \"gpio\"`".into(),
+        ));
+    }
     let trigger = match t.mode {
         TriggerMode::FreeRun => TriggerPlan::FreeRun,
         TriggerMode::Interval => {
@@ -318,13 +352,23 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
             TriggerPlan::Interval(Duration::from_millis(within("trigger.interval_ms", ms, limits::INTERVAL_MS)?))
         }
         TriggerMode::Gpio => {
-            if g.kind != GpioKind::Chardev {
-                return Err(("gpio.kind", "the gpio trigger needs `chardev` lines".into()));
-            }
+            let input = match (&g.trigger_script, g.trigger_line) {
+                (Some(script), None) => TriggerInput::Script(script.clone()),
+                (Some(_), Some(_)) => {
+                    return Err(("gpio.trigger_script", "give `trigger_line` or `trigger_script`, not both".into()))
+                }
+                (None, _) if g.kind != GpioKind::Chardev => {
+                    return Err(("gpio.kind", "the gpio trigger needs `chardev` lines or `gpio.trigger_script`".into()))
+                }
+                (None, line) => {
+                    TriggerInput::Line(required("gpio.trigger_line", line, "the gpio trigger needs its input line")?)
+                }
+            };
             TriggerPlan::Input {
-                line: required("gpio.trigger_line", g.trigger_line, "the gpio trigger needs its input line")?,
+                input,
                 edge: t.edge,
                 debounce: Duration::from_millis(within("trigger.debounce_ms", t.debounce_ms, limits::DEBOUNCE_MS)?),
+                on_busy: t.on_busy,
             }
         }
     };

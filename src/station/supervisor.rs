@@ -61,6 +61,8 @@ enum Kind {
     Alive = 3,
     /// Worker: a status line for the service manager.
     Status = 4,
+    /// Worker: a trigger was taken; a verdict for it follows (BUSY is asserted until then).
+    Triggered = 5,
     /// Supervisor: the verdict of this frame is on the lines.
     Shown = 10,
     /// Supervisor: writing the lines failed (text: why); they were put in the safe state.
@@ -69,7 +71,7 @@ enum Kind {
 
 impl Kind {
     fn from_byte(byte: u8) -> Option<Kind> {
-        [Kind::Ready, Kind::Show, Kind::Alive, Kind::Status, Kind::Shown, Kind::LineFailed]
+        [Kind::Ready, Kind::Show, Kind::Alive, Kind::Status, Kind::Triggered, Kind::Shown, Kind::LineFailed]
             .into_iter()
             .find(|k| *k as u8 == byte)
     }
@@ -256,7 +258,12 @@ impl Supervisor {
             self.extend_start(now);
             let wait = self.lines.next_deadline().map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
             match self.reader.read(&mut self.stream, wait) {
-                Received::Closed => break Ended::WorkerGone,
+                Received::Closed => {
+                    if let Err(e) = self.lines.finish_handshake() {
+                        tracing::error!("{e}");
+                    }
+                    break Ended::WorkerGone;
+                }
                 Received::Nothing => {}
                 Received::Frame => {
                     if let Some(message) = decode(&self.reader.buffer) {
@@ -276,15 +283,28 @@ impl Supervisor {
 
     fn handle(&mut self, message: Message) {
         self.last_heard = Instant::now();
-        self.deadline_reported = false;
+        if std::mem::take(&mut self.deadline_reported) {
+            // Heard from again: triggers may come, unless a part is under way.
+            if let Err(e) = self.lines.trigger_ready() {
+                self.line_failed(&e);
+            }
+        }
         if let (true, Some(notifier)) = (self.ready, &mut self.notifier) {
             notifier.heartbeat();
         }
         match message.kind {
             Kind::Ready => {
                 self.ready = true;
+                if let Err(e) = self.lines.trigger_ready() {
+                    self.line_failed(&e);
+                }
                 if let Some(notifier) = &mut self.notifier {
                     notifier.ready();
+                }
+            }
+            Kind::Triggered => {
+                if let Err(e) = self.lines.part_started() {
+                    self.line_failed(&e);
                 }
             }
             Kind::Show => match self.show(message.verdict) {
@@ -438,6 +458,11 @@ impl SupervisorLink {
         self.send(Kind::Alive, Verdict::Error, 0, "")
     }
 
+    /// A trigger was taken: BUSY goes up until its verdict's handshake ends.
+    pub(crate) fn triggered(&mut self) -> Result<(), LinkError> {
+        self.send(Kind::Triggered, Verdict::Error, 0, "")
+    }
+
     /// A status line for the service manager (`STATUS=`), cut to [`TEXT`] bytes.
     pub fn status(&mut self, text: &str) -> Result<(), LinkError> {
         self.send(Kind::Status, Verdict::Error, 0, text)
@@ -478,7 +503,7 @@ pub fn pair(lines: VerdictLines, loop_deadline: Duration) -> Result<(Supervisor,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::station::lines::{LineSettings, NoLine, Output, OutputMode, SafeState};
+    use crate::station::lines::{Handshake, LineSettings, NoLine, Output, OutputMode, SafeState};
     use embedded_hal::digital::{ErrorType, OutputPin};
     use std::sync::{Arc, Mutex};
 
@@ -507,12 +532,17 @@ mod tests {
     /// A supervisor on its own thread over probe lines (level mode), and the worker's link.
     fn supervised(deadline: Duration) -> (Levels, SupervisorLink, Arc<AtomicBool>, std::thread::JoinHandle<Ended>) {
         let levels = Levels::default();
-        let outputs: [Output; 3] = std::array::from_fn(|i| Box::new(Probe(i, levels.clone())) as Output);
+        // PASS, FAIL, READY probed; BUSY and RESULT-VALID (no strobe here) go nowhere.
+        let outputs: [Output; 5] = std::array::from_fn(|i| match i {
+            0..3 => Box::new(Probe(i, levels.clone())) as Output,
+            _ => Box::new(NoLine) as Output,
+        });
         let settings = LineSettings {
             active_low: false,
             mode: OutputMode::Level,
             pulse: Duration::from_millis(10),
             safe: SafeState::default(),
+            handshake: Handshake { settle: Duration::ZERO, valid: Duration::ZERO },
         };
         let (mut supervisor, link) = pair(VerdictLines::new(outputs, settings), deadline).unwrap();
         assert_eq!(*levels.lock().unwrap(), SAFE, "safe before the worker says anything");
@@ -578,12 +608,14 @@ mod tests {
                 Err(GpioError { line: "pass".into(), reason: "short circuit".into() })
             }
         }
-        let outputs: [Output; 3] = [Box::new(Broken), Box::new(NoLine), Box::new(NoLine)];
+        let outputs: [Output; 5] =
+            [Box::new(Broken), Box::new(NoLine), Box::new(NoLine), Box::new(NoLine), Box::new(NoLine)];
         let settings = LineSettings {
             active_low: false,
             mode: OutputMode::Level,
             pulse: Duration::from_millis(10),
             safe: SafeState::default(),
+            handshake: Handshake { settle: Duration::ZERO, valid: Duration::ZERO },
         };
         let (mut supervisor, mut link) = pair(VerdictLines::new(outputs, settings), Duration::from_secs(9)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));

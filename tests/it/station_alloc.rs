@@ -17,7 +17,9 @@ use clipada::model::{Engine, EngineError, EngineInfo, ModelFile, Precision, RawO
 use clipada::pipeline::{Extractor, Inspector, Memory};
 use clipada::sink::framebuffer::Framebuffer;
 use clipada::source::{Frame, FrameSource, SourceError};
-use clipada::station::lines::{LineSettings, Output, OutputMode, Recorder, RecordingPin, SafeState, VerdictLines};
+use clipada::station::lines::{
+    Handshake, LineSettings, Output, OutputMode, Recorder, RecordingPin, SafeState, VerdictLines, OUTPUT_NAMES,
+};
 use clipada::station::log::ResultLog;
 use clipada::station::supervisor;
 use clipada::station::trigger::Trigger;
@@ -152,8 +154,9 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
         mode: OutputMode::Level,
         pulse: Duration::from_millis(10),
         safe: SafeState::default(),
+        handshake: Handshake { settle: Duration::from_millis(1), valid: Duration::from_millis(2) },
     };
-    let lines = VerdictLines::new([pin("pass"), pin("fail"), pin("ready")], settings);
+    let lines = VerdictLines::new(OUTPUT_NAMES.map(pin), settings);
     let (mut supervisor, link) = supervisor::pair(lines, Duration::from_secs(2)).unwrap();
     let supervisor_stop = std::sync::Arc::new(AtomicBool::new(false));
     let stop_supervisor = supervisor_stop.clone();

@@ -34,6 +34,7 @@ fn the_station_screen_matches_its_snapshot() {
         passed: 12,
         failed: 3,
         errors: 1,
+        missed: 0,
     };
     StationScreen::default().draw(&mut fb, Some(&frame), &status).unwrap();
     fb.flush().unwrap();

@@ -51,6 +51,7 @@ kind = "recording"
 record = {gpio:?}
 output = "pulse"
 pulse_ms = 15
+result_valid_ms = 10
 # These tests are not about the loop's deadline (station::supervisor's tests are): under
 # emulation a frame may take seconds.
 loop_deadline_ms = 60000
@@ -103,6 +104,9 @@ fn pulses(levels: &[Level]) -> Vec<(String, f64, Option<f64>)> {
     for level in levels {
         if level.line == "ready" {
             ready = level.high;
+            continue;
+        }
+        if level.line != "pass" && level.line != "fail" {
             continue;
         }
         let before = state.insert(level.line.clone(), level.high);
@@ -158,9 +162,11 @@ fn replaying_good_and_defective_parts_gives_the_expected_pulses_logs_and_images(
     let out = output.stdout;
 
     let levels = recorded(dir.path());
-    // The safe state comes first, before any verdict: READY low, PASS low, FAIL asserted.
-    let start: Vec<(&str, bool)> = levels[..3].iter().map(|l| (l.line.as_str(), l.high)).collect();
-    assert_eq!(start, [("ready", false), ("pass", false), ("fail", true)]);
+    // The safe state comes first, before any verdict: BUSY asserted, RESULT-VALID low, READY
+    // low, PASS low, FAIL asserted.
+    let start: Vec<(&str, bool)> = levels[..5].iter().map(|l| (l.line.as_str(), l.high)).collect();
+    assert_eq!(start, [("busy", true), ("valid", false), ("ready", false), ("pass", false), ("fail", true)]);
+    assert_eq!(check_handshake(&levels, 2.0, 10.0), 10, "every result strobed, the last one too");
     let pulses = pulses(&levels);
     let lines: Vec<&str> = pulses.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(lines, EXPECTED, "one pulse per part, on the line of its ground truth");
@@ -492,4 +498,73 @@ fn a_frame_exposed_before_its_trigger_is_never_judged() {
     assert_eq!((summary.passed, summary.failed), (0, 0), "{summary:?}");
     assert!(summary.errors > 0 && summary.stale_frames == 12, "{summary:?}");
     assert!(log.contains("no frame exposed after the trigger within 500 ms"), "{log}");
+}
+
+/// Checks the PLC handshake over a GPIO record (docs/ARCHITECTURE.md, "PLC handshake"): each
+/// result's verdict lines are written, then settle at least `settle_ms` before RESULT-VALID
+/// rises; RESULT-VALID stays up at least `valid_ms` with no verdict line written meanwhile; BUSY
+/// is up from before the verdict until RESULT-VALID has fallen. Returns the number of strobes.
+fn check_handshake(levels: &[Level], settle_ms: f64, valid_ms: f64) -> usize {
+    let mut busy = true;
+    let mut valid_since: Option<f64> = None;
+    let mut last_verdict_write: Option<f64> = None;
+    let mut strobes = 0;
+    for level in levels {
+        match (level.line.as_str(), level.high) {
+            ("busy", high) => {
+                assert!(high || valid_since.is_none(), "BUSY fell during RESULT-VALID at {} ms", level.ms);
+                busy = high;
+            }
+            ("valid", true) => {
+                assert!(busy, "RESULT-VALID rose without BUSY at {} ms", level.ms);
+                let written = last_verdict_write.expect("a result before its strobe");
+                assert!(level.ms - written >= settle_ms, "settled {} ms only, at {} ms", level.ms - written, level.ms);
+                valid_since = Some(level.ms);
+                strobes += 1;
+            }
+            ("valid", false) => {
+                if let Some(since) = valid_since.take() {
+                    assert!(level.ms - since >= valid_ms, "RESULT-VALID held {} ms only", level.ms - since);
+                }
+            }
+            (line, _) => {
+                assert!(valid_since.is_none(), "{line} written during RESULT-VALID at {} ms", level.ms);
+                assert!(busy || line == "ready", "{line} written without BUSY at {} ms", level.ms);
+                last_verdict_write = Some(level.ms);
+            }
+        }
+    }
+    strobes
+}
+
+#[test]
+fn triggers_while_busy_are_each_an_error_and_every_result_is_strobed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "default", false);
+    // Part 1 at 500 ms with two more triggers 6 and 12 ms later, while it is judged; a 1 ms
+    // glitch (shorter than the debounce); part 2 at 2500 ms with one more 6 ms later.
+    let script = dir.path().join("trigger.txt");
+    std::fs::write(
+        &script,
+        "500 1\n504 0\n506 1\n509 0\n512 1\n515 0\n1500 1\n1501 0\n2500 1\n2504 0\n2506 1\n2509 0\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[gpio]\n",
+        &format!("[trigger]\nmode = \"gpio\"\ndebounce_ms = 2\n\n[gpio]\ntrigger_script = {script:?}\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let summary = run_quietly(&config);
+    // Every trigger has its verdict: 2 parts judged, 3 missed (ERROR); the glitch is none.
+    assert_eq!((summary.frames, summary.missed_triggers, summary.errors), (5, 3, 3), "{summary:?}");
+    let records = results(dir.path());
+    let verdicts: Vec<&str> = records.iter().map(|r| r["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts[1..3], ["error", "error"], "{records:?}");
+    assert_eq!(verdicts[4], "error", "{records:?}");
+    assert!(verdicts[0] != "error" && verdicts[3] != "error", "{records:?}");
+    let missed: Vec<u64> = records.iter().map(|r| r["missed_triggers"].as_u64().unwrap()).collect();
+    assert_eq!(missed, [0, 1, 2, 2, 3]);
+    assert!(records[1]["error"].as_str().unwrap().contains("missed trigger"), "{records:?}");
+    // Each result, ERROR included, is strobed after it settled, in order.
+    assert_eq!(check_handshake(&recorded(dir.path()), 2.0, 10.0), 5);
 }
