@@ -83,20 +83,26 @@ class PromptLearner(nn.Module):
         for state in ("normal", "abnormal"):
             prompts = [f"{placeholder} {t.format(w)}" for w in STATE_WORDS[state] for t in TEMPLATES]
             tokens.append(open_clip.tokenize(prompts))
-        self.register_buffer("tokens", torch.stack(tokens), persistent=False)  # [2, P, 77]
+        tokens = torch.stack(tokens)  # [2, P, 77]
+        # The text encoder's attention is causal, so the positions after the longest prompt's end
+        # token change no end token's output: they are left out (most of the 77).
+        if clip.attn_mask is not None:
+            tokens = tokens[..., : int(tokens.argmax(dim=-1).max()) + 1]
+        self.register_buffer("tokens", tokens, persistent=False)
 
     def forward(self, clip):
         """The two normalised text embeddings [2, E] (normal, abnormal)."""
         states, prompts, length = self.tokens.shape
         flat = self.tokens.reshape(states * prompts, length)
-        x = clip.token_embedding(flat)  # [S*P, 77, W]
+        x = clip.token_embedding(flat)  # [S*P, T, W]
         context = (
             self.context[:, None].expand(states, prompts, self.n_ctx, -1).reshape(states * prompts, self.n_ctx, -1)
         )
         # Token 0 is the start token; the next n_ctx are the placeholders the context replaces.
         x = torch.cat([x[:, :1], context, x[:, 1 + self.n_ctx :]], dim=1)
-        x = x + clip.positional_embedding
-        x = clip.transformer(x, attn_mask=clip.attn_mask)
+        x = x + clip.positional_embedding[:length]
+        attn_mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]
+        x = clip.transformer(x, attn_mask=attn_mask)
         x = clip.ln_final(x)
         x = x[torch.arange(x.shape[0]), flat.argmax(dim=-1)] @ clip.text_projection
         x = F.normalize(x, dim=-1).reshape(states, prompts, -1).mean(dim=1)

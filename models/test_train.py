@@ -12,8 +12,10 @@ import unittest
 
 import numpy as np
 import onnx
+import open_clip
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 import clipada_torch
 import export
@@ -71,6 +73,27 @@ class SyntheticAnomalies(unittest.TestCase):
         altered, mask = synthesis.synthesize(image, None, rng, anomaly_rate=0.0)
         np.testing.assert_array_equal(altered, image)
         self.assertEqual(mask.sum(), 0)
+
+
+class Prompts(unittest.TestCase):
+    def test_the_prompts_give_clips_own_text_embeddings_when_the_context_is_the_placeholder_word(self):
+        """The learner encodes only up to the longest prompt's end token; open_clip's encode_text
+        encodes all 77 positions."""
+        model = tiny_model()
+        placeholder = open_clip.tokenize(["X"])[0, 1]
+        with torch.no_grad():
+            model.prompts.context.copy_(model.clip.token_embedding.weight[placeholder].expand_as(model.prompts.context))
+            expected = []
+            for state in ("normal", "abnormal"):
+                prompts = [
+                    f"{' '.join(['X'] * TINY.prompt_tokens)} {template.format(word)}"
+                    for word in clipada_torch.STATE_WORDS[state]
+                    for template in clipada_torch.TEMPLATES
+                ]
+                embeddings = F.normalize(model.clip.encode_text(open_clip.tokenize(prompts)), dim=-1)
+                expected.append(F.normalize(embeddings.mean(dim=0), dim=-1))
+            self.assertLess(model.prompts.tokens.shape[-1], 77)
+            torch.testing.assert_close(model.text_embeddings(), torch.stack(expected), rtol=0, atol=1e-6)
 
 
 class Training(unittest.TestCase):
