@@ -117,6 +117,11 @@ def prepare(model, samples, directory, budget_gb, precision, batch, device, log=
     if decision == "build":
         log(f"feature cache: computing {len(samples)} samples ({size / 1e9:.2f} GB) into {directory}")
         build(model, samples, directory, key, precision, batch, device)
+    if not (directory / MANIFEST).exists():
+        raise SystemExit(
+            f"{directory / MANIFEST}, written by rank 0, is not visible here: --cache-dir must be "
+            "a folder all ranks see (or give --no-cache)"
+        )
     manifest = json.loads((directory / MANIFEST).read_text())
     return FeatureCache(directory, manifest, built=decision == "build")
 
