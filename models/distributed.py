@@ -47,6 +47,15 @@ def from_rank0(compute):
     return value[0]
 
 
+def gather(value):
+    """[value of rank 0, value of rank 1, ...] on every rank (any picklable value)."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * world()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def mean(tensor):
     """The mean of `tensor` over all ranks."""
     if not dist.is_initialized():

@@ -12,12 +12,19 @@ rank 0 writes the manifest last, once every shard is complete. Every rank reads 
 batches from all shards, so DIR must be a folder all ranks see (a shared filesystem across
 machines). The manifest's key names the CLIP model, a SHA-256 of its frozen image tower's
 weights, the image size, the taps, the precision, the synthesis seed, the sample count and the
-data files (path, size, modification time): a folder whose manifest differs is rebuilt.
+data files (path, size, modification time: an image rewritten with the same size and its old
+modification time is not noticed): a folder whose manifest differs is rebuilt. The manifest also
+records each shard file's size and modification time; a shard that is missing, changed since, or
+not of the shape and type of the key is rebuilt too, never read.
+
+The folder holds only these files: one holding anything else (a user's files, a subfolder, a
+symbolic link) is refused and left as it is, and a rebuild deletes only the names above.
 """
 
 import hashlib
 import json
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -26,7 +33,8 @@ import torch
 import distributed
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: the manifest records the shard files' sizes and modification times
+OWN = re.compile(r"(patch|image|mask)-\d+\.npy|manifest\.json(\.partial)?")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -91,30 +99,97 @@ class FeatureCache:
         return {"patch": rows("patch"), "image": rows("image")}, rows("mask").float()
 
 
+def shapes_of(model, rows):
+    """The shape and type of each of a shard's arrays, for a shard of `rows` samples."""
+    size, embed = model.config.image_size, model.clip.visual.proj.shape[1]
+    return {
+        "patch": ((rows, len(model.config.taps), model.grid**2, embed), np.float32),
+        "image": ((rows, embed), np.float32),
+        "mask": ((rows, size, size), np.uint8),
+    }
+
+
+def foreign(directory):
+    """The first entry of `directory` this module did not write (by name and kind), or None."""
+    for entry in sorted(directory.iterdir()):
+        if entry.is_symlink() or not entry.is_file() or not OWN.fullmatch(entry.name):
+            return entry
+    return None
+
+
+def problem(directory, key, model):
+    """Why the cache in `directory` cannot be read for `key` (None when it can)."""
+    path = directory / MANIFEST
+    if not path.exists():
+        return f"no {path}"
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest["key"] != key:
+            return f"{path} was made for other settings"
+        shards, files = manifest["shards"], manifest["files"]
+        starts = [start for start, _ in shards]
+        stops = [stop for _, stop in shards]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"{path} is damaged ({type(error).__name__}: {error})"
+    if not shards or starts[0] != 0 or stops[-1] != key["samples"] or starts[1:] != stops[:-1]:
+        return f"{path}: its shards {shards} do not cover samples 0..{key['samples']}"
+    for r, (start, stop) in enumerate(shards):
+        for name, (shape, dtype) in shapes_of(model, stop - start).items():
+            file = directory / f"{name}-{r}.npy"
+            if not file.is_file():
+                return f"{file} is missing"
+            stat = file.stat()
+            if files.get(file.name) != [stat.st_size, stat.st_mtime_ns]:
+                return f"{file} changed since the cache was built"
+            try:
+                array = np.load(file, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                return f"{file} is damaged ({error})"
+            if array.shape != shape or array.dtype != dtype:
+                return f"{file} holds {array.dtype} {array.shape}, not {np.dtype(dtype)} {shape}"
+    return None
+
+
 def prepare(model, samples, directory, budget_gb, precision, batch, device, log=print):
-    """The FeatureCache of `samples` in `directory` (reused when its manifest matches, else built
-    with batches of `batch`), or None when it would exceed `budget_gb` (10^9 bytes) or the disk's
-    free space: the caller then computes the features every step."""
+    """The FeatureCache of `samples` in `directory` (reused when its manifest matches and its
+    shards are intact, else built with batches of `batch`), or None when it would exceed
+    `budget_gb` (10^9 bytes) or the disk's free space: the caller then computes the features
+    every step. A `directory` holding anything the cache did not write is refused (SystemExit)."""
     directory = pathlib.Path(directory)
     key = key_of(model, samples, precision)
     size = len(samples) * bytes_per_sample(model)
 
     def decide():
-        manifest = directory / MANIFEST
-        if manifest.exists() and json.loads(manifest.read_text())["key"] == key:
-            return "reuse"
+        if directory.exists() and not directory.is_dir():
+            return "refuse", f"--cache-dir {directory} is not a folder"
+        if directory.is_dir():
+            other = foreign(directory)
+            if other is not None:
+                return "refuse", (
+                    f"{other} was not written by the feature cache: --cache-dir {directory} must be a "
+                    "folder of its own (a new one, or one the cache wrote); nothing in it was changed"
+                )
+            why = problem(directory, key, model)
+            if why is None:
+                return "reuse", None
+        else:
+            why = None
         if size > budget_gb * 1e9:
-            return f"{size / 1e9:.1f} GB would exceed --cache-budget-gb {budget_gb:g}"
+            return "off", f"{size / 1e9:.1f} GB would exceed --cache-budget-gb {budget_gb:g}"
         directory.mkdir(parents=True, exist_ok=True)
         if size > shutil.disk_usage(directory).free:
-            return f"{size / 1e9:.1f} GB would not fit the free space of {directory}"
-        return "build"
+            return "off", f"{size / 1e9:.1f} GB would not fit the free space of {directory}"
+        return "build", why
 
-    decision = distributed.from_rank0(decide)
-    if decision not in ("reuse", "build"):
-        log(f"feature cache off: {decision}")
+    decision, why = distributed.from_rank0(decide)
+    if decision == "refuse":
+        raise SystemExit(why)
+    if decision == "off":
+        log(f"feature cache off: {why}")
         return None
     if decision == "build":
+        if why is not None and (directory / MANIFEST).exists():
+            log(f"feature cache: rebuilding, {why}")
         log(f"feature cache: computing {len(samples)} samples ({size / 1e9:.2f} GB) into {directory}")
         build(model, samples, directory, key, precision, batch, device)
     if not (directory / MANIFEST).exists():
@@ -127,26 +202,20 @@ def prepare(model, samples, directory, budget_gb, precision, batch, device, log=
 
 
 def build(model, samples, directory, key, precision, batch, device):
-    """Each rank computes its shard; rank 0 then writes the manifest."""
+    """Each rank computes its shard; rank 0 then writes the manifest. Deletes only the files
+    this module names (`directory` holds no others: `prepare` checked)."""
     rank, world = distributed.rank(), distributed.world()
     if rank == 0:
-        (directory / MANIFEST).unlink(missing_ok=True)
-        for old in directory.glob("*.npy"):
-            old.unlink()
+        for old in directory.iterdir():
+            if OWN.fullmatch(old.name) and (old.is_symlink() or old.is_file()):
+                old.unlink()
     distributed.barrier()
     bounds = np.linspace(0, len(samples), world + 1).astype(int)
     shards = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     start, stop = shards[rank]
-    size = model.config.image_size
-    embed = model.clip.visual.proj.shape[1]
-    shapes = {
-        "patch": ((stop - start, len(model.config.taps), model.grid**2, embed), np.float32),
-        "image": ((stop - start, embed), np.float32),
-        "mask": ((stop - start, size, size), np.uint8),
-    }
     arrays = {
         name: np.lib.format.open_memmap(directory / f"{name}-{rank}.npy", mode="w+", dtype=dtype, shape=shape)
-        for name, (shape, dtype) in shapes.items()
+        for name, (shape, dtype) in shapes_of(model, stop - start).items()
     }
     for first in range(start, stop, batch):
         indices = list(range(first, min(first + batch, stop)))
@@ -160,9 +229,14 @@ def build(model, samples, directory, key, precision, batch, device):
     for array in arrays.values():
         array.flush()
     del arrays
-    distributed.barrier()
+    # Each rank states its own files (what another machine sees of them may lag behind).
+    mine = {}
+    for name in ("patch", "image", "mask"):
+        stat = (directory / f"{name}-{rank}.npy").stat()
+        mine[f"{name}-{rank}.npy"] = [stat.st_size, stat.st_mtime_ns]
+    files = {name: value for each in distributed.gather(mine) for name, value in each.items()}
     if rank == 0:
         partial = directory / f"{MANIFEST}.partial"
-        partial.write_text(json.dumps({"key": key, "shards": shards}, indent=1))
+        partial.write_text(json.dumps({"key": key, "shards": shards, "files": files}, indent=1))
         partial.replace(directory / MANIFEST)
     distributed.barrier()

@@ -194,6 +194,99 @@ class CachedTraining(unittest.TestCase):
             self.assertTrue(prepare(over, model=other_taps, budget_gb=size / 1e9).built)
 
 
+class CacheFolder(unittest.TestCase):
+    """The cache folder holds only what the cache wrote: what it did not write is never changed,
+    and a damaged cache is rebuilt, never read."""
+
+    def prepare(self, cache, samples=None, model=None):
+        samples = samples or train.SampleSet(train.find_images(images=GOOD), 64, 6, seed=1)
+        return feature_cache.prepare(model or self.model, samples, cache, 1.0, "fp32", 4, "cpu", log=quiet)
+
+    def setUp(self):
+        self.model = tiny_model()
+
+    def test_a_folder_holding_files_it_did_not_write_is_refused_and_left_as_it_was(self):
+        with tempfile.TemporaryDirectory() as folder:
+            folder = pathlib.Path(folder)
+            (folder / "user.npy").write_bytes(b"precious")
+            (folder / "notes").mkdir()
+            with self.assertRaises(SystemExit) as refused:
+                self.prepare(folder)
+            self.assertIn(str(folder), str(refused.exception))
+            self.assertEqual(sorted(p.name for p in folder.iterdir()), ["notes", "user.npy"])
+            self.assertEqual((folder / "user.npy").read_bytes(), b"precious")
+
+    def test_a_symbolic_link_in_the_folder_is_refused_and_its_target_untouched(self):
+        with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as elsewhere:
+            folder, target = pathlib.Path(folder), pathlib.Path(elsewhere) / "user.npy"
+            self.assertTrue(self.prepare(folder).built)
+            target.write_bytes(b"precious")
+            for name in ("patch-0.npy", "manifest.json.partial"):
+                (folder / name).unlink(missing_ok=True)
+                (folder / name).symlink_to(target)
+                with self.subTest(name), self.assertRaises(SystemExit) as refused:
+                    self.prepare(folder, train.SampleSet(train.find_images(images=GOOD), 64, 6, seed=9))
+                self.assertIn(name, str(refused.exception))
+                self.assertEqual(target.read_bytes(), b"precious")
+                (folder / name).unlink()
+
+    def test_a_cache_dir_that_is_a_file_is_refused(self):
+        with tempfile.TemporaryDirectory() as folder:
+            path = pathlib.Path(folder) / "cache"
+            path.write_text("not a folder")
+            with self.assertRaises(SystemExit) as refused:
+                self.prepare(path)
+            self.assertIn(str(path), str(refused.exception))
+            self.assertEqual(path.read_text(), "not a folder")
+
+    def test_damaged_shards_and_manifests_are_rebuilt(self):
+        def truncate(folder):
+            with open(folder / "patch-0.npy", "r+b") as f:
+                f.truncate(2000)
+
+        def overwrite(folder):  # same size, new bytes (and modification time)
+            path = folder / "image-0.npy"
+            data = bytearray(path.read_bytes())
+            data[-8:] = b"\xff" * 8
+            path.write_bytes(bytes(data))
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+        def remove(folder):
+            (folder / "mask-0.npy").unlink()
+
+        def garble_manifest(folder):
+            (folder / "manifest.json").write_text('{"ke')
+
+        def more_rows(folder):
+            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest["shards"] = [[0, 9]]
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+
+        def wrong_shape(folder):
+            np.save(folder / "patch-0.npy", np.zeros((6, 1, 4, 64), np.float32))
+            manifest = json.loads((folder / "manifest.json").read_text())
+            stat = (folder / "patch-0.npy").stat()
+            manifest["files"]["patch-0.npy"] = [stat.st_size, stat.st_mtime_ns]
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+
+        samples = train.SampleSet(train.find_images(images=GOOD), 64, 6, seed=1)
+        images, expected_masks = samples.batch(range(6))
+        with torch.no_grad():
+            expected = self.model.frozen_features(images)
+        for damage in (truncate, overwrite, remove, garble_manifest, more_rows, wrong_shape):
+            with self.subTest(damage.__name__), tempfile.TemporaryDirectory() as folder:
+                folder = pathlib.Path(folder)
+                self.assertTrue(self.prepare(folder, samples).built)
+                self.assertFalse(self.prepare(folder, samples).built)
+                damage(folder)
+                self.assertTrue(self.prepare(folder, samples).built)
+                frozen, masks = self.prepare(folder, samples).batch(list(range(6)), "cpu")
+                for key in expected:
+                    torch.testing.assert_close(frozen[key], expected[key], rtol=0, atol=1e-6)
+                torch.testing.assert_close(masks, expected_masks, rtol=0, atol=0)
+
+
 class Checkpoints(unittest.TestCase):
     def test_resuming_after_some_steps_continues_as_the_uninterrupted_run(self):
         paths = train.find_images(images=GOOD)
