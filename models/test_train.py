@@ -1,7 +1,9 @@
 """Tests of the CLIP-ADA training and export code on a tiny open_clip configuration with
 random initial weights, on the CPU (models/test.sh runs them)."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -325,6 +327,58 @@ class Checkpoints(unittest.TestCase):
                 self.assertEqual({t.dtype for t in state["trained"].values()}, {torch.float32})
                 restored = clipada_torch.from_checkpoint(pathlib.Path(out) / "checkpoint.pt")
                 self.assertLessEqual(export.export(restored, pathlib.Path(out) / "m.onnx"), export.TOLERANCE)
+
+
+class Refusals(unittest.TestCase):
+    """Settings a run cannot keep are refused with what is wrong, before any work."""
+
+    def test_resuming_a_checkpoint_of_another_model_or_a_damaged_one_is_refused(self):
+        paths = train.find_images(images=GOOD)
+        options = dict(batch=2, lr=1e-2, seed=0, log=quiet, samples=4)
+        with tempfile.TemporaryDirectory() as out:
+            train.train(tiny_model(), paths, steps=1, out=out, **options)
+            checkpoint = pathlib.Path(out) / "checkpoint.pt"
+            for other in (dataclasses.replace(TINY, taps=(1, 2)), dataclasses.replace(TINY, image_size=32)):
+                with self.subTest(other), self.assertRaises(ValueError) as refused:
+                    train.train(tiny_model(other), paths, steps=2, out=out, resume=True, **options)
+                self.assertIn(str(checkpoint), str(refused.exception))
+            whole = checkpoint.read_bytes()
+            for damaged in (whole[: len(whole) // 2], b"not a checkpoint"):
+                checkpoint.write_bytes(damaged)
+                with self.subTest(len(damaged)), self.assertRaises(ValueError) as refused:
+                    train.train(tiny_model(), paths, steps=2, out=out, resume=True, **options)
+                self.assertIn(str(checkpoint), str(refused.exception))
+
+    def test_a_finished_run_resumed_trains_nothing_and_keeps_its_checkpoint(self):
+        paths = train.find_images(images=GOOD)
+        options = dict(batch=2, lr=1e-2, seed=0, samples=4)
+        with tempfile.TemporaryDirectory() as out:
+            train.train(tiny_model(), paths, steps=2, out=out, log=quiet, **options)
+            before = (pathlib.Path(out) / "checkpoint.pt").read_bytes()
+            said = []
+            losses = train.train(tiny_model(), paths, steps=1, out=out, resume=True, log=said.append, **options)
+            self.assertEqual(len(losses), 2)
+            self.assertTrue(any("nothing to train" in line for line in said), said)
+            self.assertEqual((pathlib.Path(out) / "checkpoint.pt").read_bytes(), before)
+
+    def test_bad_numbers_on_the_command_line_are_refused_by_name(self):
+        base = ["--clip", "tiny", "--images", str(GOOD), "--out", "/nonexistent/out"]
+        for option, value in (
+            ("--samples", "0"),
+            ("--batch", "0"),
+            ("--steps", "0"),
+            ("--steps", "-3"),
+            ("--save-every", "-1"),
+            ("--limit-images", "0"),
+            ("--cache-budget-gb", "nan"),
+        ):
+            with self.subTest(option=option, value=value):
+                errors = io.StringIO()
+                with contextlib.redirect_stderr(errors), self.assertRaises(SystemExit) as refused:
+                    train.parse_args([*base, option, value])
+                self.assertEqual(refused.exception.code, 2)
+                self.assertIn(option, errors.getvalue())
+        self.assertEqual(train.parse_args(base).steps, 3000)
 
 
 class Distributed(unittest.TestCase):

@@ -56,6 +56,10 @@ DEFAULT_SAMPLES = 8192
 DEFAULT_CACHE_BUDGET_GB = 40.0
 
 
+class Refused(ValueError):
+    """Settings or files this run cannot use; main() prints the message without a traceback."""
+
+
 def find_images(data=None, images=None, limit=None):
     """Normal training images: per category under an MVTec/VisA root, or one folder."""
     groups = []
@@ -199,7 +203,7 @@ def train(
     rank, world = distributed.rank(), distributed.world()
     log = log if rank == 0 else (lambda _: None)
     if samples < batch * world:
-        raise ValueError(f"--samples {samples} is less than one global batch ({batch} x {world})")
+        raise Refused(f"--samples {samples} is less than one global batch ({batch} x {world})")
     model.to(device)
     data = SampleSet(paths, model.config.image_size, samples, synthesis_seed)
     cache = None
@@ -211,6 +215,9 @@ def train(
     first, losses = 1, []
     if resume and out is not None:
         first, losses = restore(model, optimiser, scaler, out, run, log)
+        if first > steps:
+            checkpoint = pathlib.Path(out) / "checkpoint.pt"
+            log(f"{checkpoint} is already at step {first - 1} (--steps {steps}): nothing to train")
     head = parallel_head(model, device)
     started = time.time()
     for step in range(first, steps + 1):
@@ -234,6 +241,8 @@ def train(
         if out is not None and rank == 0 and (step == steps or (save_every and step % save_every == 0)):
             training = {"step": step, "run": run, "optimiser": optimiser.state_dict(), "scaler": scaler.state_dict()}
             save(model, out, losses, {**training, "rng": rng_states()})
+            if step == steps:
+                log(f"wrote {pathlib.Path(out) / 'checkpoint.pt'}")
     return losses
 
 
@@ -248,12 +257,29 @@ def restore(model, optimiser, scaler, out, run, log):
     """Loads OUT/checkpoint.pt (read by rank 0, sent to all) into the model, optimiser, gradient
     scaler and RNGs; returns (first step to run, losses so far), (1, []) without a checkpoint."""
     path = pathlib.Path(out) / "checkpoint.pt"
-    state = distributed.from_rank0(lambda: torch.load(path, map_location="cpu") if path.exists() else None)
+
+    def read():
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu")
+        except Exception as error:  # noqa: BLE001 - any unreadable file: refused below, by name
+            return f"{type(error).__name__}: {error}"
+
+    state = distributed.from_rank0(read)
     if state is None:
         log(f"no {path} to resume from: starting at step 1")
         return 1, []
+    needed = {"config", "trained", "run", "step", "losses", "optimiser", "scaler", "rng"}
+    if not isinstance(state, dict) or not needed <= state.keys():
+        why = state if isinstance(state, str) else f"it lacks {sorted(needed - set(state))}"
+        raise Refused(f"{path} is not a checkpoint train.py can resume ({why}): move it away or start elsewhere")
     if state["run"] != run:
-        raise ValueError(f"{path} was trained with {state['run']}, this run is {run}: resume it with the same")
+        raise Refused(f"{path} was trained with {state['run']}, this run is {run}: resume it with the same")
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in model.state()["config"].items()}
+    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in state["config"].items()}
+    if saved != config:
+        raise Refused(f"{path} is a model of {saved}, this run's is {config}: resume it with the same")
     device = model.trainable()[0].device
     model.load_state_dict({k: v.to(device) for k, v in state["trained"].items()}, strict=False)
     optimiser.load_state_dict(state["optimiser"])
@@ -275,7 +301,8 @@ def save(model, out, losses, training=None):
     (out / "losses.json").write_text(json.dumps(losses))
 
 
-def main():
+def parse_args(argv=None):
+    """The command line, with numbers outside their range refused by option name."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", default="ViT-B-16", help="open_clip model name, or 'tiny' for the test configuration")
     parser.add_argument("--weights", type=pathlib.Path, help="local open_clip weights of --clip (never downloaded)")
@@ -310,9 +337,27 @@ def main():
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=pathlib.Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.data is None and args.images is None:
         parser.error("give --data or --images")
+    for option, value, least in (
+        ("--samples", args.samples, 1),
+        ("--batch", args.batch, 1),
+        ("--steps", args.steps, 1),
+        ("--save-every", args.save_every, 0),
+        ("--prompt-tokens", args.prompt_tokens, 1),
+        ("--image-size", args.image_size, 1),
+        ("--limit-images", args.limit_images, 1),
+    ):
+        if value is not None and value < least:
+            parser.error(f"{option} {value}: must be at least {least}")
+    if not args.cache_budget_gb == args.cache_budget_gb:  # NaN
+        parser.error("--cache-budget-gb nan: give a number of GB")
+    return args
+
+
+def main():
+    args = parse_args()
     device = distributed.start(args.device)
     config = clipada_torch.ModelConfig(
         clip=args.clip, image_size=args.image_size, taps=tuple(args.taps), prompt_tokens=args.prompt_tokens
@@ -325,25 +370,26 @@ def main():
             f"{len(paths)} normal images, {args.samples} samples; training "
             f"{sum(p.numel() for p in model.trainable())} parameters on {distributed.world()} x {device}"
         )
-    train(
-        model,
-        paths,
-        args.steps,
-        args.batch,
-        args.lr,
-        args.seed,
-        device,
-        args.out,
-        args.save_every,
-        samples=args.samples,
-        synthesis_seed=args.synthesis_seed,
-        cache_dir=None if args.no_cache else (args.cache_dir or args.out / "cache"),
-        cache_budget_gb=args.cache_budget_gb,
-        precision=args.precision,
-        resume=args.resume,
-    )
-    if distributed.rank() == 0:
-        print(f"wrote {args.out / 'checkpoint.pt'}")
+    try:
+        train(
+            model,
+            paths,
+            args.steps,
+            args.batch,
+            args.lr,
+            args.seed,
+            device,
+            args.out,
+            args.save_every,
+            samples=args.samples,
+            synthesis_seed=args.synthesis_seed,
+            cache_dir=None if args.no_cache else (args.cache_dir or args.out / "cache"),
+            cache_budget_gb=args.cache_budget_gb,
+            precision=args.precision,
+            resume=args.resume,
+        )
+    except Refused as error:
+        raise SystemExit(f"train.py: {error}") from None
     distributed.stop()
 
 
