@@ -298,7 +298,8 @@ impl VerdictLines {
             }
             _ => {}
         }
-        if self.pulsing.is_some_and(|(_, ends)| now >= ends) {
+        // A pulse lasts until its result's strobe has ended, however late that is.
+        if self.handshake.is_none() && self.pulsing.is_some_and(|(_, ends)| now >= ends) {
             self.end_pulse()?;
         }
         match self.pending {
@@ -322,11 +323,9 @@ impl VerdictLines {
         Ok(())
     }
 
-    /// When the running pulse or handshake phase ends, the earlier, if one is running.
+    /// When the running handshake phase ends, or else the running pulse, if one is running.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let pulse = self.pulsing.map(|(_, ends)| ends);
-        let phase = self.handshake.map(Phase::ends);
-        pulse.into_iter().chain(phase).min()
+        self.handshake.map(Phase::ends).or(self.pulsing.map(|(_, ends)| ends))
     }
 
     fn end_pulse(&mut self) -> Result<(), GpioError> {

@@ -229,10 +229,14 @@ impl Shared {
     }
 }
 
-/// The TRIGGER input's listener thread and its queue of debounced triggers.
+/// The TRIGGER input's listener thread and its queue of debounced triggers. The thread starts
+/// when the station first waits for a trigger (a chip's kernel holds the edges that come before
+/// it, which are then overruns; a script's clock starts then).
 pub struct TriggerListener {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    /// The input and its debouncer, until the thread takes them.
+    unstarted: Option<(Box<dyn EdgeSource>, Debouncer)>,
     thread: Option<JoinHandle<()>>,
     on_busy: OnBusy,
 }
@@ -248,19 +252,31 @@ impl TriggerListener {
     ) -> Result<TriggerListener, GpioError> {
         let debounce = if source.debounced() { Duration::ZERO } else { debounce };
         let debouncer = Debouncer::new(edge, debounce, source.level()?);
-        let shared = Arc::new(Shared::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (theirs, their_stop) = (shared.clone(), stop.clone());
+        Ok(TriggerListener {
+            shared: Arc::new(Shared::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+            unstarted: Some((source, debouncer)),
+            thread: None,
+            on_busy,
+        })
+    }
+
+    /// Starts the listener thread, if not yet started.
+    fn listen(&mut self) -> Result<(), GpioError> {
+        let Some((mut source, debouncer)) = self.unstarted.take() else { return Ok(()) };
+        let (shared, stop) = (self.shared.clone(), self.stop.clone());
         let thread = std::thread::Builder::new()
             .name("trigger".into())
-            .spawn(move || listen(source.as_mut(), debouncer, &theirs, &their_stop))
+            .spawn(move || listen(source.as_mut(), debouncer, &shared, &stop))
             .map_err(|e| GpioError { line: "trigger".into(), reason: format!("cannot start its listener: {e}") })?;
-        Ok(TriggerListener { shared, stop, thread: Some(thread), on_busy })
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// The next trigger: `waiting_since` is when the station became free for it, so a trigger
     /// that came before is an overrun. Waits in slices of [`STOP_CHECK`], calling `idle`.
     fn wait(&mut self, waiting_since: Instant, stop: &AtomicBool, idle: &mut dyn FnMut()) -> Result<Fired, GpioError> {
+        self.listen()?;
         let mut pending = self.shared.lock();
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -319,7 +335,13 @@ fn listen(source: &mut dyn EdgeSource, mut debouncer: Debouncer, shared: &Shared
                     shared.update(|p| p.push(at));
                 }
             }
-            Ok(InputEvent::Quiet) => {}
+            // Nothing changed until now (events queued behind a late listener are read first:
+            // settling on the clock alone would take a level the next event undoes).
+            Ok(InputEvent::Quiet) => {
+                if let Some(at) = debouncer.settle(Instant::now()) {
+                    shared.update(|p| p.push(at));
+                }
+            }
             Ok(InputEvent::Ended) => {
                 // The last level holds for ever: it completes its debounce.
                 if let Some(at) = debouncer.deadline().and_then(|deadline| debouncer.settle(deadline)) {
@@ -333,24 +355,21 @@ fn listen(source: &mut dyn EdgeSource, mut debouncer: Debouncer, shared: &Shared
                 std::thread::sleep(INPUT_RETRY);
             }
         }
-        if let Some(at) = debouncer.settle(Instant::now()) {
-            shared.update(|p| p.push(at));
-        }
     }
 }
 
 /// A TRIGGER input played from a script (tests, benchmarks, replays with no hardware): lines of
 /// `<milliseconds from start> <0|1>`, in order; `#` starts a comment. The level is low before
-/// the first line; the clock starts when the source is made.
+/// the first line; the clock starts when the station first waits for a trigger.
 pub struct ScriptedInput {
     changes: std::vec::IntoIter<(Duration, bool)>,
-    started: Instant,
+    started: Option<Instant>,
 }
 
 impl ScriptedInput {
-    /// Level changes at the given offsets from now.
+    /// Level changes at the given offsets from the first wait.
     pub fn new(changes: Vec<(Duration, bool)>) -> Self {
-        ScriptedInput { changes: changes.into_iter(), started: Instant::now() }
+        ScriptedInput { changes: changes.into_iter(), started: None }
     }
 
     /// Reads a script file: at most 1 MiB, times in order, levels 0 or 1.
@@ -393,7 +412,7 @@ impl EdgeSource for ScriptedInput {
 
     fn next(&mut self, timeout: Duration) -> Result<InputEvent, GpioError> {
         let Some(&(offset, high)) = self.changes.as_slice().first() else { return Ok(InputEvent::Ended) };
-        let at = self.started + offset;
+        let at = *self.started.get_or_insert_with(Instant::now) + offset;
         let now = Instant::now();
         if at > now + timeout {
             std::thread::sleep(timeout);
