@@ -157,6 +157,11 @@ impl Extractor {
         self.engine.info()
     }
 
+    /// The SHA-256 (hex) of the model file.
+    pub fn model_sha256(&self) -> &str {
+        &self.model_sha256
+    }
+
     /// What a memory made (or used) with this extractor, scoring with or without `refine`,
     /// is for.
     pub fn made_for(&self, refine: bool) -> MadeFor {
@@ -181,12 +186,15 @@ pub struct Memory {
     pub bank: MemoryBank,
     /// Its file.
     pub path: PathBuf,
+    /// The SHA-256 (hex) of the file read; none for a calibration just run.
+    pub sha256: Option<String>,
 }
 
 impl Memory {
     /// Reads the memory file at `path`.
     pub fn read(path: &Path) -> Result<Memory, MemoryFileError> {
-        Ok(Memory { bank: memory_file::read(path)?, path: path.to_path_buf() })
+        let (bank, sha256) = memory_file::read_hashed(path)?;
+        Ok(Memory { bank, path: path.to_path_buf(), sha256: Some(sha256) })
     }
 }
 
@@ -295,6 +303,11 @@ impl Inspector {
     /// The engine running the model.
     pub fn info(&self) -> EngineInfo {
         self.extractor.info()
+    }
+
+    /// The SHA-256 (hex) of the model file.
+    pub fn model_sha256(&self) -> &str {
+        self.extractor.model_sha256()
     }
 
     /// The model's contract.

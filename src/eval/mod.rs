@@ -156,7 +156,7 @@ fn evaluate_category(
     // The dataset labels train/good as good: every one of them is kept.
     let settings = Settings { memory_size: options.memory_size, refine, keep_outliers: true };
     let calibration = calibrate(&mut extractor, &good, settings, &never, &mut |_, _, _| {})?;
-    let memory = Memory { bank: calibration.bank, path: train };
+    let memory = Memory { bank: calibration.bank, path: train, sha256: None };
     let mut inspector = Inspector::new(extractor, refine, Some(&memory), None)?;
 
     let (mut image_scores, mut image_labels) = (Vec::new(), Vec::new());

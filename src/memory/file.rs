@@ -248,8 +248,13 @@ fn check_header(header: &Header) -> Result<(), (&'static str, String)> {
 
 /// Reads the memory file at `path` (a regular file of bounded size), checking every field.
 pub fn read(path: &Path) -> Result<MemoryBank, MemoryFileError> {
+    read_hashed(path).map(|(bank, _)| bank)
+}
+
+/// Reads the memory file at `path`, with the SHA-256 (hex) of the very bytes read.
+pub fn read_hashed(path: &Path) -> Result<(MemoryBank, String), MemoryFileError> {
     let bytes = read_regular(path, limits::FILE_BYTES, "memory file")?;
-    from_bytes(path, &bytes)
+    Ok((from_bytes(path, &bytes)?, crate::model::contract::sha256_hex(&bytes)))
 }
 
 /// Refuses `bank` (read from `path`) unless it was made for `used`: the same model file

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::lines::{NoLine, Output, Recorder, RecordingPin, VerdictLines, OUTPUT_NAMES};
-use super::log::{FailureArchive, ResultLog};
+use super::log::{FailureArchive, PartIds, ResultLog};
 use super::plan::{OutputsPlan, SourcePlan, StationPlan, TriggerInput, TriggerPlan};
 use super::supervisor;
 use super::trigger::{EdgeSource, ScriptedInput, Trigger, TriggerListener};
@@ -137,15 +137,32 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         .map(|d| Framebuffer::open(&d.device, d.geometry))
         .transpose()
         .with_context(|| format!("{file}: `display.device`"))?;
-    let results =
-        plan.results.as_deref().map(ResultLog::open).transpose().with_context(|| format!("{file}: `log.results`"))?;
+    let results = plan
+        .results
+        .as_ref()
+        .map(|(path, rotation)| ResultLog::open(path, *rotation))
+        .transpose()
+        .with_context(|| format!("{file}: `log.results`"))?;
+    let part_ids = PartIds::open(&plan.state_dir).with_context(|| format!("{file}: `state_dir`"))?;
+    let memory_sha256 = memory.as_ref().and_then(|m| m.sha256.clone());
     let archive = plan
         .failures
         .as_ref()
         .map(|f| FailureArchive::open(&f.dir, f.max_images, f.max_bytes))
         .transpose()
         .with_context(|| format!("{file}: `log.failures_dir`"))?;
-    Ok(StationParts { inspector, source, trigger, freshness: plan.freshness, roi, display, results, archive })
+    Ok(StationParts {
+        inspector,
+        source,
+        trigger,
+        freshness: plan.freshness,
+        roi,
+        display,
+        results,
+        archive,
+        part_ids: Some(part_ids),
+        memory_sha256,
+    })
 }
 
 #[cfg(feature = "camera")]

@@ -383,6 +383,16 @@ pub struct LogSection {
     /// Most bytes kept in `failures_dir` (oldest deleted first), at least 1 MiB.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// The result log is rotated before it grows past this, 64 KiB to 1 TiB.
+    #[serde(default = "default_results_max_bytes")]
+    pub results_max_bytes: u64,
+    /// The result log is rotated once its first line is this old, 1 to 8760 hours.
+    #[serde(default = "default_results_max_age_hours")]
+    pub results_max_age_hours: u64,
+    /// Rotated result logs kept (`results.jsonl.1` newest), 0 to 1000: at most
+    /// `results_max_bytes` × (`results_keep` + 1) bytes in all.
+    #[serde(default = "default_results_keep")]
+    pub results_keep: u32,
 }
 
 impl Default for LogSection {
@@ -392,6 +402,9 @@ impl Default for LogSection {
             failures_dir: None,
             max_images: default_max_images(),
             max_bytes: default_max_bytes(),
+            results_max_bytes: default_results_max_bytes(),
+            results_max_age_hours: default_results_max_age_hours(),
+            results_keep: default_results_keep(),
         }
     }
 }
@@ -401,6 +414,15 @@ fn default_max_images() -> usize {
 }
 fn default_max_bytes() -> u64 {
     512 << 20
+}
+fn default_results_max_bytes() -> u64 {
+    16 << 20
+}
+fn default_results_max_age_hours() -> u64 {
+    24
+}
+fn default_results_keep() -> u32 {
+    30
 }
 
 /// A config that could not be read: the file, the key path and the reason.

@@ -8,21 +8,41 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use image::RgbImage;
 use serde::Serialize;
 
 use crate::sink::png::png_bytes;
-use crate::storage::owned::{open_owned, FileKind, FolderKind, OwnedDir};
+use crate::storage::owned::{open_owned, rotate, FileKind, FolderKind, OwnedDir};
 use crate::verdict::Verdict;
+
+/// What judged the parts: model and memory (SHA-256 prefixes), engine, provider, precision.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Provenance {
+    /// The model file's SHA-256, first 16 hex digits.
+    pub model_sha256: String,
+    /// The memory file's SHA-256, first 16 hex digits (none without a memory).
+    pub memory_sha256: Option<String>,
+    /// `tract` or `ort`.
+    pub engine: &'static str,
+    /// `cpu`, `cuda`, `tensorrt`.
+    pub provider: &'static str,
+    /// `fp32`, `fp16`, `int8`.
+    pub precision: &'static str,
+}
+
+/// Hex digits of a SHA-256 kept in records: enough to tell files apart, short enough to read.
+pub const SHA256_PREFIX: usize = 16;
 
 /// One verdict as logged.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultRecord<'a> {
     /// UTC time of the verdict, RFC 3339 with milliseconds.
     pub time: &'a str,
+    /// The part's ID: increasing across restarts (none when the station keeps no state).
+    pub part_id: Option<u64>,
     /// Frame number since start, from 1.
     pub frame: u64,
     /// Image score; absent for ERROR.
@@ -35,30 +55,135 @@ pub struct ResultRecord<'a> {
     pub missed_triggers: u64,
     /// What went wrong, for ERROR.
     pub error: Option<&'a str>,
+    /// What judged it.
+    pub judged_by: &'a Provenance,
+}
+
+/// When the result log is rotated, and how many rotated files are kept: at most
+/// `max_bytes` × (`keep` + 1) bytes on disk in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// The log is rotated before a line would take it past this size.
+    pub max_bytes: u64,
+    /// The log is rotated once its first line is this old.
+    pub max_age: Duration,
+    /// Rotated files kept (`results.jsonl.1` the newest); older ones are deleted.
+    pub keep: u32,
+}
+
+impl Rotation {
+    /// No rotation (tests, one-off runs).
+    pub const NEVER: Rotation = Rotation { max_bytes: u64::MAX, max_age: Duration::MAX, keep: 0 };
 }
 
 /// Appends one JSON object per verdict to a file; each line is written with one `write` call
 /// to a file opened for appending, so a line is never interleaved or half-replaced. An existing
 /// file must be a result log (`storage::owned`), and the file is locked while open.
+/// The log is rotated by size and age ([`Rotation`]); rotated files are `<path>.1` (newest) to
+/// `<path>.<keep>`, and only result logs are ever moved or deleted.
 pub struct ResultLog {
     file: File,
     path: PathBuf,
     line: Vec<u8>,
+    rotation: Rotation,
+    /// Bytes in the current file.
+    size: u64,
+    /// When the current file was begun (its creation time, or when it was opened empty).
+    begun: SystemTime,
 }
 
 impl ResultLog {
-    /// Opens `path` for appending (created if missing).
-    pub fn open(path: &Path) -> anyhow::Result<ResultLog> {
+    /// Opens `path` for appending (created if missing), rotated as `rotation` says.
+    pub fn open(path: &Path, rotation: Rotation) -> anyhow::Result<ResultLog> {
         let file = open_owned(path, FileKind::ResultLog, true)?;
-        Ok(ResultLog { file, path: path.to_path_buf(), line: Vec::with_capacity(512) })
+        let metadata = file.metadata().with_context(|| path.display().to_string())?;
+        let begun = if metadata.len() == 0 {
+            SystemTime::now()
+        } else {
+            metadata.created().or_else(|_| metadata.modified())?
+        };
+        Ok(ResultLog {
+            file,
+            path: path.to_path_buf(),
+            line: Vec::with_capacity(512),
+            rotation,
+            size: metadata.len(),
+            begun,
+        })
     }
 
-    /// Appends `record`.
+    /// Appends `record`, rotating first when the line would take the file past its size or the
+    /// file is past its age.
     pub fn append(&mut self, record: &ResultRecord<'_>) -> anyhow::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, record)?;
         self.line.push(b'\n');
-        self.file.write_all(&self.line).with_context(|| format!("{}: cannot append", self.path.display()))
+        let full = self.size > 0 && self.size.saturating_add(self.line.len() as u64) > self.rotation.max_bytes;
+        let old = self.size > 0 && self.begun.elapsed().is_ok_and(|age| age >= self.rotation.max_age);
+        if full || old {
+            self.rotate()?;
+        }
+        self.file.write_all(&self.line).with_context(|| format!("{}: cannot append", self.path.display()))?;
+        self.size += self.line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> anyhow::Result<()> {
+        rotate(&self.path, FileKind::ResultLog, self.rotation.keep)?;
+        self.file = open_owned(&self.path, FileKind::ResultLog, true)?;
+        self.size = 0;
+        self.begun = SystemTime::now();
+        Ok(())
+    }
+}
+
+/// Part IDs that keep increasing across restarts: the next unused one is kept in the state
+/// folder's `part-id` file, reserved [`PartIds::BLOCK`] at a time (written atomically), so a
+/// crash skips at most a block and never hands out an ID twice.
+pub struct PartIds {
+    dir: OwnedDir,
+    next: u64,
+    reserved_to: u64,
+}
+
+impl PartIds {
+    /// IDs reserved per write of the file.
+    pub const BLOCK: u64 = 1000;
+    /// The file's name in the state folder.
+    pub const FILE: &'static str = "part-id";
+
+    /// Continues from the state folder `dir` (one `clipada run` claimed); the first ID is 1.
+    pub fn open(dir: &Path) -> anyhow::Result<PartIds> {
+        let dir = OwnedDir::claim(dir, FolderKind::State)?;
+        let path = dir.path().join(Self::FILE);
+        let next = match dir.read(Self::FILE, 32) {
+            Ok(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .filter(|n| *n >= 1 && *n < u64::MAX / 2)
+                .with_context(|| format!("{}: not a part ID (one decimal number)", path.display()))?,
+            Err(_) if !path.exists() => 1,
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids = PartIds { dir, next, reserved_to: next };
+        ids.reserve()?;
+        Ok(ids)
+    }
+
+    fn reserve(&mut self) -> anyhow::Result<()> {
+        let to = self.next + Self::BLOCK;
+        self.dir.write_atomic(Path::new(Self::FILE), format!("{to}\n").as_bytes())?;
+        self.reserved_to = to;
+        Ok(())
+    }
+
+    /// The next part's ID. When a new block cannot be reserved the IDs go on (the error says
+    /// so): a restart after that may skip back into IDs already used.
+    pub fn next_id(&mut self) -> (u64, anyhow::Result<()>) {
+        let id = self.next;
+        self.next += 1;
+        let reserved = if self.next >= self.reserved_to { self.reserve() } else { Ok(()) };
+        (id, reserved)
     }
 }
 
@@ -275,22 +400,109 @@ mod tests {
     fn a_result_log_is_appended_to_and_a_file_of_another_kind_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.jsonl");
+        let provenance = Provenance::default();
         let record = |frame| ResultRecord {
             time: "t",
+            part_id: Some(frame),
             frame,
             score: Some(0.5),
             verdict: Verdict::Pass,
             latency_ms: 1.0,
             missed_triggers: 0,
             error: None,
+            judged_by: &provenance,
         };
-        ResultLog::open(&path).unwrap().append(&record(1)).unwrap();
-        ResultLog::open(&path).unwrap().append(&record(2)).unwrap();
+        ResultLog::open(&path, Rotation::NEVER).unwrap().append(&record(1)).unwrap();
+        ResultLog::open(&path, Rotation::NEVER).unwrap().append(&record(2)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
         let other = dir.path().join("notes.txt");
         std::fs::write(&other, "root's notes\n").unwrap();
-        assert!(ResultLog::open(&other).is_err());
+        assert!(ResultLog::open(&other, Rotation::NEVER).is_err());
         assert_eq!(std::fs::read_to_string(&other).unwrap(), "root's notes\n");
+    }
+
+    /// A result log at `path` with `rotation`, and `count` records appended.
+    fn log_lines(path: &Path, rotation: Rotation, count: u64) -> anyhow::Result<()> {
+        let provenance = Provenance::default();
+        let mut log = ResultLog::open(path, rotation)?;
+        for frame in 1..=count {
+            let record = ResultRecord {
+                time: "2026-12-03T00:00:00.000Z",
+                part_id: Some(frame),
+                frame,
+                score: Some(0.5),
+                verdict: Verdict::Pass,
+                latency_ms: 1.0,
+                missed_triggers: 0,
+                error: None,
+                judged_by: &provenance,
+            };
+            log.append(&record)?;
+        }
+        Ok(())
+    }
+
+    /// The frame numbers in a result log file.
+    fn frames_in(path: &Path) -> Vec<u64> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["frame"].as_u64().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_result_log_rotates_by_size_keeps_its_bound_and_never_moves_a_foreign_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        let rotation = Rotation { max_bytes: 1000, max_age: Duration::MAX, keep: 2 };
+        log_lines(&path, rotation, 40).unwrap();
+        let files: Vec<Vec<u64>> =
+            ["results.jsonl.2", "results.jsonl.1", "results.jsonl"].map(|n| frames_in(&dir.path().join(n))).into();
+        for (name, size) in ["results.jsonl", "results.jsonl.1", "results.jsonl.2"]
+            .map(|n| (n, std::fs::metadata(dir.path().join(n)).unwrap().len()))
+        {
+            assert!(size <= 1000, "{name}: {size} bytes");
+        }
+        assert!(!dir.path().join("results.jsonl.3").exists(), "at most `keep` rotated files");
+        // Oldest to newest, no line lost between the kept files, the newest last.
+        let kept: Vec<u64> = files.concat();
+        assert_eq!(*kept.last().unwrap(), 40);
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+        // A file of someone else's where a rotated log would go: nothing is moved or lost.
+        std::fs::write(dir.path().join("results.jsonl.1"), "root's notes\n").unwrap();
+        assert!(log_lines(&path, rotation, 40).is_err());
+        assert_eq!(std::fs::read_to_string(dir.path().join("results.jsonl.1")).unwrap(), "root's notes\n");
+    }
+
+    #[test]
+    fn the_result_log_rotates_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        log_lines(&path, Rotation { max_bytes: u64::MAX, max_age: Duration::ZERO, keep: 5 }, 3).unwrap();
+        assert_eq!(frames_in(&path), [3]);
+        assert_eq!(frames_in(&dir.path().join("results.jsonl.1")), [2]);
+        assert_eq!(frames_in(&dir.path().join("results.jsonl.2")), [1]);
+    }
+
+    #[test]
+    fn part_ids_keep_increasing_across_restarts_and_a_damaged_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut ids = PartIds::open(&state).unwrap();
+        let first: Vec<u64> = (0..3).map(|_| ids.next_id().0).collect();
+        assert_eq!(first, [1, 2, 3]);
+        drop(ids);
+        // A restart (or a crash) goes on after every ID that could have been handed out.
+        let mut ids = PartIds::open(&state).unwrap();
+        let (id, _) = ids.next_id();
+        assert!(id > 3, "{id}");
+        for _ in 0..PartIds::BLOCK + 5 {
+            ids.next_id().1.unwrap();
+        }
+        let last = ids.next_id().0;
+        drop(ids);
+        assert!(PartIds::open(&state).unwrap().next_id().0 > last);
+        std::fs::write(state.join(PartIds::FILE), "twelve\n").unwrap();
+        let error = PartIds::open(&state).err().unwrap().to_string();
+        assert!(error.contains("part-id") && error.contains("not a part ID"), "{error}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::sink::overlay::OverlayRenderer;
 use crate::source::{Frame, FrameSource, SourceError};
 use crate::verdict::Verdict;
 use lines::GpioError;
-use log::{rfc3339, FailureArchive, ResultLog, ResultRecord};
+use log::{rfc3339, FailureArchive, PartIds, Provenance, ResultLog, ResultRecord, SHA256_PREFIX};
 use supervisor::{LinkError, SupervisorLink};
 use trigger::{Fired, Missed, Trigger};
 
@@ -156,6 +156,10 @@ pub struct StationParts {
     pub results: Option<ResultLog>,
     /// Saved failed parts.
     pub archive: Option<FailureArchive>,
+    /// Part IDs that go on across restarts; none: records carry no part ID.
+    pub part_ids: Option<PartIds>,
+    /// The memory file's SHA-256 (hex), for the records.
+    pub memory_sha256: Option<String>,
 }
 
 /// Counters since start.
@@ -217,6 +221,8 @@ struct Outlets {
     display: Option<Framebuffer>,
     results: Option<ResultLog>,
     archive: Option<FailureArchive>,
+    part_ids: Option<PartIds>,
+    provenance: Provenance,
     overlay: OverlayRenderer,
     screen: StationScreen,
     status: Status,
@@ -239,6 +245,15 @@ impl Station {
     /// A station over `parts`, showing its verdicts through `link`.
     pub fn new(parts: StationParts, link: SupervisorLink) -> Station {
         let threshold = parts.inspector.threshold().value();
+        let info = parts.inspector.info();
+        let prefix = |sha: &str| sha.chars().take(SHA256_PREFIX).collect::<String>();
+        let provenance = Provenance {
+            model_sha256: prefix(parts.inspector.model_sha256()),
+            memory_sha256: parts.memory_sha256.as_deref().map(prefix),
+            engine: info.engine,
+            provider: info.provider,
+            precision: info.precision.name(),
+        };
         Station {
             inspector: parts.inspector,
             source: parts.source,
@@ -252,6 +267,8 @@ impl Station {
                 display: parts.display,
                 results: parts.results,
                 archive: parts.archive,
+                part_ids: parts.part_ids,
+                provenance,
                 overlay: OverlayRenderer::default(),
                 screen: StationScreen::default(),
                 status: Status { threshold, ..Status::default() },
@@ -281,6 +298,9 @@ impl Station {
 
     /// Waits for one trigger and judges one frame.
     pub fn step(&mut self, stop: &AtomicBool) -> anyhow::Result<Step> {
+        if !self.started {
+            self.warm_up();
+        }
         let link = &mut self.outlets.link;
         if !self.started {
             link.ready()?;
@@ -343,6 +363,18 @@ impl Station {
         self.outlets.status.threshold = threshold;
         let verdict = self.outlets.conclude(triggered, judged, shown, stop)?;
         Ok(self.after(verdict))
+    }
+
+    /// Judges one blank image of the region's size (or the model's input size) and forgets it:
+    /// engines are slow on their first run, and the first part must not pay for it (it could
+    /// make the next trigger come while the station is still busy).
+    fn warm_up(&mut self) {
+        let [height, width] = self.inspector.spec().input.size;
+        let (width, height) = self.roi.map_or((width as u32, height as u32), |r| (r.width, r.height));
+        let blank = RgbImage::from_pixel(width.max(1), height.max(1), image::Rgb([128, 128, 128]));
+        if let Err(e) = self.inspector.inspect(&blank) {
+            tracing::debug!("warm-up: {e}");
+        }
     }
 
     /// Puts into `self.frame` the first frame exposed at least `freshness.delay` after
@@ -448,6 +480,14 @@ impl Outlets {
         let verdict = judged.as_ref().map_or(Verdict::Error, |j| j.verdict);
         let score = judged.as_ref().ok().map(|j| j.score);
         self.summary.frames += 1;
+        let part_id = self.part_ids.as_mut().map(|ids| {
+            let (id, reserved) = ids.next_id();
+            if let Err(e) = reserved {
+                self.summary.log_failures += 1;
+                tracing::warn!("part IDs: {e:#} (a restart may reuse IDs from here on)");
+            }
+            id
+        });
         match self.link.show(verdict, self.summary.frames, stop) {
             Ok(()) | Err(LinkError::Stopped) => {}
             Err(LinkError::Line(why)) => {
@@ -502,12 +542,14 @@ impl Outlets {
             let error = judged.as_ref().err().map(|e| e.to_string());
             let record = ResultRecord {
                 time: &now,
+                part_id,
                 frame: self.summary.frames,
                 score,
                 verdict,
                 latency_ms: (latency_ms * 1e3).round() as f32 / 1e3,
                 missed_triggers: self.summary.missed_triggers,
                 error: error.as_deref(),
+                judged_by: &self.provenance,
             };
             if let Err(e) = results.append(&record) {
                 self.summary.log_failures += 1;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::config::{ConfigError, DisplayKind, GpioKind, SourceKind, StationConfig, TriggerMode};
 use super::lines::{Handshake, LineSettings, OutputMode};
+use super::log::Rotation;
 use super::trigger::{Edge, OnBusy};
 use super::Roi;
 use crate::model::backend::{EngineConfig, Provider};
@@ -50,6 +51,12 @@ pub mod limits {
     pub(crate) const MAX_IMAGES: RangeInclusive<usize> = 1..=1_000_000;
     /// `log.max_bytes`: at least room for one failed part.
     pub(crate) const MIN_MAX_BYTES: u64 = 1 << 20;
+    /// `log.results_max_bytes`.
+    pub(crate) const RESULTS_MAX_BYTES: RangeInclusive<u64> = 64 << 10..=1 << 40;
+    /// `log.results_max_age_hours`.
+    pub(crate) const RESULTS_MAX_AGE_HOURS: RangeInclusive<u64> = 1..=8760;
+    /// `log.results_keep`.
+    pub(crate) const RESULTS_KEEP: RangeInclusive<u32> = 0..=1000;
 }
 
 /// The station to build, every value checked.
@@ -73,8 +80,8 @@ pub struct StationPlan {
     pub display: Option<DisplayPlan>,
     /// The verdict lines.
     pub lines: LinesPlan,
-    /// The result log.
-    pub results: Option<PathBuf>,
+    /// The result log and its rotation.
+    pub results: Option<(PathBuf, Rotation)>,
     /// The failed-parts folder.
     pub failures: Option<FailuresPlan>,
 }
@@ -434,6 +441,14 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         }),
     };
 
+    let rotation = Rotation {
+        max_bytes: within("log.results_max_bytes", l.results_max_bytes, limits::RESULTS_MAX_BYTES)?,
+        max_age: Duration::from_secs(
+            3600 * within("log.results_max_age_hours", l.results_max_age_hours, limits::RESULTS_MAX_AGE_HOURS)?,
+        ),
+        keep: within("log.results_keep", l.results_keep, limits::RESULTS_KEEP)?,
+    };
+
     Ok(StationPlan {
         file: path.to_path_buf(),
         state_dir: config.state_dir,
@@ -444,7 +459,7 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         roi,
         display,
         lines,
-        results: config.log.results,
+        results: config.log.results.clone().map(|path| (path, rotation)),
         failures,
     })
 }

@@ -264,6 +264,36 @@ pub(crate) fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError>
     check_kind(&dir, name, kind, path)
 }
 
+/// Rotates the file at `path`: `path.N` (the oldest kept) is replaced by `path.N-1`, …, `path.1`
+/// by `path`, so at most `keep` earlier files stay; `path` itself is then gone. Refused, moving
+/// nothing, when any of them exists and is not a clipada file of `kind`.
+pub(crate) fn rotate(path: &Path, kind: FileKind, keep: u32) -> Result<(), WriteError> {
+    let (dir, name) = open_parent(path, Parents::MustExist)?;
+    let numbered = |n: u32| {
+        let mut numbered = name.to_os_string();
+        numbered.push(format!(".{n}"));
+        numbered
+    };
+    check_kind(&dir, name, kind, path)?;
+    for n in 1..=keep {
+        check_kind(&dir, &numbered(n), kind, &path.with_file_name(numbered(n)))?;
+    }
+    for n in (1..=keep).rev() {
+        let from = if n == 1 { name.to_os_string() } else { numbered(n - 1) };
+        match rustix::fs::renameat(&dir, &from, &dir, numbered(n)) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(io_error(&path.with_file_name(&from))(e)),
+        }
+    }
+    if keep == 0 {
+        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(io_error(path)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Opens the file at `path` for reading and writing (every write at its end with `append`),
 /// creating it when missing, locked exclusively; refused when it exists and is not a clipada
 /// file of `kind` (or is a symlink), and [`WriteError::Locked`] when another process holds it.
@@ -466,7 +496,6 @@ impl OwnedDir {
     }
 
     /// Opens the regular file `name` directly in the folder for reading, never through a link.
-    #[cfg(feature = "ort")]
     pub(crate) fn open_file(&self, name: &str) -> Result<File, WriteError> {
         let path = self.path.join(name);
         if name.contains('/') {
@@ -485,7 +514,6 @@ impl OwnedDir {
     }
 
     /// The bytes of the regular file `name` directly in the folder, at most `limit` of them.
-    #[cfg(feature = "ort")]
     pub(crate) fn read(&self, name: &str, limit: usize) -> Result<Vec<u8>, WriteError> {
         let mut bytes = Vec::new();
         self.open_file(name)?

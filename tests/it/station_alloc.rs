@@ -20,7 +20,7 @@ use clipada::source::{Frame, FrameSource, SourceError};
 use clipada::station::lines::{
     Handshake, LineSettings, Output, OutputMode, Recorder, RecordingPin, SafeState, VerdictLines, OUTPUT_NAMES,
 };
-use clipada::station::log::ResultLog;
+use clipada::station::log::{PartIds, ResultLog, Rotation};
 use clipada::station::supervisor;
 use clipada::station::trigger::Trigger;
 use clipada::station::{Roi, Station, StationParts, Step};
@@ -144,7 +144,7 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
         good_images: 10,
         good_scores: Vec::new(),
     };
-    let memory = Memory { bank, path: dir.path().join("stand-in.memory") };
+    let memory = Memory { bank, path: dir.path().join("stand-in.memory"), sha256: None };
     // The stand-in's scores swing between about 0.55 and 0.65: both verdicts occur.
     let inspector = Inspector::new(extractor, false, Some(&memory), Some(0.6)).unwrap();
     let recorder = Recorder::create(&dir.path().join("gpio.log")).unwrap();
@@ -168,8 +168,10 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
         freshness: clipada::station::Freshness { delay: Duration::ZERO, timeout: Duration::from_secs(2) },
         roi: Some(Roi { x: 10, y: 20, width: 200, height: 180 }),
         display: Some(Framebuffer::open(&dir.path().join("fb"), Some((160, 120, 32))).unwrap()),
-        results: Some(ResultLog::open(&dir.path().join("results.jsonl")).unwrap()),
+        results: Some(ResultLog::open(&dir.path().join("results.jsonl"), Rotation::NEVER).unwrap()),
         archive: None,
+        part_ids: Some(PartIds::open(&dir.path().join("state")).unwrap()),
+        memory_sha256: Some("ab".repeat(32)),
     };
     let mut station = Station::new(parts, link);
     let stop = AtomicBool::new(false);
