@@ -361,6 +361,17 @@ class Refusals(unittest.TestCase):
             self.assertTrue(any("nothing to train" in line for line in said), said)
             self.assertEqual((pathlib.Path(out) / "checkpoint.pt").read_bytes(), before)
 
+    def test_checkpoints_never_write_through_a_symbolic_link_in_out(self):
+        paths = train.find_images(images=GOOD)
+        with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as elsewhere:
+            target = pathlib.Path(elsewhere) / "user.file"
+            target.write_bytes(b"precious")
+            for name in ("checkpoint.pt.partial", "losses.json"):
+                (pathlib.Path(out) / name).symlink_to(target)
+            train.train(tiny_model(), paths, steps=1, batch=2, lr=1e-2, seed=0, out=out, log=quiet, samples=2)
+            self.assertEqual(target.read_bytes(), b"precious")
+            self.assertEqual(len(clipada_torch.from_checkpoint(pathlib.Path(out) / "checkpoint.pt").adapters), 2)
+
     def test_bad_numbers_on_the_command_line_are_refused_by_name(self):
         base = ["--clip", "tiny", "--images", str(GOOD), "--out", "/nonexistent/out"]
         for option, value in (

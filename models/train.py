@@ -296,9 +296,15 @@ def save(model, out, losses, training=None):
     optimiser, gradient scaler and RNG states; written atomically), OUT/losses.json."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({**model.state(), "losses": losses, **(training or {})}, out / "checkpoint.pt.partial")
-    (out / "checkpoint.pt.partial").replace(out / "checkpoint.pt")
-    (out / "losses.json").write_text(json.dumps(losses))
+    # Written beside and renamed over: a symbolic link in OUT is replaced, never written through.
+    for name, write in (
+        ("checkpoint.pt", lambda path: torch.save({**model.state(), "losses": losses, **(training or {})}, path)),
+        ("losses.json", lambda path: path.write_text(json.dumps(losses))),
+    ):
+        partial = out / f"{name}.partial"
+        partial.unlink(missing_ok=True)
+        write(partial)
+        partial.replace(out / name)
 
 
 def parse_args(argv=None):
