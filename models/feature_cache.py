@@ -44,12 +44,17 @@ def autocast(device, precision):
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
+def sha256_of(module):
+    """SHA-256 (hex) of `module`'s state: every tensor's name and bytes, in order."""
+    weights = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return weights.hexdigest()
+
+
 def key_of(model, samples, precision):
     """What the cached features depend on (the manifest's key)."""
-    weights = hashlib.sha256()
-    for name, tensor in model.clip.visual.state_dict().items():
-        weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())
     files = hashlib.sha256()
     for path in samples.paths:
         stat = pathlib.Path(path).stat()
@@ -57,7 +62,7 @@ def key_of(model, samples, precision):
     return {
         "format": FORMAT,
         "clip": model.config.clip,
-        "image_tower_sha256": weights.hexdigest(),
+        "image_tower_sha256": sha256_of(model.clip.visual),
         "image_size": model.config.image_size,
         "taps": list(model.config.taps),
         "precision": precision,

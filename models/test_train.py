@@ -349,6 +349,26 @@ class Refusals(unittest.TestCase):
                     train.train(tiny_model(), paths, steps=2, out=out, resume=True, **options)
                 self.assertIn(str(checkpoint), str(refused.exception))
 
+    def test_resuming_with_other_clip_weights_of_the_same_model_is_refused(self):
+        """Another --weights file of the same CLIP model name (here: the tiny CLIP's weights
+        changed in place, in the image tower or the text tower) has the same config."""
+        paths = train.find_images(images=GOOD)
+        options = dict(batch=2, lr=1e-2, seed=0, log=quiet, samples=4)
+        with tempfile.TemporaryDirectory() as out:
+            train.train(tiny_model(), paths, steps=1, out=out, **options)
+            checkpoint = pathlib.Path(out) / "checkpoint.pt"
+            before = checkpoint.read_bytes()
+            for name in ("visual.proj", "text_projection"):
+                other = tiny_model()
+                with torch.no_grad():
+                    other.clip.get_parameter(name).add_(1e-3)
+                with self.subTest(name), self.assertRaises(train.Refused) as refused:
+                    train.train(other, paths, steps=2, out=out, resume=True, **options)
+                self.assertIn(str(checkpoint), str(refused.exception))
+                self.assertIn("clip_sha256", str(refused.exception))
+                self.assertEqual(checkpoint.read_bytes(), before)
+            self.assertEqual(len(train.train(tiny_model(), paths, steps=2, out=out, resume=True, **options)), 2)
+
     def test_a_finished_run_resumed_trains_nothing_and_keeps_its_checkpoint(self):
         paths = train.find_images(images=GOOD)
         options = dict(batch=2, lr=1e-2, seed=0, samples=4)

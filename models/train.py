@@ -29,7 +29,8 @@ Under torchrun each process takes --batch samples of the global batch (--batch x
 gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on CPUs), so the run gives
 the steps of one process with the global batch; rank 0 alone writes the checkpoints. Writes
 OUT/checkpoint.pt (atomically) every --save-every steps and at the end, with what --resume needs
-to continue (optimiser, step, RNG states), and OUT/losses.json.
+to continue (optimiser, step, RNG states, a SHA-256 of the frozen CLIP weights, which a resumed
+run's must match), and OUT/losses.json.
 """
 
 import argparse
@@ -212,9 +213,11 @@ def train(
     optimiser = torch.optim.AdamW(model.trainable(), lr=lr, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
     run = {"global_batch": batch * world, "seed": seed, "samples": samples, "synthesis_seed": synthesis_seed}
+    # The frozen CLIP's weights: another --weights file of the same model name has the same config.
+    clip_sha256 = feature_cache.sha256_of(model.clip) if out is not None else None
     first, losses = 1, []
     if resume and out is not None:
-        first, losses = restore(model, optimiser, scaler, out, run, log)
+        first, losses = restore(model, optimiser, scaler, out, run, clip_sha256, log)
         if first > steps:
             checkpoint = pathlib.Path(out) / "checkpoint.pt"
             log(f"{checkpoint} is already at step {first - 1} (--steps {steps}): nothing to train")
@@ -240,7 +243,7 @@ def train(
             log(f"step {step}/{steps} loss {np.mean(losses[-10:]):.4f} ({time.time() - started:.0f} s)")
         if out is not None and rank == 0 and (step == steps or (save_every and step % save_every == 0)):
             training = {"step": step, "run": run, "optimiser": optimiser.state_dict(), "scaler": scaler.state_dict()}
-            save(model, out, losses, {**training, "rng": rng_states()})
+            save(model, out, losses, {**training, "clip_sha256": clip_sha256, "rng": rng_states()})
             if step == steps:
                 log(f"wrote {pathlib.Path(out) / 'checkpoint.pt'}")
     return losses
@@ -253,9 +256,10 @@ def rng_states():
     return states
 
 
-def restore(model, optimiser, scaler, out, run, log):
+def restore(model, optimiser, scaler, out, run, clip_sha256, log):
     """Loads OUT/checkpoint.pt (read by rank 0, sent to all) into the model, optimiser, gradient
-    scaler and RNGs; returns (first step to run, losses so far), (1, []) without a checkpoint."""
+    scaler and RNGs; returns (first step to run, losses so far), (1, []) without a checkpoint.
+    Refuses one of other run settings, model config or frozen CLIP weights (`clip_sha256`)."""
     path = pathlib.Path(out) / "checkpoint.pt"
 
     def read():
@@ -270,7 +274,7 @@ def restore(model, optimiser, scaler, out, run, log):
     if state is None:
         log(f"no {path} to resume from: starting at step 1")
         return 1, []
-    needed = {"config", "trained", "run", "step", "losses", "optimiser", "scaler", "rng"}
+    needed = {"config", "trained", "run", "clip_sha256", "step", "losses", "optimiser", "scaler", "rng"}
     if not isinstance(state, dict) or not needed <= state.keys():
         why = state if isinstance(state, str) else f"it lacks {sorted(needed - set(state))}"
         raise Refused(f"{path} is not a checkpoint train.py can resume ({why}): move it away or start elsewhere")
@@ -280,6 +284,11 @@ def restore(model, optimiser, scaler, out, run, log):
     saved = {k: list(v) if isinstance(v, tuple) else v for k, v in state["config"].items()}
     if saved != config:
         raise Refused(f"{path} is a model of {saved}, this run's is {config}: resume it with the same")
+    if state["clip_sha256"] != clip_sha256:
+        raise Refused(
+            f"{path} was trained on other CLIP weights (clip_sha256 {state['clip_sha256']}, this run's "
+            f"{clip_sha256}): resume it with the same --weights"
+        )
     device = model.trainable()[0].device
     model.load_state_dict({k: v.to(device) for k, v in state["trained"].items()}, strict=False)
     optimiser.load_state_dict(state["optimiser"])
@@ -293,7 +302,8 @@ def restore(model, optimiser, scaler, out, run, log):
 
 def save(model, out, losses, training=None):
     """OUT/checkpoint.pt (config, trained float32 parameters and, from `train`, the step, losses,
-    optimiser, gradient scaler and RNG states; written atomically), OUT/losses.json."""
+    SHA-256 of the frozen CLIP's weights, optimiser, gradient scaler and RNG states; written
+    atomically), OUT/losses.json."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed over: a symbolic link in OUT is replaced, never written through.
