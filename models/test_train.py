@@ -305,6 +305,21 @@ class Checkpoints(unittest.TestCase):
         np.testing.assert_allclose(resumed_losses, losses, rtol=0, atol=1e-6)
         assert_same_trained(self, resumed, uninterrupted, atol=1e-6)
 
+    def test_a_resumed_run_continues_with_the_lr_of_its_command_line_and_says_so(self):
+        paths = train.find_images(images=GOOD)
+        options = dict(batch=2, seed=0, samples=6)
+        with tempfile.TemporaryDirectory() as out:
+            checkpoint = pathlib.Path(out) / "checkpoint.pt"
+            train.train(tiny_model(), paths, steps=2, lr=1e-2, out=out, log=quiet, **options)
+            said = []
+            train.train(tiny_model(), paths, steps=3, lr=1e-3, out=out, resume=True, log=said.append, **options)
+            groups = torch.load(checkpoint, weights_only=True)["optimiser"]["param_groups"]
+            self.assertEqual([group["lr"] for group in groups], [1e-3] * len(groups))
+            self.assertTrue(any("--lr 0.001" in line and "0.01" in line for line in said), said)
+            said.clear()
+            train.train(tiny_model(), paths, steps=4, lr=1e-3, out=out, resume=True, log=said.append, **options)
+            self.assertFalse(any("--lr" in line for line in said), said)
+
     def test_mixed_precision_keeps_float32_checkpoints_that_export(self):
         paths = train.find_images(images=GOOD)
         for precision in ("bf16", "fp16"):

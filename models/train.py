@@ -259,7 +259,8 @@ def rng_states():
 def restore(model, optimiser, scaler, out, run, clip_sha256, log):
     """Loads OUT/checkpoint.pt (read by rank 0, sent to all) into the model, optimiser, gradient
     scaler and RNGs; returns (first step to run, losses so far), (1, []) without a checkpoint.
-    Refuses one of other run settings, model config or frozen CLIP weights (`clip_sha256`)."""
+    Refuses one of other run settings, model config or frozen CLIP weights (`clip_sha256`). The
+    optimiser keeps the learning rate it was built with (this run's --lr), not the saved one."""
     path = pathlib.Path(out) / "checkpoint.pt"
 
     def read():
@@ -291,7 +292,12 @@ def restore(model, optimiser, scaler, out, run, clip_sha256, log):
         )
     device = model.trainable()[0].device
     model.load_state_dict({k: v.to(device) for k, v in state["trained"].items()}, strict=False)
+    wanted = [group["lr"] for group in optimiser.param_groups]
     optimiser.load_state_dict(state["optimiser"])
+    for group, lr in zip(optimiser.param_groups, wanted, strict=True):
+        if group["lr"] != lr:
+            log(f"--lr {lr:g}: {path} was trained with lr {group['lr']:g}, continuing with --lr {lr:g}")
+            group["lr"] = lr
     scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -330,7 +336,7 @@ def parse_args(argv=None):
     parser.add_argument("--limit-images", type=int, help="at most this many images per category")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8, help="per process (global batch: this x processes)")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW's (with --resume: replaces the checkpoint's)")
     parser.add_argument("--seed", type=int, default=0, help="initial prompt context and batch order")
     parser.add_argument(
         "--samples", type=int, default=DEFAULT_SAMPLES, help="synthetic training samples (default %(default)s)"
