@@ -534,5 +534,23 @@ class Export(unittest.TestCase):
                 self.assertLessEqual(abs(line["score"] - expected_score), 1e-4, f"{backend} {image}")
 
 
+class Documentation(unittest.TestCase):
+    def test_test_sh_and_the_readme_name_every_test_class_of_this_file(self):
+        header = "".join(
+            line for line in (HERE / "test.sh").read_text().splitlines(keepends=True) if line.startswith("#")
+        )
+        readme = (HERE / "README.md").read_text()
+        section = readme[readme.index("### Tests") :]
+        classes = [
+            name
+            for name, value in globals().items()
+            if isinstance(value, type) and issubclass(value, unittest.TestCase) and value.__module__ == __name__
+        ]
+        for name in classes:
+            with self.subTest(name):
+                self.assertIn(f"{name}:", header)
+                self.assertIn(f"`{name}`", section)
+
+
 if __name__ == "__main__":
     unittest.main()
