@@ -39,6 +39,9 @@ pub fn run(config: &Path, clipada: &Path, stop: Arc<AtomicBool>, out: &mut dyn W
     let (ours, theirs) = UnixStream::pair().context("cannot make the worker's socket")?;
     let mut supervisor = Supervisor::new(lines, ours, plan.lines.loop_deadline)
         .with_context(|| format!("{}: `gpio`: cannot put the lines in the safe state", plan.file.display()))?;
+    if let Some((gate, encoder)) = assemble::reject_gate(&plan)? {
+        supervisor.reject_at(gate, encoder);
+    }
     match Notifier::from_env() {
         Ok(notifier) => supervisor.supervised_by(notifier),
         Err(e) => tracing::warn!("{e}: not reporting to systemd"),

@@ -5,12 +5,14 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::lines::{NoLine, Output, Recorder, RecordingPin, VerdictLines, OUTPUT_NAMES};
 use super::log::{FailureArchive, PartIds, ResultLog};
-use super::plan::{OutputsPlan, SourcePlan, StationPlan, TriggerInput, TriggerPlan};
+use super::plan::{InputPlan, OutputsPlan, SourcePlan, StationPlan, TriggerPlan};
+use super::reject::{EncoderCounter, Gate};
 use super::supervisor;
 use super::trigger::{EdgeSource, ScriptedInput, Trigger, TriggerListener};
 use super::{RunSummary, Station, StationParts};
@@ -85,6 +87,42 @@ fn chardev_outputs(
     anyhow::bail!("this clipada was built without the `gpio` feature (Linux only)")
 }
 
+/// The reject gate the plan asks for, with its ENCODER counter (started now), if any.
+pub fn reject_gate(plan: &StationPlan) -> anyhow::Result<Option<(Gate, Option<EncoderCounter>)>> {
+    let Some(reject) = &plan.reject else { return Ok(None) };
+    let file = plan.file.display();
+    let encoder = match &reject.encoder {
+        None => None,
+        Some(input) => {
+            let source = input_source(plan, input, Duration::ZERO, "encoder")?;
+            Some(EncoderCounter::start(source).with_context(|| format!("{file}: `gpio.encoder_line`"))?)
+        }
+    };
+    Ok(Some((Gate::new(reject.slot), encoder)))
+}
+
+/// The edge source of an input (`what`: `trigger` or `encoder`), debounced by the kernel by
+/// `debounce` where it is a chip's line.
+fn input_source(
+    plan: &StationPlan,
+    input: &InputPlan,
+    debounce: Duration,
+    what: &str,
+) -> anyhow::Result<Box<dyn EdgeSource>> {
+    let file = plan.file.display();
+    Ok(match input {
+        InputPlan::Script(path) => {
+            Box::new(ScriptedInput::read(path).with_context(|| format!("{file}: `gpio.{what}_script`"))?)
+        }
+        InputPlan::Line(line) => {
+            let OutputsPlan::Chardev { chip, .. } = &plan.lines.outputs else {
+                anyhow::bail!("{file}: `gpio.kind`: the {what} input needs chardev lines");
+            };
+            input_edges(chip, *line, debounce).with_context(|| format!("{file}: `gpio.{what}_line`"))?
+        }
+    })
+}
+
 /// The worker's parts: the model (with its memory and threshold), source, trigger, display and
 /// logs. `stop` also cuts short a camera's reconnect waits.
 pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<StationParts> {
@@ -113,21 +151,9 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         TriggerPlan::FreeRun => Trigger::FreeRun,
         TriggerPlan::Interval(period) => Trigger::Interval { period: *period, next: None },
         TriggerPlan::Input { input, edge, debounce, on_busy } => {
-            let (source, key): (Box<dyn EdgeSource>, _) = match input {
-                TriggerInput::Script(path) => (
-                    Box::new(ScriptedInput::read(path).with_context(|| format!("{file}: `gpio.trigger_script`"))?),
-                    "trigger_script",
-                ),
-                TriggerInput::Line(line) => {
-                    let OutputsPlan::Chardev { chip, .. } = &plan.lines.outputs else {
-                        anyhow::bail!("{file}: `gpio.kind`: the gpio trigger needs chardev lines");
-                    };
-                    let edges = trigger_edges(chip, *line, *debounce);
-                    (edges.with_context(|| format!("{file}: `gpio.trigger_line`"))?, "trigger_line")
-                }
-            };
+            let source = input_source(plan, input, *debounce, "trigger")?;
             let listener = TriggerListener::start(source, *edge, *debounce, *on_busy)
-                .with_context(|| format!("{file}: `gpio.{key}`"))?;
+                .with_context(|| format!("{file}: `gpio.trigger_line`"))?;
             Trigger::Input(listener)
         }
     };
@@ -179,16 +205,12 @@ fn camera(_: crate::source::camera::CameraSettings, _: Arc<AtomicBool>) -> anyho
 }
 
 #[cfg(all(feature = "gpio", target_os = "linux"))]
-fn trigger_edges(
-    chip: &std::path::Path,
-    line: u32,
-    debounce: std::time::Duration,
-) -> anyhow::Result<Box<dyn EdgeSource>> {
+fn input_edges(chip: &std::path::Path, line: u32, debounce: Duration) -> anyhow::Result<Box<dyn EdgeSource>> {
     Ok(Box::new(super::lines::chardev::ChardevEdges::open(chip, line, debounce)?))
 }
 
 #[cfg(not(all(feature = "gpio", target_os = "linux")))]
-fn trigger_edges(_: &std::path::Path, _: u32, _: std::time::Duration) -> anyhow::Result<Box<dyn EdgeSource>> {
+fn input_edges(_: &std::path::Path, _: u32, _: Duration) -> anyhow::Result<Box<dyn EdgeSource>> {
     anyhow::bail!("this clipada was built without the `gpio` feature (Linux only)")
 }
 
@@ -203,6 +225,9 @@ pub fn run_in_process(
 ) -> anyhow::Result<RunSummary> {
     let _state = lock_state(plan)?;
     let (mut supervisor, link) = supervisor::pair(lines(plan)?, plan.lines.loop_deadline)?;
+    if let Some((gate, encoder)) = reject_gate(plan)? {
+        supervisor.reject_at(gate, encoder);
+    }
     let stop_supervisor = stop.clone();
     let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
     let result = parts(plan, stop.clone()).and_then(|mut parts| {

@@ -41,6 +41,38 @@ pub struct StationConfig {
     /// Result log and saved images of failed parts.
     #[serde(default)]
     pub log: LogSection,
+    /// When results go on the lines: as judged, or when the part reaches the reject gate.
+    #[serde(default)]
+    pub reject: RejectSection,
+}
+
+/// `[reject]`: when results go on the lines.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectSection {
+    /// `immediate` (as soon as judged), `delay` (`delay_ms` after the trigger) or `encoder`
+    /// (`encoder_counts` ENCODER counts after the trigger).
+    #[serde(default)]
+    pub timing: RejectTiming,
+    /// The gate's distance in time from the trigger, 1 to 600000 ms.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// The gate's distance in ENCODER counts from the trigger, 1 to 1000000000.
+    #[serde(default)]
+    pub encoder_counts: Option<u64>,
+}
+
+/// Reject timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectTiming {
+    /// Results go on the lines as soon as judged.
+    #[default]
+    Immediate,
+    /// A fixed time after the trigger.
+    Delay,
+    /// A fixed number of ENCODER counts after the trigger.
+    Encoder,
 }
 
 /// `[model]`.
@@ -293,6 +325,13 @@ pub struct GpioSection {
     /// line, with any `kind`: tests, benchmarks, dry runs.
     #[serde(default)]
     pub trigger_script: Option<PathBuf>,
+    /// Line offset of the ENCODER input (chardev), for `reject.timing = "encoder"`.
+    #[serde(default)]
+    pub encoder_line: Option<u32>,
+    /// A file that plays the ENCODER input, as `trigger_script` does the TRIGGER's (its clock
+    /// starts with the station).
+    #[serde(default)]
+    pub encoder_script: Option<PathBuf>,
     /// From the verdict lines' change to RESULT-VALID rising, 0 to 1000 ms.
     #[serde(default = "default_result_settle_ms")]
     pub result_settle_ms: u64,
@@ -330,6 +369,8 @@ impl Default for GpioSection {
             busy_line: None,
             valid_line: None,
             trigger_script: None,
+            encoder_line: None,
+            encoder_script: None,
             result_settle_ms: default_result_settle_ms(),
             result_valid_ms: default_result_valid_ms(),
             active_low: false,

@@ -217,6 +217,18 @@ impl VerdictLines {
         self.set(Line::Busy, false)
     }
 
+    /// The open part was judged, its verdict kept for the reject gate: BUSY drops unless a
+    /// result is being shown.
+    pub fn part_judged(&mut self) -> Result<(), GpioError> {
+        self.part_open = false;
+        self.trigger_ready()
+    }
+
+    /// Whether a result asked for now would not have to replace one already waiting.
+    pub fn can_take(&self) -> bool {
+        self.pending.is_none()
+    }
+
     /// A part was triggered: BUSY is asserted until its result's handshake ends.
     pub fn part_started(&mut self) -> Result<(), GpioError> {
         self.part_open = true;
@@ -233,6 +245,13 @@ impl VerdictLines {
     /// follows. Returns whether it is on the lines now.
     pub fn request(&mut self, verdict: Verdict, now: Instant) -> Result<bool, GpioError> {
         self.part_open = false;
+        self.request_at_gate(verdict, now)
+    }
+
+    /// Asks for the verdict of a part judged earlier that has reached the reject gate
+    /// (`station::reject`); BUSY stays with the part being judged now. Otherwise as
+    /// [`VerdictLines::request`].
+    pub fn request_at_gate(&mut self, verdict: Verdict, now: Instant) -> Result<bool, GpioError> {
         if self.must_wait(verdict, now) {
             self.pending = Some(verdict);
             return Ok(false);

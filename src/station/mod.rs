@@ -24,6 +24,7 @@ pub mod config;
 pub mod lines;
 pub mod log;
 pub mod plan;
+pub mod reject;
 pub mod supervisor;
 pub mod trigger;
 pub mod watchdog;
@@ -333,16 +334,16 @@ impl Station {
         let triggered = match fired {
             Ok(Fired::At(at)) => at,
             Ok(Fired::Missed(why, at)) => {
-                self.outlets.link.triggered()?;
-                self.outlets.summary.missed_triggers += 1;
                 let at = at.unwrap_or_else(Instant::now);
+                self.outlets.link.triggered(self.outlets.summary.frames + 1, at)?;
+                self.outlets.summary.missed_triggers += 1;
                 return self.outlets.conclude(at, Err(why.into()), None, stop).map(|v| self.after(v));
             }
             Ok(Fired::Ended) => return Ok(Step::Exhausted),
             Ok(Fired::Stop) => return Ok(Step::Stopped),
             Err(e) => return self.outlets.conclude(Instant::now(), Err(e.into()), None, stop).map(|v| self.after(v)),
         };
-        self.outlets.link.triggered()?;
+        self.outlets.link.triggered(self.outlets.summary.frames + 1, triggered)?;
         let got = match self.fresh_frame(triggered, stop)? {
             Fresh::Exhausted => return Ok(Step::Exhausted),
             Fresh::Stopped => return Ok(Step::Stopped),
@@ -477,7 +478,8 @@ impl Outlets {
         shown: Option<&RgbImage>,
         stop: &AtomicBool,
     ) -> anyhow::Result<Step> {
-        let verdict = judged.as_ref().map_or(Verdict::Error, |j| j.verdict);
+        let mut verdict = judged.as_ref().map_or(Verdict::Error, |j| j.verdict);
+        let mut late = None;
         let score = judged.as_ref().ok().map(|j| j.score);
         self.summary.frames += 1;
         let part_id = self.part_ids.as_mut().map(|ids| {
@@ -493,6 +495,12 @@ impl Outlets {
             Err(LinkError::Line(why)) => {
                 self.summary.gpio_failures += 1;
                 tracing::error!("frame {}: the lines went to the safe state: {why}", self.summary.frames);
+            }
+            Err(LinkError::Late) => {
+                // The gate showed ERROR for it; the record says what the lines showed, and why.
+                verdict = Verdict::Error;
+                late = Some(LinkError::Late);
+                tracing::error!("frame {}: {}", self.summary.frames, LinkError::Late);
             }
             Err(e @ LinkError::Gone(_)) => return Err(e.into()),
         }
@@ -539,7 +547,7 @@ impl Outlets {
             }
         }
         if let Some(results) = &mut self.results {
-            let error = judged.as_ref().err().map(|e| e.to_string());
+            let error = judged.as_ref().err().map(|e| e.to_string()).or(late.map(|e| e.to_string()));
             let record = ResultRecord {
                 time: &now,
                 part_id,

@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::config::{ConfigError, DisplayKind, GpioKind, SourceKind, StationConfig, TriggerMode};
+use super::config::{ConfigError, DisplayKind, GpioKind, RejectTiming, SourceKind, StationConfig, TriggerMode};
 use super::lines::{Handshake, LineSettings, OutputMode};
 use super::log::Rotation;
+use super::reject::Slot;
 use super::trigger::{Edge, OnBusy};
 use super::Roi;
 use crate::model::backend::{EngineConfig, Provider};
@@ -57,6 +58,10 @@ pub mod limits {
     pub(crate) const RESULTS_MAX_AGE_HOURS: RangeInclusive<u64> = 1..=8760;
     /// `log.results_keep`.
     pub(crate) const RESULTS_KEEP: RangeInclusive<u32> = 0..=1000;
+    /// `reject.delay_ms`.
+    pub(crate) const REJECT_DELAY_MS: RangeInclusive<u64> = 1..=600_000;
+    /// `reject.encoder_counts`.
+    pub(crate) const ENCODER_COUNTS: RangeInclusive<u64> = 1..=1_000_000_000;
 }
 
 /// The station to build, every value checked.
@@ -84,6 +89,17 @@ pub struct StationPlan {
     pub results: Option<(PathBuf, Rotation)>,
     /// The failed-parts folder.
     pub failures: Option<FailuresPlan>,
+    /// The reject gate; none: results go on the lines as soon as judged.
+    pub reject: Option<RejectPlan>,
+}
+
+/// Where the reject gate is, and the ENCODER input that measures the way to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectPlan {
+    /// Distance from the trigger.
+    pub slot: Slot,
+    /// The ENCODER input (encoder slots only).
+    pub encoder: Option<InputPlan>,
 }
 
 /// The model and how it is judged.
@@ -125,7 +141,7 @@ pub enum TriggerPlan {
     /// On an edge of the TRIGGER input.
     Input {
         /// The input.
-        input: TriggerInput,
+        input: InputPlan,
         /// Which edge.
         edge: Edge,
         /// How long a new level must hold.
@@ -135,9 +151,9 @@ pub enum TriggerPlan {
     },
 }
 
-/// Where the TRIGGER input comes from.
+/// Where an input (TRIGGER, ENCODER) comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TriggerInput {
+pub enum InputPlan {
     /// The chardev chip's line of this offset.
     Line(u32),
     /// A script file.
@@ -310,8 +326,13 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
                 required("gpio.ready_line", g.ready_line, "the chardev GPIO needs the READY line")?,
             ];
             let handshake = [g.busy_line, g.valid_line];
-            let all: Vec<u32> =
-                lines.iter().copied().chain(handshake.into_iter().flatten()).chain(g.trigger_line).collect();
+            let all: Vec<u32> = lines
+                .iter()
+                .copied()
+                .chain(handshake.into_iter().flatten())
+                .chain(g.trigger_line)
+                .chain(g.encoder_line)
+                .collect();
             if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
                 return Err(("gpio.pass_line", format!("the lines {all:?} must be distinct")));
             }
@@ -360,7 +381,7 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         }
         TriggerMode::Gpio => {
             let input = match (&g.trigger_script, g.trigger_line) {
-                (Some(script), None) => TriggerInput::Script(script.clone()),
+                (Some(script), None) => InputPlan::Script(script.clone()),
                 (Some(_), Some(_)) => {
                     return Err(("gpio.trigger_script", "give `trigger_line` or `trigger_script`, not both".into()))
                 }
@@ -368,7 +389,7 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
                     return Err(("gpio.kind", "the gpio trigger needs `chardev` lines or `gpio.trigger_script`".into()))
                 }
                 (None, line) => {
-                    TriggerInput::Line(required("gpio.trigger_line", line, "the gpio trigger needs its input line")?)
+                    InputPlan::Line(required("gpio.trigger_line", line, "the gpio trigger needs its input line")?)
                 }
             };
             TriggerPlan::Input {
@@ -449,6 +470,33 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         keep: within("log.results_keep", l.results_keep, limits::RESULTS_KEEP)?,
     };
 
+    let r = &config.reject;
+    let reject = match r.timing {
+        RejectTiming::Immediate => None,
+        RejectTiming::Delay => {
+            let ms = required("reject.delay_ms", r.delay_ms, "a delayed reject needs its delay")?;
+            let delay = Duration::from_millis(within("reject.delay_ms", ms, limits::REJECT_DELAY_MS)?);
+            Some(RejectPlan { slot: Slot::Delay(delay), encoder: None })
+        }
+        RejectTiming::Encoder => {
+            let counts = required("reject.encoder_counts", r.encoder_counts, "an encoder reject needs its counts")?;
+            let counts = within("reject.encoder_counts", counts, limits::ENCODER_COUNTS)?;
+            let encoder = match (&g.encoder_script, g.encoder_line) {
+                (Some(script), None) => InputPlan::Script(script.clone()),
+                (Some(_), Some(_)) => {
+                    return Err(("gpio.encoder_script", "give `encoder_line` or `encoder_script`, not both".into()))
+                }
+                (None, _) if g.kind != GpioKind::Chardev => {
+                    return Err(("gpio.kind", "the encoder needs `chardev` lines or `gpio.encoder_script`".into()))
+                }
+                (None, line) => {
+                    InputPlan::Line(required("gpio.encoder_line", line, "an encoder reject needs the ENCODER input")?)
+                }
+            };
+            Some(RejectPlan { slot: Slot::Counts(counts), encoder: Some(encoder) })
+        }
+    };
+
     Ok(StationPlan {
         file: path.to_path_buf(),
         state_dir: config.state_dir,
@@ -461,6 +509,7 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         lines,
         results: config.log.results.clone().map(|path| (path, rotation)),
         failures,
+        reject,
     })
 }
 

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::lines::{GpioError, VerdictLines};
+use super::reject::{EncoderCounter, Gate, Judged};
 use super::watchdog::Notifier;
 use crate::verdict::Verdict;
 
@@ -61,17 +62,20 @@ enum Kind {
     Alive = 3,
     /// Worker: a status line for the service manager.
     Status = 4,
-    /// Worker: a trigger was taken; a verdict for it follows (BUSY is asserted until then).
+    /// Worker: a trigger was taken (sequence: its part; text: how long ago, in microseconds);
+    /// a verdict for it follows (BUSY is asserted until then).
     Triggered = 5,
     /// Supervisor: the verdict of this frame is on the lines.
     Shown = 10,
     /// Supervisor: writing the lines failed (text: why); they were put in the safe state.
     LineFailed = 11,
+    /// Supervisor: the part had reached the reject gate before its verdict came: it got ERROR.
+    Late = 12,
 }
 
 impl Kind {
     fn from_byte(byte: u8) -> Option<Kind> {
-        [Kind::Ready, Kind::Show, Kind::Alive, Kind::Status, Kind::Triggered, Kind::Shown, Kind::LineFailed]
+        [Kind::Ready, Kind::Show, Kind::Alive, Kind::Status, Kind::Triggered, Kind::Shown, Kind::LineFailed, Kind::Late]
             .into_iter()
             .find(|k| *k as u8 == byte)
     }
@@ -205,6 +209,9 @@ pub struct Supervisor {
     next_extension: Instant,
     /// When the counters last went to the service manager.
     counters_sent: Option<Instant>,
+    /// Parts between camera and reject gate, and the encoder that moves them (none: results
+    /// are shown as soon as judged).
+    gate: Option<(Gate, Option<EncoderCounter>)>,
 }
 
 impl Supervisor {
@@ -227,7 +234,14 @@ impl Supervisor {
             started: Instant::now(),
             next_extension: Instant::now(),
             counters_sent: None,
+            gate: None,
         })
+    }
+
+    /// Shows each result when its part reaches `gate` (moved by `encoder`, on an encoder slot)
+    /// instead of when it is judged.
+    pub fn reject_at(&mut self, gate: Gate, encoder: Option<EncoderCounter>) {
+        self.gate = Some((gate, encoder));
     }
 
     /// The verdicts shown so far.
@@ -256,9 +270,11 @@ impl Supervisor {
             }
             self.check_deadline(now);
             self.extend_start(now);
-            let wait = self.lines.next_deadline().map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
+            self.serve_gate(now);
+            let wait = self.next_wait(now);
             match self.reader.read(&mut self.stream, wait) {
                 Received::Closed => {
+                    self.drain_gate(stop);
                     if let Err(e) = self.lines.finish_handshake() {
                         tracing::error!("{e}");
                     }
@@ -306,6 +322,37 @@ impl Supervisor {
                 if let Err(e) = self.lines.part_started() {
                     self.line_failed(&e);
                 }
+                if let Some((gate, encoder)) = &mut self.gate {
+                    let age = Duration::from_micros(message.text.parse().unwrap_or(0));
+                    let now = Instant::now();
+                    let count = encoder.as_ref().map_or(0, EncoderCounter::count);
+                    if let Err(e) = gate.triggered(message.sequence, now.checked_sub(age).unwrap_or(now), count) {
+                        // Parts the gate cannot track cannot be shown at it: all are rejected.
+                        tracing::error!("{e}: the lines go to the safe state");
+                        gate.clear();
+                        let _ = self.lines.enter_safe_state();
+                    }
+                }
+            }
+            Kind::Show if self.gate.is_some() => {
+                let Some((gate, _)) = &mut self.gate else { return };
+                let reply = match gate.judged(message.sequence, message.verdict) {
+                    Judged::Scheduled => Kind::Shown,
+                    // An ERROR of no part in flight (the trigger input failed): the safe state now.
+                    Judged::Late if message.verdict == Verdict::Error => {
+                        let now = Instant::now();
+                        self.count(Verdict::Error, now);
+                        if let Err(e) = self.lines.request_at_gate(Verdict::Error, now) {
+                            self.line_failed(&e);
+                        }
+                        Kind::Shown
+                    }
+                    Judged::Late => Kind::Late,
+                };
+                if let Err(e) = self.lines.part_judged() {
+                    self.line_failed(&e);
+                }
+                self.send(reply, message.sequence, "");
             }
             Kind::Show => match self.show(message.verdict) {
                 Ok(true) => self.send(Kind::Shown, message.sequence, ""),
@@ -320,20 +367,87 @@ impl Supervisor {
                     notifier.status(&message.text);
                 }
             }
-            Kind::Alive | Kind::Shown | Kind::LineFailed => {}
+            Kind::Alive | Kind::Shown | Kind::LineFailed | Kind::Late => {}
         }
     }
 
     /// Counts `verdict` and asks the lines to show it (see [`VerdictLines::request`]).
     fn show(&mut self, verdict: Verdict) -> Result<bool, GpioError> {
+        let now = Instant::now();
+        self.count(verdict, now);
+        self.lines.request(verdict, now)
+    }
+
+    fn count(&mut self, verdict: Verdict, now: Instant) {
         match verdict {
             Verdict::Pass => self.tally.pass += 1,
             Verdict::Fail => self.tally.fail += 1,
             Verdict::Error => self.tally.error += 1,
         }
-        let now = Instant::now();
         self.report_counters(now);
-        self.lines.request(verdict, now)
+    }
+
+    /// Shows the results of the parts that have reached the reject gate, one at a time as the
+    /// lines can take them (ERROR for a part not judged in time).
+    fn serve_gate(&mut self, now: Instant) {
+        while self.lines.can_take() {
+            let Some((gate, encoder)) = &mut self.gate else { return };
+            let count = encoder.as_ref().map_or(0, EncoderCounter::count);
+            let Some((sequence, verdict)) = gate.due(now, count) else { return };
+            if verdict == Verdict::Error {
+                tracing::debug!("part {sequence} reached the gate: ERROR");
+            }
+            self.count(verdict, now);
+            if let Err(e) = self.lines.request_at_gate(verdict, now) {
+                self.line_failed(&e);
+            }
+        }
+    }
+
+    /// The worker is gone: the parts it judged still get their results at the gate (ERROR for
+    /// those it did not judge), as long as they keep moving: until none is left, stop is
+    /// requested, or nothing moved for the loop deadline (or the gate's delay, if longer).
+    fn drain_gate(&mut self, stop: &AtomicBool) {
+        let Some((gate, _)) = &self.gate else { return };
+        let idle_limit = self.loop_deadline.max(gate.delay());
+        let mut moved = (Instant::now(), u64::MAX);
+        while !stop.load(Ordering::Relaxed) {
+            let Some((gate, encoder)) = &self.gate else { return };
+            if gate.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let count = encoder.as_ref().map_or(0, EncoderCounter::count);
+            if count != moved.1 {
+                moved = (now, count);
+            }
+            if now.duration_since(moved.0) > idle_limit {
+                tracing::error!("the parts left before the reject gate stopped moving: the lines go to the safe state");
+                return;
+            }
+            if let Err(e) = self.lines.poll(now) {
+                self.line_failed(&e);
+            }
+            let before = self.tally.frames();
+            self.serve_gate(now);
+            if self.tally.frames() != before {
+                moved.0 = now;
+            }
+            std::thread::sleep(self.next_wait(now));
+        }
+    }
+
+    /// How long the next read may wait: until the lines' or the gate's next deadline, at most
+    /// a tick (a millisecond while parts ride an encoder to the gate).
+    fn next_wait(&self, now: Instant) -> Duration {
+        let encoder_parts = matches!(&self.gate, Some((gate, Some(_))) if !gate.is_empty());
+        let tick = if encoder_parts { Duration::from_millis(1) } else { TICK };
+        let gate = self.gate.as_ref().and_then(|(gate, _)| gate.next_deadline());
+        self.lines
+            .next_deadline()
+            .into_iter()
+            .chain(gate)
+            .fold(tick, |wait, at| wait.min(at.saturating_duration_since(now)))
     }
 
     /// While the worker starts (loading the model, calibrating, building TensorRT engines),
@@ -422,6 +536,9 @@ pub enum LinkError {
     /// Stop was requested while waiting.
     #[error("stopped while waiting for the lines")]
     Stopped,
+    /// The part reached the reject gate before it was judged: it got ERROR there.
+    #[error("judged after the part reached the reject gate: it was rejected there (ERROR)")]
+    Late,
 }
 
 /// The worker's end of the socket: the inspection loop's only way to the lines.
@@ -458,9 +575,12 @@ impl SupervisorLink {
         self.send(Kind::Alive, Verdict::Error, 0, "")
     }
 
-    /// A trigger was taken: BUSY goes up until its verdict's handshake ends.
-    pub(crate) fn triggered(&mut self) -> Result<(), LinkError> {
-        self.send(Kind::Triggered, Verdict::Error, 0, "")
+    /// Part `sequence`'s trigger, at `at`, was taken: BUSY goes up until it is judged.
+    pub(crate) fn triggered(&mut self, sequence: u64, at: Instant) -> Result<(), LinkError> {
+        use std::fmt::Write as _;
+        let mut age = heapless::String::<24>::new();
+        let _ = write!(age, "{}", at.elapsed().as_micros());
+        self.send(Kind::Triggered, Verdict::Error, sequence, &age)
     }
 
     /// A status line for the service manager (`STATUS=`), cut to [`TEXT`] bytes.
@@ -485,6 +605,7 @@ impl SupervisorLink {
                     Some(m) if m.kind == Kind::LineFailed && m.sequence == sequence => {
                         return Err(LinkError::Line(m.text.as_str().to_string()))
                     }
+                    Some(m) if m.kind == Kind::Late && m.sequence == sequence => return Err(LinkError::Late),
                     _ => {}
                 },
             }

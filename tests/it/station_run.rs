@@ -166,7 +166,7 @@ fn replaying_good_and_defective_parts_gives_the_expected_pulses_logs_and_images(
     // low, PASS low, FAIL asserted.
     let start: Vec<(&str, bool)> = levels[..5].iter().map(|l| (l.line.as_str(), l.high)).collect();
     assert_eq!(start, [("busy", true), ("valid", false), ("ready", false), ("pass", false), ("fail", true)]);
-    assert_eq!(check_handshake(&levels, 2.0, 10.0), 10, "every result strobed, the last one too");
+    assert_eq!(check_handshake(&levels, 2.0, 10.0, false), 10, "every result strobed, the last one too");
     let pulses = pulses(&levels);
     let lines: Vec<&str> = pulses.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(lines, EXPECTED, "one pulse per part, on the line of its ground truth");
@@ -503,9 +503,10 @@ fn a_frame_exposed_before_its_trigger_is_never_judged() {
 /// Checks the PLC handshake over a GPIO record (docs/ARCHITECTURE.md, "PLC handshake"): each
 /// result's verdict lines are written, then settle at least `settle_ms` before RESULT-VALID
 /// rises; RESULT-VALID stays up at least `valid_ms` with no verdict line written meanwhile; BUSY
-/// is up from before the verdict until RESULT-VALID has fallen (no line is asserted without it).
-/// Returns the number of strobes.
-fn check_handshake(levels: &[Level], settle_ms: f64, valid_ms: f64) -> usize {
+/// is up from before the verdict until RESULT-VALID has fallen (no line is asserted without it)
+/// when results are shown as judged (`at_gate` false; at a reject gate BUSY is only up while a
+/// part is judged). Returns the number of strobes.
+fn check_handshake(levels: &[Level], settle_ms: f64, valid_ms: f64, at_gate: bool) -> usize {
     let mut busy = true;
     let mut valid_since: Option<f64> = None;
     let mut last_verdict_write: Option<f64> = None;
@@ -513,11 +514,11 @@ fn check_handshake(levels: &[Level], settle_ms: f64, valid_ms: f64) -> usize {
     for level in levels {
         match (level.line.as_str(), level.high) {
             ("busy", high) => {
-                assert!(high || valid_since.is_none(), "BUSY fell during RESULT-VALID at {} ms", level.ms);
+                assert!(high || at_gate || valid_since.is_none(), "BUSY fell during RESULT-VALID at {} ms", level.ms);
                 busy = high;
             }
             ("valid", true) => {
-                assert!(busy, "RESULT-VALID rose without BUSY at {} ms", level.ms);
+                assert!(busy || at_gate, "RESULT-VALID rose without BUSY at {} ms", level.ms);
                 let written = last_verdict_write.expect("a result before its strobe");
                 assert!(level.ms - written >= settle_ms, "settled {} ms only, at {} ms", level.ms - written, level.ms);
                 valid_since = Some(level.ms);
@@ -531,7 +532,7 @@ fn check_handshake(levels: &[Level], settle_ms: f64, valid_ms: f64) -> usize {
             (line, _) => {
                 assert!(valid_since.is_none(), "{line} written during RESULT-VALID at {} ms", level.ms);
                 // A pulse may end after its strobe, BUSY down; nothing is asserted without BUSY.
-                assert!(busy || !level.high, "{line} asserted without BUSY at {} ms", level.ms);
+                assert!(busy || at_gate || !level.high, "{line} asserted without BUSY at {} ms", level.ms);
                 last_verdict_write = Some(level.ms);
             }
         }
@@ -544,11 +545,12 @@ fn triggers_while_busy_are_each_an_error_and_every_result_is_strobed_in_order() 
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "default", false);
     // Part 1 at 500 ms with two more triggers 6 and 12 ms later, while it is judged; a 1 ms
-    // glitch (shorter than the debounce); part 2 at 2500 ms with one more 6 ms later.
+    // glitch (shorter than the debounce); part 2 at 5000 ms (a debug build judges a part in
+    // about a second) with one more 6 ms later.
     let script = dir.path().join("trigger.txt");
     std::fs::write(
         &script,
-        "500 1\n504 0\n506 1\n509 0\n512 1\n515 0\n1500 1\n1501 0\n2500 1\n2504 0\n2506 1\n2509 0\n",
+        "500 1\n504 0\n506 1\n509 0\n512 1\n515 0\n3000 1\n3001 0\n5000 1\n5004 0\n5006 1\n5009 0\n",
     )
     .unwrap();
     let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -568,7 +570,7 @@ fn triggers_while_busy_are_each_an_error_and_every_result_is_strobed_in_order() 
     assert_eq!(missed, [0, 1, 2, 2, 3]);
     assert!(records[1]["error"].as_str().unwrap().contains("missed trigger"), "{records:?}");
     // Each result, ERROR included, is strobed after it settled, in order.
-    assert_eq!(check_handshake(&recorded(dir.path()), 2.0, 10.0), 5);
+    assert_eq!(check_handshake(&recorded(dir.path()), 2.0, 10.0, false), 5);
 }
 
 #[test]
@@ -592,4 +594,45 @@ fn every_record_names_its_part_model_memory_and_engine_and_part_ids_go_on_across
     assert_eq!(judged_by["memory_sha256"], prefix(common::default_memory()));
     assert_eq!((judged_by["engine"].as_str(), judged_by["precision"].as_str()), (Some("tract"), Some("fp32")));
     assert_eq!(judged_by["provider"], "cpu");
+}
+
+/// The sample station with a scripted trigger (`script`) and `[reject]` as given.
+fn gated(dir: &Path, script: &str, reject: &str) -> PathBuf {
+    let config = config(dir, "default", false);
+    let trigger = dir.join("trigger.txt");
+    std::fs::write(&trigger, script).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[gpio]\n",
+        &format!("[reject]\n{reject}\n\n[trigger]\nmode = \"gpio\"\ndebounce_ms = 1\n\n[gpio]\ntrigger_script = {trigger:?}\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn results_go_on_the_lines_when_the_part_reaches_the_gate_and_a_part_judged_too_late_is_rejected() {
+    // The gate 4 s after the trigger (a debug build judges a part in about a second).
+    let script = "300 1\n304 0\n5000 1\n5004 0\n";
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_quietly(&gated(dir.path(), script, "timing = \"delay\"\ndelay_ms = 4000"));
+    assert_eq!((summary.frames, summary.errors), (2, 0), "{summary:?} {:?}", results(dir.path()));
+    // Each part's verdict is asserted 4 s after its trigger (BUSY rises when the supervisor hears
+    // of it, a little after), not when it was judged (BUSY falling).
+    let levels = recorded(dir.path());
+    let busy: Vec<&Level> = levels.iter().filter(|l| l.line == "busy").collect();
+    let taken: Vec<f64> = busy.windows(2).filter(|w| !w[0].high && w[1].high).map(|w| w[1].ms).take(2).collect();
+    let shown: Vec<f64> = pulses(&levels).iter().map(|p| p.1).collect();
+    assert_eq!((taken.len(), shown.len()), (2, 2), "{levels:?}");
+    for (taken, shown) in taken.iter().zip(&shown) {
+        assert!(shown - taken >= 3900.0 && shown - taken < 4500.0, "taken at {taken} ms, shown at {shown} ms");
+    }
+    assert_eq!(check_handshake(&levels, 2.0, 10.0, true), 2);
+
+    // A gate 1 ms after the trigger: no part can be judged before it; each is rejected there.
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_quietly(&gated(dir.path(), script, "timing = \"delay\"\ndelay_ms = 1"));
+    assert_eq!((summary.frames, summary.errors, summary.passed), (2, 2, 0), "{summary:?}");
+    let records = results(dir.path());
+    assert!(records.iter().all(|r| r["verdict"] == "error" && r["error"].as_str().unwrap().contains("reject gate")));
+    assert!(!recorded(dir.path()).iter().any(|l| l.line == "pass" && l.high), "no PASS on the lines");
 }

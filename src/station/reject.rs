@@ -1,0 +1,232 @@
+//! Reject timing: a part's result goes on the lines when the part reaches the reject gate, not
+//! when it is judged. The gate is a fixed time after the trigger (`reject.delay_ms`) or a fixed
+//! number of ENCODER counts after it (`reject.encoder_counts`, the conveyor's travel). Parts
+//! between camera and gate wait in a bounded queue ([`IN_FLIGHT`], `heapless`); a part that
+//! reaches the gate before it was judged gets ERROR there (the safe state: rejected), and its
+//! verdict, when it comes, is refused as late. The supervisor owns the [`Gate`]: time and counts
+//! are passed in.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::lines::GpioError;
+use super::trigger::{EdgeSource, InputEvent, STOP_CHECK};
+use crate::verdict::Verdict;
+
+/// Parts that can be between the camera and the gate at once.
+pub const IN_FLIGHT: usize = 32;
+
+/// Where the gate is, from the trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// This long after the trigger.
+    Delay(Duration),
+    /// This many ENCODER counts after the trigger.
+    Counts(u64),
+}
+
+/// When a part reaches the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    At(Instant),
+    Count(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    sequence: u64,
+    due: Due,
+    verdict: Option<Verdict>,
+}
+
+/// What became of a verdict handed to the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// It waits for its part to reach the gate.
+    Scheduled,
+    /// Its part has passed the gate already (it got ERROR there), or was never triggered.
+    Late,
+}
+
+/// More parts between camera and gate than [`IN_FLIGHT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("more than {IN_FLIGHT} parts between the camera and the reject gate")]
+pub struct Full;
+
+/// The parts between the camera and the gate, oldest first.
+#[derive(Debug)]
+pub struct Gate {
+    slot: Slot,
+    parts: heapless::Deque<Part, IN_FLIGHT>,
+}
+
+impl Gate {
+    /// A gate at `slot` from the trigger.
+    pub fn new(slot: Slot) -> Self {
+        Gate { slot, parts: heapless::Deque::new() }
+    }
+
+    /// Part `sequence` was triggered at `at`, with the ENCODER at `count`.
+    pub fn triggered(&mut self, sequence: u64, at: Instant, count: u64) -> Result<(), Full> {
+        let due = match self.slot {
+            Slot::Delay(delay) => Due::At(at + delay),
+            Slot::Counts(counts) => Due::Count(count.saturating_add(counts)),
+        };
+        self.parts.push_back(Part { sequence, due, verdict: None }).map_err(|_| Full)
+    }
+
+    /// Part `sequence` was judged `verdict`.
+    pub fn judged(&mut self, sequence: u64, verdict: Verdict) -> Judged {
+        match self.parts.iter_mut().find(|p| p.sequence == sequence) {
+            Some(part) => {
+                part.verdict = Some(verdict);
+                Judged::Scheduled
+            }
+            None => Judged::Late,
+        }
+    }
+
+    /// The oldest part, if it has reached the gate at `now` with the ENCODER at `count`: its
+    /// sequence and what the lines show for it (ERROR when it was not judged in time).
+    pub fn due(&mut self, now: Instant, count: u64) -> Option<(u64, Verdict)> {
+        let front = self.parts.front()?;
+        let reached = match front.due {
+            Due::At(at) => now >= at,
+            Due::Count(due) => count >= due,
+        };
+        reached.then(|| self.parts.pop_front()).flatten().map(|p| (p.sequence, p.verdict.unwrap_or(Verdict::Error)))
+    }
+
+    /// When the oldest part reaches the gate, on the time slot.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.parts.front()?.due {
+            Due::At(at) => Some(at),
+            Due::Count(_) => None,
+        }
+    }
+
+    /// The gate's delay from the trigger (zero on an encoder slot).
+    pub fn delay(&self) -> Duration {
+        match self.slot {
+            Slot::Delay(delay) => delay,
+            Slot::Counts(_) => Duration::ZERO,
+        }
+    }
+
+    /// Whether a part is between camera and gate.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Forgets every part (the lines went to the safe state: each is rejected there).
+    pub fn clear(&mut self) {
+        self.parts.clear();
+    }
+}
+
+/// Counts rising edges of the ENCODER input on a thread of its own (kernel events lost to a
+/// full buffer count too, two changes a count, rounded up: the gate comes early, never late).
+pub struct EncoderCounter {
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EncoderCounter {
+    /// Starts counting `source`.
+    pub fn start(mut source: Box<dyn EdgeSource>) -> Result<EncoderCounter, GpioError> {
+        let (count, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (theirs, their_stop) = (count.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("encoder".into())
+            .spawn(move || {
+                while !their_stop.load(Ordering::Relaxed) {
+                    match source.next(STOP_CHECK) {
+                        Ok(InputEvent::Change { change, lost_before }) => {
+                            let counts = u64::from(lost_before.div_ceil(2)) + u64::from(change.high);
+                            theirs.fetch_add(counts, Ordering::Relaxed);
+                        }
+                        Ok(InputEvent::Quiet) => {}
+                        Ok(InputEvent::Ended) => return,
+                        Err(e) => {
+                            tracing::error!("encoder: {e}");
+                            std::thread::sleep(STOP_CHECK);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| GpioError { line: "encoder".into(), reason: format!("cannot start its counter: {e}") })?;
+        Ok(EncoderCounter { count, stop, thread: Some(thread) })
+    }
+
+    /// Counts so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for EncoderCounter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_waits_for_its_part_to_reach_the_gate_and_a_late_one_is_rejected_there() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut gate = Gate::new(Slot::Delay(Duration::from_millis(100)));
+        gate.triggered(1, ms(0), 0).unwrap();
+        gate.triggered(2, ms(30), 0).unwrap();
+        assert_eq!(gate.judged(1, Verdict::Pass), Judged::Scheduled);
+        assert_eq!(gate.due(ms(99), 0), None, "not before the gate");
+        assert_eq!(gate.next_deadline(), Some(ms(100)));
+        assert_eq!(gate.due(ms(100), 0), Some((1, Verdict::Pass)));
+        // Part 2 is not judged when it reaches the gate: ERROR there, and its verdict is late.
+        assert_eq!(gate.due(ms(130), 0), Some((2, Verdict::Error)));
+        assert_eq!(gate.judged(2, Verdict::Pass), Judged::Late);
+        assert!(gate.is_empty());
+    }
+
+    #[test]
+    fn encoder_slots_count_from_the_trigger_and_the_queue_is_bounded() {
+        let now = Instant::now();
+        let mut gate = Gate::new(Slot::Counts(500));
+        gate.triggered(1, now, 1000).unwrap();
+        gate.triggered(2, now, 1200).unwrap();
+        gate.judged(2, Verdict::Fail);
+        gate.judged(1, Verdict::Pass);
+        assert_eq!(gate.due(now, 1499), None);
+        assert_eq!(gate.due(now, 1500), Some((1, Verdict::Pass)));
+        assert_eq!(gate.due(now, 1600), None, "the conveyor has not moved part 2 far enough");
+        assert_eq!(gate.due(now, 1700), Some((2, Verdict::Fail)));
+        for sequence in 0..IN_FLIGHT as u64 {
+            gate.triggered(sequence, now, 0).unwrap();
+        }
+        assert_eq!(gate.triggered(99, now, 0), Err(Full));
+    }
+
+    #[test]
+    fn the_encoder_counts_rising_edges() {
+        let changes = (0..5u64).flat_map(|i| [(i * 4, true), (i * 4 + 2, false)]);
+        let script = super::super::trigger::ScriptedInput::new(
+            changes.map(|(ms, high)| (Duration::from_millis(ms), high)).collect(),
+        );
+        let counter = EncoderCounter::start(Box::new(script)).unwrap();
+        let started = Instant::now();
+        while counter.count() < 5 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(counter.count(), 5);
+    }
+}
