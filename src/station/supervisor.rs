@@ -142,9 +142,22 @@ impl FrameReader {
         FrameReader { buffer: [0; FRAME], filled: 0 }
     }
 
-    /// Reads until a frame is complete, the timeout passes (`Nothing`) or the peer is gone.
+    /// Reads until a frame is complete, the timeout passes (`Nothing`) or the peer is gone. The
+    /// wait is a `poll` with a high-resolution timeout: a socket's own read timeout is counted
+    /// in kernel ticks (up to 10 ms late), too coarse for the handshake's widths.
     fn read(&mut self, stream: &mut UnixStream, timeout: Duration) -> Received {
-        let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_micros(100))));
+        let _ = stream.set_read_timeout(Some(TICK.max(timeout)));
+        let timeout = rustix::event::Timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let mut fds = [rustix::event::PollFd::new(&*stream, rustix::event::PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => return Received::Nothing,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Received::Nothing,
+            Err(_) => return Received::Closed,
+        }
         loop {
             match stream.read(&mut self.buffer[self.filled..]) {
                 Ok(0) => return Received::Closed,
