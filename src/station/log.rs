@@ -49,7 +49,8 @@ pub struct ResultRecord<'a> {
     pub score: Option<f32>,
     /// The verdict.
     pub verdict: Verdict,
-    /// Trigger to GPIO output, milliseconds.
+    /// Trigger to the verdict on the lines (with a reject gate: to the verdict kept for the
+    /// gate), milliseconds.
     pub latency_ms: f32,
     /// Triggers missed since start (an ERROR verdict each), this one included.
     pub missed_triggers: u64,

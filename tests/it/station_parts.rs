@@ -107,6 +107,13 @@ fn every_shipped_station_config_parses() {
     checked.sort();
     assert_eq!(
         checked,
-        ["jetson-orin-nano.toml", "jetson-xavier-nx.toml", "raspberry-pi-5.toml", "replay.toml", "station.toml"]
+        [
+            "jetson-orin-nano.toml",
+            "jetson-xavier-nx.toml",
+            "line.toml",
+            "raspberry-pi-5.toml",
+            "replay.toml",
+            "station.toml"
+        ]
     );
 }

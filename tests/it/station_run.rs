@@ -412,6 +412,31 @@ fn the_shipped_replay_config_runs_from_the_repository_root() {
     assert!(gpio.lines().count() > 20, "{gpio}");
 }
 
+#[test]
+fn the_shipped_line_config_runs_from_the_repository_root_with_every_part_answered_at_the_gate() {
+    let config = common::root().join("board/examples/line.toml");
+    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_clipada")).arg("demo").output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let line = common::root().join("target/line");
+    let _ = std::fs::remove_file(line.join("results.jsonl"));
+    let output = clipada_run(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("10 frames:"), "{stdout}");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(line.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 10);
+    for record in &records {
+        assert!(record["part_id"].as_u64().is_some() && record["judged_by"]["model_sha256"].is_string(), "{record}");
+    }
+    // Every part got one strobe on the lines, at the gate.
+    let levels = recorded(&line);
+    assert_eq!(check_handshake(&levels, 2.0, 20.0, true), 10);
+}
+
 /// Two frames: a red one the region of interest fits, then a green one too small for it.
 struct ShrinkingFrames {
     served: usize,
