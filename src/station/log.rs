@@ -401,20 +401,8 @@ mod tests {
     fn a_result_log_is_appended_to_and_a_file_of_another_kind_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.jsonl");
-        let provenance = Provenance::default();
-        let record = |frame| ResultRecord {
-            time: "t",
-            part_id: Some(frame),
-            frame,
-            score: Some(0.5),
-            verdict: Verdict::Pass,
-            latency_ms: 1.0,
-            missed_triggers: 0,
-            error: None,
-            judged_by: &provenance,
-        };
-        ResultLog::open(&path, Rotation::NEVER).unwrap().append(&record(1)).unwrap();
-        ResultLog::open(&path, Rotation::NEVER).unwrap().append(&record(2)).unwrap();
+        log_lines(&path, Rotation::NEVER, 1).unwrap();
+        log_lines(&path, Rotation::NEVER, 1).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
         let other = dir.path().join("notes.txt");
         std::fs::write(&other, "root's notes\n").unwrap();

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::config::{ConfigError, DisplayKind, GpioKind, RejectTiming, SourceKind, StationConfig, TriggerMode};
+use super::config::{
+    ConfigError, DisplayKind, GpioKind, GpioSection, RejectTiming, SourceKind, StationConfig, TriggerMode,
+};
 use super::lines::{Handshake, LineSettings, OutputMode};
 use super::log::Rotation;
 use super::reject::Slot;
@@ -252,6 +254,24 @@ fn required<T>(key: &'static str, value: Option<T>, why: &str) -> Checked<T> {
     value.ok_or_else(|| (key, format!("missing: {why}")))
 }
 
+/// The `what` input (TRIGGER, ENCODER): its script (`keys[0]`) or its chip line (`keys[1]`).
+fn input_plan(
+    g: &GpioSection,
+    what: &str,
+    [script_key, line_key]: [&'static str; 2],
+    script: &Option<PathBuf>,
+    line: Option<u32>,
+) -> Checked<InputPlan> {
+    match (script, line) {
+        (Some(script), None) => Ok(InputPlan::Script(script.clone())),
+        (Some(_), Some(_)) => Err((script_key, format!("give `{line_key}` or `{script_key}`, not both"))),
+        (None, _) if g.kind != GpioKind::Chardev => {
+            Err(("gpio.kind", format!("the {what} input needs `chardev` lines or `{script_key}`")))
+        }
+        (None, line) => Ok(InputPlan::Line(required(line_key, line, &format!("the {what} input needs its line"))?)),
+    }
+}
+
 fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
     let model = &config.model;
     if let Some(t) = model.threshold {
@@ -380,18 +400,13 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
             TriggerPlan::Interval(Duration::from_millis(within("trigger.interval_ms", ms, limits::INTERVAL_MS)?))
         }
         TriggerMode::Gpio => {
-            let input = match (&g.trigger_script, g.trigger_line) {
-                (Some(script), None) => InputPlan::Script(script.clone()),
-                (Some(_), Some(_)) => {
-                    return Err(("gpio.trigger_script", "give `trigger_line` or `trigger_script`, not both".into()))
-                }
-                (None, _) if g.kind != GpioKind::Chardev => {
-                    return Err(("gpio.kind", "the gpio trigger needs `chardev` lines or `gpio.trigger_script`".into()))
-                }
-                (None, line) => {
-                    InputPlan::Line(required("gpio.trigger_line", line, "the gpio trigger needs its input line")?)
-                }
-            };
+            let input = input_plan(
+                g,
+                "trigger",
+                ["gpio.trigger_script", "gpio.trigger_line"],
+                &g.trigger_script,
+                g.trigger_line,
+            )?;
             TriggerPlan::Input {
                 input,
                 edge: t.edge,
@@ -481,18 +496,13 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         RejectTiming::Encoder => {
             let counts = required("reject.encoder_counts", r.encoder_counts, "an encoder reject needs its counts")?;
             let counts = within("reject.encoder_counts", counts, limits::ENCODER_COUNTS)?;
-            let encoder = match (&g.encoder_script, g.encoder_line) {
-                (Some(script), None) => InputPlan::Script(script.clone()),
-                (Some(_), Some(_)) => {
-                    return Err(("gpio.encoder_script", "give `encoder_line` or `encoder_script`, not both".into()))
-                }
-                (None, _) if g.kind != GpioKind::Chardev => {
-                    return Err(("gpio.kind", "the encoder needs `chardev` lines or `gpio.encoder_script`".into()))
-                }
-                (None, line) => {
-                    InputPlan::Line(required("gpio.encoder_line", line, "an encoder reject needs the ENCODER input")?)
-                }
-            };
+            let encoder = input_plan(
+                g,
+                "encoder",
+                ["gpio.encoder_script", "gpio.encoder_line"],
+                &g.encoder_script,
+                g.encoder_line,
+            )?;
             Some(RejectPlan { slot: Slot::Counts(counts), encoder: Some(encoder) })
         }
     };
