@@ -97,7 +97,8 @@ pub enum FrameError {
         height: u32,
     },
     /// No frame exposed after the trigger came in time: the source served only older ones
-    /// (buffered before the part arrived), which were discarded.
+    /// (buffered before the part arrived), which were discarded, or one exposed more than the
+    /// timeout after the trigger (and its delay).
     #[error("no frame exposed after the trigger within {timeout_ms} ms ({discarded} older frames discarded)")]
     Stale {
         /// `trigger.frame_timeout_ms`.
@@ -113,8 +114,8 @@ pub enum FrameError {
     Inspect(#[from] InspectError),
 }
 
-/// Which frame may be judged for a trigger: only one exposed at least `delay` after it, and one
-/// must come within `timeout` of that (else ERROR). The one rule that ties a verdict to a frame
+/// Which frame may be judged for a trigger: only one exposed at least `delay` after it and at
+/// most `timeout` after that (else ERROR). The one rule that ties a verdict to a frame
 /// of this part, not one a camera buffered before it arrived ([`Station::step`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
@@ -392,6 +393,12 @@ impl Station {
             match self.source.next_frame(&mut self.frame) {
                 Ok(false) => return Ok(Fresh::Exhausted),
                 Err(e) => return Ok(Fresh::Frame(Err(e.into()))),
+                // Exposed too late to be this part's frame (a queued trigger judged long after
+                // it came, a source that stalled): the part may have left the camera's view.
+                Ok(true) if self.frame.captured.saturating_duration_since(not_before) > self.freshness.timeout => {
+                    let timeout_ms = self.freshness.timeout.as_millis();
+                    return Ok(Fresh::Frame(Err(FrameError::Stale { timeout_ms, discarded })));
+                }
                 Ok(true) if self.frame.captured >= not_before => return Ok(Fresh::Frame(Ok(()))),
                 Ok(true) => {
                     discarded = discarded.saturating_add(1);

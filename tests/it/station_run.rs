@@ -525,6 +525,44 @@ fn a_frame_exposed_before_its_trigger_is_never_judged() {
     assert!(log.contains("no frame exposed after the trigger within 500 ms"), "{log}");
 }
 
+/// A camera that stalls `stall` before each frame, then serves one exposed at the end of the
+/// stall (long after the trigger): the part may have left the camera's view meanwhile.
+struct StallingCamera {
+    frames: DirectorySource,
+    stall: Duration,
+    served: usize,
+}
+
+impl FrameSource for StallingCamera {
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+        self.served += 1;
+        if self.served > 3 {
+            return Ok(false);
+        }
+        std::thread::sleep(self.stall);
+        let got = self.frames.next_frame(frame)?;
+        frame.captured = Instant::now();
+        Ok(got)
+    }
+}
+
+#[test]
+fn a_frame_exposed_after_the_frame_timeout_is_never_judged() {
+    // Regression: only frames exposed before the trigger were refused; one exposed any time
+    // after it was judged (a queued trigger judged seconds late, a stalled camera), though
+    // `frame_timeout_ms` promises a frame within that long of the trigger or ERROR.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "tiny", false);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[trigger]\nframe_timeout_ms = 100\n")).unwrap();
+    let (summary, log) = run_with(&config, &mut |parts| {
+        let frames = DirectorySource::open(&common::sample("test/good"), true).unwrap();
+        parts.source = Box::new(StallingCamera { frames, stall: Duration::from_millis(400), served: 0 });
+    });
+    assert_eq!((summary.passed, summary.failed, summary.errors), (0, 0, 3), "{summary:?}");
+    assert!(log.contains("no frame exposed after the trigger within 100 ms"), "{log}");
+}
+
 /// Checks the PLC handshake over a GPIO record (docs/ARCHITECTURE.md, "PLC handshake"): each
 /// result's verdict lines are written, then settle at least `settle_ms` before RESULT-VALID
 /// rises; RESULT-VALID stays up at least `valid_ms` with no verdict line written meanwhile; BUSY
