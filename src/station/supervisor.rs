@@ -418,7 +418,8 @@ impl Supervisor {
     }
 
     /// The worker is gone: the parts it judged still get their results at the gate (ERROR for
-    /// those it did not judge), as long as they keep moving: until none is left, stop is
+    /// those it did not judge), each with its handshake, as long as they keep moving: until
+    /// none is left and no result waits for the lines, stop is
     /// requested, or nothing moved for the loop deadline (or the gate's delay, if longer).
     fn drain_gate(&mut self, stop: &AtomicBool) {
         let Some((gate, _)) = &self.gate else { return };
@@ -426,7 +427,9 @@ impl Supervisor {
         let mut moved = (Instant::now(), u64::MAX);
         while !stop.load(Ordering::Relaxed) {
             let Some((gate, encoder)) = &self.gate else { return };
-            if gate.is_empty() {
+            // A part's result may still wait for the last one's strobe: it is not done yet.
+            let waiting = !self.lines.can_take();
+            if gate.is_empty() && !waiting {
                 return;
             }
             let now = Instant::now();
@@ -434,12 +437,14 @@ impl Supervisor {
             if count != moved.1 {
                 moved = (now, count);
             }
-            if now.duration_since(moved.0) > idle_limit {
+            if !waiting && now.duration_since(moved.0) > idle_limit {
                 tracing::error!("the parts left before the reject gate stopped moving: the lines go to the safe state");
                 return;
             }
-            if let Err(e) = self.lines.poll(now) {
-                self.line_failed(&e);
+            match self.lines.poll(now) {
+                Ok(Some(_)) => moved.0 = now,
+                Ok(None) => {}
+                Err(e) => self.line_failed(&e),
             }
             let before = self.tally.frames();
             self.serve_gate(now);
@@ -760,6 +765,62 @@ mod tests {
         assert!(matches!(&error, LinkError::Line(why) if why.contains("short circuit")), "{error}");
         stop.store(true, Ordering::Relaxed);
         thread.join().unwrap();
+    }
+
+    /// Every physical level written to a line, as `(line, high)`.
+    type Written = Arc<Mutex<Vec<(usize, bool)>>>;
+
+    struct Recording(usize, Written);
+
+    impl ErrorType for Recording {
+        type Error = GpioError;
+    }
+
+    impl OutputPin for Recording {
+        fn set_low(&mut self) -> Result<(), GpioError> {
+            self.1.lock().unwrap().push((self.0, false));
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), GpioError> {
+            self.1.lock().unwrap().push((self.0, true));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parts_at_the_gate_when_the_worker_ends_each_get_their_own_strobe() {
+        // Regression: two parts reach the gate together just after the worker ended; the
+        // second's verdict waited for the first's strobe and was dropped with the worker, so
+        // the PLC saw one result for two parts.
+        let written = Written::default();
+        let outputs: [Output; 5] = std::array::from_fn(|i| Box::new(Recording(i, written.clone())) as Output);
+        let settings = LineSettings {
+            active_low: false,
+            mode: OutputMode::Level,
+            pulse: Duration::from_millis(10),
+            safe: SafeState::default(),
+            handshake: Handshake { settle: Duration::from_millis(2), valid: Duration::from_millis(30) },
+        };
+        let (mut supervisor, mut link) = pair(VerdictLines::new(outputs, settings), Duration::from_secs(9)).unwrap();
+        supervisor.reject_at(Gate::new(super::super::reject::Slot::Delay(Duration::from_millis(50))), None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_supervisor = stop.clone();
+        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
+        link.ready().unwrap();
+        let now = Instant::now();
+        link.triggered(1, now).unwrap();
+        link.triggered(2, now).unwrap();
+        link.show(Verdict::Pass, 1, &AtomicBool::new(false)).unwrap();
+        link.show(Verdict::Fail, 2, &AtomicBool::new(false)).unwrap();
+        drop(link);
+        assert_eq!(thread.join().unwrap(), Ended::WorkerGone);
+        let written = written.lock().unwrap();
+        let strobes = written.iter().filter(|&&(line, high)| line == 4 && high).count();
+        assert_eq!(strobes, 2, "one strobe per part: {written:?}");
+        let pass_at = written.iter().position(|&w| w == (0, true)).expect("part 1's PASS shown");
+        let fail_at = pass_at + written[pass_at..].iter().position(|&w| w == (1, true)).unwrap();
+        assert!(written[pass_at..fail_at].contains(&(4, true)), "PASS strobed before FAIL: {written:?}");
+        assert!(written[fail_at..].contains(&(4, true)), "part 2's FAIL strobed: {written:?}");
     }
 
     #[test]
