@@ -54,10 +54,11 @@ pub struct RejectSection {
     /// (`encoder_counts` ENCODER counts after the trigger).
     #[serde(default)]
     pub timing: RejectTiming,
-    /// The gate's distance in time from the trigger, 1 to 600000 ms.
+    /// The gate's distance in time from the trigger, 1 to 600000 ms (`timing = "delay"` only).
     #[serde(default)]
     pub delay_ms: Option<u64>,
-    /// The gate's distance in ENCODER counts from the trigger, 1 to 1000000000.
+    /// The gate's distance in ENCODER counts from the trigger, 1 to 1000000000 (`timing =
+    /// "encoder"` only).
     #[serde(default)]
     pub encoder_counts: Option<u64>,
 }

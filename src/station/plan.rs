@@ -486,6 +486,18 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
     };
 
     let r = &config.reject;
+    // A gate key without its timing would be ignored: results would go on the lines as judged,
+    // or at another slot, and the gate would reject the wrong part.
+    let strays = [
+        ("reject.delay_ms", r.delay_ms.is_some(), RejectTiming::Delay),
+        ("reject.encoder_counts", r.encoder_counts.is_some(), RejectTiming::Encoder),
+        ("gpio.encoder_line", g.encoder_line.is_some(), RejectTiming::Encoder),
+        ("gpio.encoder_script", g.encoder_script.is_some(), RejectTiming::Encoder),
+    ];
+    if let Some((key, _, timing)) = strays.into_iter().find(|(_, set, timing)| *set && r.timing != *timing) {
+        let name = if timing == RejectTiming::Delay { "delay" } else { "encoder" };
+        return Err((key, format!("only `reject.timing = \"{name}\"` uses it: set that timing, or remove the key")));
+    }
     let reject = match r.timing {
         RejectTiming::Immediate => None,
         RejectTiming::Delay => {
@@ -549,6 +561,24 @@ path = "frames"
                 (key, reason)
             }
             other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reject_gate_key_without_its_timing_is_refused() {
+        // Regression: `delay_ms` without `timing = "delay"` was ignored: results went on the
+        // lines as judged, not when the part reached the gate.
+        let (key, reason) = invalid(&format!("{MINIMAL}[reject]\ndelay_ms = 500\n"));
+        assert_eq!(key, "reject.delay_ms");
+        assert!(reason.contains("timing = \"delay\""), "{reason}");
+        let cases = [
+            ("[reject]\ntiming = \"delay\"\ndelay_ms = 5\nencoder_counts = 50\n", "reject.encoder_counts"),
+            ("[reject]\ntiming = \"encoder\"\ndelay_ms = 5\nencoder_counts = 50\n", "reject.delay_ms"),
+            ("[gpio]\nencoder_script = \"e.txt\"\n", "gpio.encoder_script"),
+            ("[gpio]\nkind = \"chardev\"\nchip = \"/dev/gpiochip0\"\npass_line = 1\nfail_line = 2\nready_line = 3\nencoder_line = 4\n", "gpio.encoder_line"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(invalid(&format!("{MINIMAL}{text}")).0, key, "{text}");
         }
     }
 
