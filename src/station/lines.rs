@@ -119,6 +119,8 @@ pub struct VerdictLines {
     pending: Option<Verdict>,
     /// A part was triggered whose verdict has not been asked for yet (BUSY stays asserted).
     part_open: bool,
+    /// The loop said it waits for a trigger, and has taken none since (BUSY may drop).
+    armed: bool,
     /// Whether the lines are in the safe state (not READY).
     in_safe_state: bool,
     /// Last logical level written to each output (none: unknown), to skip repeats.
@@ -162,6 +164,7 @@ impl VerdictLines {
             handshake: None,
             pending: None,
             part_open: false,
+            armed: false,
             in_safe_state: false,
             levels: [None; 5],
         }
@@ -209,19 +212,24 @@ impl VerdictLines {
         results.into_iter().collect()
     }
 
-    /// The loop is ready for triggers: BUSY drops (unless a part or a result is under way).
+    /// The loop waits for a trigger: BUSY drops (unless a part or a result is under way).
     pub fn trigger_ready(&mut self) -> Result<(), GpioError> {
-        if self.part_open || self.handshake.is_some() || self.pending.is_some() {
-            return Ok(());
-        }
-        self.set(Line::Busy, false)
+        self.armed = true;
+        self.update_busy()
     }
 
-    /// The open part was judged, its verdict kept for the reject gate: BUSY drops unless a
-    /// result is being shown.
+    /// BUSY as it should be: up unless the loop waits for a trigger and no part or result is
+    /// under way (the safe state asserted it; the loop was heard from again).
+    pub fn update_busy(&mut self) -> Result<(), GpioError> {
+        let busy = !self.armed || self.part_open || self.handshake.is_some() || self.pending.is_some();
+        self.set(Line::Busy, busy)
+    }
+
+    /// The open part was judged, its verdict kept for the reject gate: BUSY drops once the
+    /// loop waits for the next trigger, unless a result is being shown.
     pub fn part_judged(&mut self) -> Result<(), GpioError> {
         self.part_open = false;
-        self.trigger_ready()
+        self.update_busy()
     }
 
     /// Whether a result asked for now would not have to replace one already waiting.
@@ -229,9 +237,11 @@ impl VerdictLines {
         self.pending.is_none()
     }
 
-    /// A part was triggered: BUSY is asserted until its result's handshake ends.
+    /// A part was triggered: BUSY is asserted until its result's handshake ends and the loop
+    /// waits for the next trigger.
     pub fn part_started(&mut self) -> Result<(), GpioError> {
         self.part_open = true;
+        self.armed = false;
         self.set(Line::Busy, true)
     }
 
@@ -275,7 +285,7 @@ impl VerdictLines {
         }
         let handshake = self.settings.handshake;
         if handshake.valid.is_zero() {
-            return self.set(Line::Busy, self.part_open);
+            return self.update_busy();
         }
         self.handshake = Some(Phase::Settling(written_by(now) + handshake.settle));
         Ok(())
@@ -311,9 +321,7 @@ impl VerdictLines {
             Some(Phase::Valid(at)) if now >= at => {
                 self.set(Line::Valid, false)?;
                 self.handshake = None;
-                if self.pending.is_none() {
-                    self.set(Line::Busy, self.part_open)?;
-                }
+                self.update_busy()?;
             }
             _ => {}
         }
@@ -751,18 +759,51 @@ mod tests {
         assert_eq!(lines.poll(ms(22)).unwrap(), Some(Verdict::Pass), "the waiting verdict follows");
         // An equal verdict makes no edge on PASS, but a new strobe: the PLC sees every result.
         assert_eq!(written(&levels), ["valid 0"], "BUSY stays up: a part is under way");
+        // Its verdict on the lines, the loop waits for the next trigger: BUSY waits for the strobe.
+        lines.trigger_ready().unwrap();
         lines.poll(ms(24)).unwrap();
         lines.poll(ms(44)).unwrap();
         assert_eq!(written(&levels), ["valid 1", "valid 0", "busy 0"]);
         // An ERROR is a result too: the safe state, then its strobe, then BUSY drops.
         lines.part_started().unwrap();
         assert!(lines.request(Verdict::Error, ms(50)).unwrap());
+        lines.trigger_ready().unwrap();
         lines.poll(ms(52)).unwrap();
         lines.poll(ms(72)).unwrap();
         assert_eq!(
             written(&levels),
             ["busy 1", "busy 1", "valid 0", "ready 0", "pass 0", "fail 1", "valid 1", "valid 0", "busy 0"]
         );
+    }
+
+    #[test]
+    fn busy_stays_up_until_the_loop_waits_for_the_next_trigger() {
+        // Regression: BUSY fell at the end of the strobe (or, at a reject gate, as soon as the
+        // part was judged) while the loop was still logging, drawing and saving the part; a
+        // trigger the PLC gave then, with BUSY low, came before the loop waited and was an
+        // ERROR (a missed trigger).
+        for valid in [Duration::ZERO, Duration::from_millis(20)] {
+            let handshake = Handshake { settle: Duration::from_millis(2), valid };
+            let (mut lines, levels) = handshaking(OutputMode::Level, false, false, handshake);
+            let t0 = Instant::now() + Duration::from_secs(60);
+            let ms = |n: u64| t0 + Duration::from_millis(n);
+            lines.enter_safe_state().unwrap();
+            lines.trigger_ready().unwrap();
+            lines.part_started().unwrap();
+            written(&levels);
+            lines.request(Verdict::Pass, ms(0)).unwrap();
+            lines.poll(ms(2)).unwrap();
+            lines.poll(ms(22)).unwrap();
+            assert!(!written(&levels).contains(&"busy 0".to_string()), "the loop is not waiting yet");
+            lines.trigger_ready().unwrap();
+            assert_eq!(written(&levels), ["busy 0"]);
+            // At a gate: the part judged, its verdict kept for the gate; BUSY waits for the loop.
+            lines.part_started().unwrap();
+            lines.part_judged().unwrap();
+            assert_eq!(written(&levels), ["busy 1"]);
+            lines.trigger_ready().unwrap();
+            assert_eq!(written(&levels), ["busy 0"]);
+        }
     }
 
     #[test]

@@ -323,6 +323,9 @@ impl Station {
                 return Ok(Step::Stopped);
             }
         }
+        // BUSY drops now, not when the last part's result was shown: a trigger the PLC gives
+        // while the loop still logged and saved that part would be an overrun.
+        link.waiting()?;
         let mut lost: Option<LinkError> = None;
         let fired = self.trigger.wait(stop, &mut || {
             if let Err(e) = link.alive() {

@@ -65,6 +65,8 @@ enum Kind {
     /// Worker: a trigger was taken (sequence: its part; text: how long ago, in microseconds);
     /// a verdict for it follows (BUSY is asserted until then).
     Triggered = 5,
+    /// Worker: the loop waits for the next trigger (BUSY may drop: a trigger now is taken).
+    Waiting = 6,
     /// Supervisor: the verdict of this frame is on the lines.
     Shown = 10,
     /// Supervisor: writing the lines failed (text: why); they were put in the safe state.
@@ -75,9 +77,19 @@ enum Kind {
 
 impl Kind {
     fn from_byte(byte: u8) -> Option<Kind> {
-        [Kind::Ready, Kind::Show, Kind::Alive, Kind::Status, Kind::Triggered, Kind::Shown, Kind::LineFailed, Kind::Late]
-            .into_iter()
-            .find(|k| *k as u8 == byte)
+        [
+            Kind::Ready,
+            Kind::Show,
+            Kind::Alive,
+            Kind::Status,
+            Kind::Triggered,
+            Kind::Waiting,
+            Kind::Shown,
+            Kind::LineFailed,
+            Kind::Late,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == byte)
     }
 }
 
@@ -313,8 +325,8 @@ impl Supervisor {
     fn handle(&mut self, message: Message) {
         self.last_heard = Instant::now();
         if std::mem::take(&mut self.deadline_reported) {
-            // Heard from again: triggers may come, unless a part is under way.
-            if let Err(e) = self.lines.trigger_ready() {
+            // Heard from again: triggers may come, if the loop waits for one.
+            if let Err(e) = self.lines.update_busy() {
                 self.line_failed(&e);
             }
         }
@@ -329,6 +341,11 @@ impl Supervisor {
                 }
                 if let Some(notifier) = &mut self.notifier {
                     notifier.ready();
+                }
+            }
+            Kind::Waiting => {
+                if let Err(e) = self.lines.trigger_ready() {
+                    self.line_failed(&e);
                 }
             }
             Kind::Triggered => {
@@ -591,6 +608,12 @@ impl SupervisorLink {
         }
         self.last_alive = Some(now);
         self.send(Kind::Alive, Verdict::Error, 0, "")
+    }
+
+    /// The loop waits for the next trigger: BUSY may drop (the loop has done with the last
+    /// part: a trigger from now on is taken, not an overrun).
+    pub(crate) fn waiting(&mut self) -> Result<(), LinkError> {
+        self.send(Kind::Waiting, Verdict::Error, 0, "")
     }
 
     /// Part `sequence`'s trigger, at `at`, was taken: BUSY goes up until it is judged.
