@@ -232,6 +232,12 @@ impl VerdictLines {
         self.update_busy()
     }
 
+    /// Whether a PASS or FAIL asked for now would go on the lines at once (no result's strobe,
+    /// pulse or waiting verdict is in the way).
+    pub fn can_show_now(&self, now: Instant) -> bool {
+        self.pending.is_none() && !self.must_wait(Verdict::Pass, now)
+    }
+
     /// Whether a result asked for now would not have to replace one already waiting.
     pub fn can_take(&self) -> bool {
         self.pending.is_none()

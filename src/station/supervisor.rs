@@ -423,7 +423,19 @@ impl Supervisor {
         while self.lines.can_take() {
             let Some((gate, encoder)) = &mut self.gate else { return };
             let count = encoder.as_ref().map_or(0, EncoderCounter::count);
-            let Some((sequence, verdict)) = gate.due(now, count) else { return };
+            let Some((sequence, judged)) = gate.due(now, count) else { return };
+            // A result the lines cannot show at its part's slot (the last result's strobe or
+            // pulse still runs) would go on them while a later part is at the gate: it is ERROR
+            // instead (the safe state rejects), never a PASS shown late.
+            let verdict = if judged == Verdict::Error || self.lines.can_show_now(now) {
+                judged
+            } else {
+                tracing::error!(
+                    "part {sequence} reached the gate while the last result was still shown: ERROR instead of its {}",
+                    judged.label()
+                );
+                Verdict::Error
+            };
             if verdict == Verdict::Error {
                 tracing::debug!("part {sequence} reached the gate: ERROR");
             }
@@ -844,6 +856,38 @@ mod tests {
         let fail_at = pass_at + written[pass_at..].iter().position(|&w| w == (1, true)).unwrap();
         assert!(written[pass_at..fail_at].contains(&(4, true)), "PASS strobed before FAIL: {written:?}");
         assert!(written[fail_at..].contains(&(4, true)), "part 2's FAIL strobed: {written:?}");
+    }
+
+    #[test]
+    fn a_part_that_reaches_the_gate_while_the_last_result_is_shown_is_rejected_not_passed_late() {
+        let written = Written::default();
+        let outputs: [Output; 5] = std::array::from_fn(|i| Box::new(Recording(i, written.clone())) as Output);
+        let settings = LineSettings {
+            active_low: false,
+            mode: OutputMode::Level,
+            pulse: Duration::from_millis(10),
+            safe: SafeState::default(),
+            handshake: Handshake { settle: Duration::from_millis(2), valid: Duration::from_millis(30) },
+        };
+        let (mut supervisor, mut link) = pair(VerdictLines::new(outputs, settings), Duration::from_secs(9)).unwrap();
+        supervisor.reject_at(Gate::new(super::super::reject::Slot::Delay(Duration::from_millis(100))), None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_supervisor = stop.clone();
+        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
+        link.ready().unwrap();
+        // A bad part, then a good one 5 ms behind it: the second reaches the gate while the
+        // first's strobe runs.
+        let now = Instant::now();
+        link.triggered(1, now).unwrap();
+        link.show(Verdict::Fail, 1, &AtomicBool::new(false)).unwrap();
+        link.triggered(2, now + Duration::from_millis(5)).unwrap();
+        link.show(Verdict::Pass, 2, &AtomicBool::new(false)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        let written = written.lock().unwrap();
+        assert!(!written.contains(&(0, true)), "no PASS shown late: {written:?}");
+        assert_eq!(written.iter().filter(|&&w| w == (4, true)).count(), 2, "a strobe each: {written:?}");
     }
 
     #[test]
