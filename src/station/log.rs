@@ -163,7 +163,8 @@ impl PartIds {
                 .and_then(|text| text.trim().parse::<u64>().ok())
                 .filter(|n| *n >= 1 && *n < u64::MAX / 2)
                 .with_context(|| format!("{}: not a part ID (one decimal number)", path.display()))?,
-            Err(_) if !path.exists() => 1,
+            // Only when nothing is there: a dangling link must not restart the IDs at 1.
+            Err(_) if path.symlink_metadata().is_err() => 1,
             Err(e) => return Err(e.into()),
         };
         let mut ids = PartIds { dir, next, reserved_to: next };
@@ -489,6 +490,11 @@ mod tests {
         let last = ids.next_id().0;
         drop(ids);
         assert!(PartIds::open(&state).unwrap().next_id().0 > last);
+        // A dangling link in its place is refused, not taken for a first start (IDs from 1 again).
+        std::fs::remove_file(state.join(PartIds::FILE)).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), state.join(PartIds::FILE)).unwrap();
+        assert!(PartIds::open(&state).is_err());
+        std::fs::remove_file(state.join(PartIds::FILE)).unwrap();
         std::fs::write(state.join(PartIds::FILE), "twelve\n").unwrap();
         let error = PartIds::open(&state).err().unwrap().to_string();
         assert!(error.contains("part-id") && error.contains("not a part ID"), "{error}");

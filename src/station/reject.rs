@@ -142,6 +142,7 @@ impl EncoderCounter {
         let thread = std::thread::Builder::new()
             .name("encoder".into())
             .spawn(move || {
+                let mut failures = 0u64;
                 while !their_stop.load(Ordering::Relaxed) {
                     match source.next(STOP_CHECK) {
                         Ok(InputEvent::Change { change, lost_before }) => {
@@ -151,7 +152,11 @@ impl EncoderCounter {
                         Ok(InputEvent::Quiet) => {}
                         Ok(InputEvent::Ended) => return,
                         Err(e) => {
-                            tracing::error!("encoder: {e}");
+                            // At the 1st, 2nd, 4th, 8th… failure: a dead input must not flood the log.
+                            failures += 1;
+                            if failures.is_power_of_two() {
+                                tracing::error!("encoder: {e} ({failures} failed reads so far)");
+                            }
                             std::thread::sleep(STOP_CHECK);
                         }
                     }
