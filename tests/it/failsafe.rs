@@ -466,14 +466,16 @@ fn item_16_a_source_that_keeps_failing_is_retried_with_a_growing_pause_not_4000_
     use clipada::source::{Frame, FrameSource, SourceError, SourceErrorKind};
     use clipada::station::assemble::run_in_process;
     use clipada::station::plan::StationPlan;
+    /// Gone for 2 s from the first frame asked for (the station's start-up, warm-up included,
+    /// does not count), then ended.
     struct Gone {
         calls: Arc<std::sync::atomic::AtomicUsize>,
-        until: Instant,
+        until: Option<Instant>,
     }
     impl FrameSource for Gone {
         fn next_frame(&mut self, _: &mut Frame) -> Result<bool, SourceError> {
             self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if Instant::now() > self.until {
+            if Instant::now() > *self.until.get_or_insert_with(|| Instant::now() + Duration::from_secs(2)) {
                 return Ok(false);
             }
             Err(SourceError { kind: SourceErrorKind::Gone, origin: "parts".into(), reason: "no such folder".into() })
@@ -486,8 +488,7 @@ fn item_16_a_source_that_keeps_failing_is_retried_with_a_growing_pause_not_4000_
     let source_calls = calls.clone();
     let (summary, log) = clipada::logging::capture(|| {
         run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut |parts| {
-            parts.source =
-                Box::new(Gone { calls: source_calls.clone(), until: Instant::now() + Duration::from_secs(2) });
+            parts.source = Box::new(Gone { calls: source_calls.clone(), until: None });
         })
     });
     let summary = summary.unwrap();
