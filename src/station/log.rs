@@ -15,7 +15,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::sink::png::png_bytes;
-use crate::storage::owned::{open_owned, rotate, FileKind, FolderKind, OwnedDir};
+use crate::storage::owned::{open_owned, rotatable, rotate, FileKind, FolderKind, OwnedDir};
 use crate::verdict::Verdict;
 
 /// What judged the parts: model and memory (SHA-256 prefixes), engine, provider, precision.
@@ -97,6 +97,8 @@ impl ResultLog {
     /// Opens `path` for appending (created if missing), rotated as `rotation` says.
     pub fn open(path: &Path, rotation: Rotation) -> anyhow::Result<ResultLog> {
         let file = open_owned(path, FileKind::ResultLog, true)?;
+        // A foreign file where a rotated log would go is refused now, not when the log is full.
+        rotatable(path, FileKind::ResultLog, rotation.keep)?;
         let metadata = file.metadata().with_context(|| path.display().to_string())?;
         let begun = if metadata.len() == 0 {
             SystemTime::now()
@@ -456,8 +458,11 @@ mod tests {
         let kept: Vec<u64> = files.concat();
         assert_eq!(*kept.last().unwrap(), 40);
         assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
-        // A file of someone else's where a rotated log would go: nothing is moved or lost.
+        // A file of someone else's where a rotated log would go: refused at open, naming it;
+        // nothing is moved or lost.
         std::fs::write(dir.path().join("results.jsonl.1"), "root's notes\n").unwrap();
+        let error = ResultLog::open(&path, rotation).err().unwrap().to_string();
+        assert!(error.contains("results.jsonl.1"), "{error}");
         assert!(log_lines(&path, rotation, 40).is_err());
         assert_eq!(std::fs::read_to_string(dir.path().join("results.jsonl.1")).unwrap(), "root's notes\n");
     }

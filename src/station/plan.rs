@@ -326,6 +326,17 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
     };
 
     let g = &config.gpio;
+    // Lines that only a chip has are refused elsewhere, not ignored: the wiring would be dead.
+    if g.kind != GpioKind::Chardev {
+        let chip_only =
+            [("gpio.busy_line", g.busy_line), ("gpio.valid_line", g.valid_line), ("gpio.encoder_line", g.encoder_line)];
+        if let Some((key, _)) = chip_only.iter().find(|(_, line)| line.is_some()) {
+            return Err((key, "a line offset needs `gpio.kind = \"chardev\"`".into()));
+        }
+    }
+    if g.trigger_line.is_some() && config.trigger.mode != TriggerMode::Gpio {
+        return Err(("gpio.trigger_line", "the TRIGGER line is read only with `trigger.mode = \"gpio\"`".into()));
+    }
     let outputs = match g.kind {
         GpioKind::None => OutputsPlan::None,
         GpioKind::Recording => {
@@ -576,6 +587,20 @@ path = "frames"
             ("[reject]\ntiming = \"encoder\"\ndelay_ms = 5\nencoder_counts = 50\n", "reject.delay_ms"),
             ("[gpio]\nencoder_script = \"e.txt\"\n", "gpio.encoder_script"),
             ("[gpio]\nkind = \"chardev\"\nchip = \"/dev/gpiochip0\"\npass_line = 1\nfail_line = 2\nready_line = 3\nencoder_line = 4\n", "gpio.encoder_line"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(invalid(&format!("{MINIMAL}{text}")).0, key, "{text}");
+        }
+    }
+
+    #[test]
+    fn lines_that_would_be_dead_wiring_are_refused() {
+        // Regression: these were accepted and never driven or read.
+        let cases = [
+            ("[gpio]\nbusy_line = 4\n", "gpio.busy_line"),
+            ("[gpio]\nkind = \"recording\"\nrecord = \"g.log\"\nvalid_line = 5\n", "gpio.valid_line"),
+            ("[gpio]\nencoder_line = 6\n", "gpio.encoder_line"),
+            ("[gpio]\nkind = \"chardev\"\nchip = \"/dev/gpiochip0\"\npass_line = 1\nfail_line = 2\nready_line = 3\ntrigger_line = 4\n", "gpio.trigger_line"),
         ];
         for (text, key) in cases {
             assert_eq!(invalid(&format!("{MINIMAL}{text}")).0, key, "{text}");

@@ -268,16 +268,9 @@ pub(crate) fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError>
 /// by `path`, so at most `keep` earlier files stay; `path` itself is then gone. Refused, moving
 /// nothing, when any of them exists and is not a clipada file of `kind`.
 pub(crate) fn rotate(path: &Path, kind: FileKind, keep: u32) -> Result<(), WriteError> {
+    rotatable(path, kind, keep)?;
     let (dir, name) = open_parent(path, Parents::MustExist)?;
-    let numbered = |n: u32| {
-        let mut numbered = name.to_os_string();
-        numbered.push(format!(".{n}"));
-        numbered
-    };
-    check_kind(&dir, name, kind, path)?;
-    for n in 1..=keep {
-        check_kind(&dir, &numbered(n), kind, &path.with_file_name(numbered(n)))?;
-    }
+    let numbered = |n: u32| numbered(name, n);
     for n in (1..=keep).rev() {
         let from = if n == 1 { name.to_os_string() } else { numbered(n - 1) };
         match rustix::fs::renameat(&dir, &from, &dir, numbered(n)) {
@@ -290,6 +283,25 @@ pub(crate) fn rotate(path: &Path, kind: FileKind, keep: u32) -> Result<(), Write
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => return Err(io_error(path)(e)),
         }
+    }
+    Ok(())
+}
+
+/// `name.n`.
+fn numbered(name: &OsStr, n: u32) -> std::ffi::OsString {
+    let mut numbered = name.to_os_string();
+    numbered.push(format!(".{n}"));
+    numbered
+}
+
+/// Checks, moving nothing, that [`rotate`] would accept `path` and its `keep` numbered files:
+/// each absent or a clipada file of `kind` (a station checks it at start, so a foreign file
+/// stops it there rather than its log later).
+pub(crate) fn rotatable(path: &Path, kind: FileKind, keep: u32) -> Result<(), WriteError> {
+    let (dir, name) = open_parent(path, Parents::MustExist)?;
+    check_kind(&dir, name, kind, path)?;
+    for n in 1..=keep {
+        check_kind(&dir, &numbered(name, n), kind, &path.with_file_name(numbered(name, n)))?;
     }
     Ok(())
 }
