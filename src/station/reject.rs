@@ -6,13 +6,12 @@
 //! verdict, when it comes, is refused as late. The supervisor owns the [`Gate`]: time and counts
 //! are passed in.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::lines::GpioError;
-use super::trigger::{EdgeSource, InputEvent, STOP_CHECK};
+use super::trigger::{events_lost, EdgeSource, InputEvent, InputThread, STOP_CHECK};
 use crate::verdict::Verdict;
 
 /// Parts that can be between the camera and the gate at once.
@@ -130,54 +129,41 @@ impl Gate {
 /// full buffer count too, two changes a count, rounded up: the gate comes early, never late).
 pub struct EncoderCounter {
     count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: InputThread,
 }
 
 impl EncoderCounter {
     /// Starts counting `source`.
     pub fn start(mut source: Box<dyn EdgeSource>) -> Result<EncoderCounter, GpioError> {
-        let (count, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let (theirs, their_stop) = (count.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("encoder".into())
-            .spawn(move || {
-                let mut failures = 0u64;
-                while !their_stop.load(Ordering::Relaxed) {
-                    match source.next(STOP_CHECK) {
-                        Ok(InputEvent::Change { change, lost_before }) => {
-                            let counts = u64::from(lost_before.div_ceil(2)) + u64::from(change.high);
-                            theirs.fetch_add(counts, Ordering::Relaxed);
+        let count = Arc::new(AtomicU64::new(0));
+        let theirs = count.clone();
+        let thread = InputThread::spawn("encoder", move |stop| {
+            let mut failures = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match source.next(STOP_CHECK) {
+                    Ok(InputEvent::Change { change, lost_before }) => {
+                        let counts = events_lost(lost_before) + u64::from(change.high);
+                        theirs.fetch_add(counts, Ordering::Relaxed);
+                    }
+                    Ok(InputEvent::Quiet) => {}
+                    Ok(InputEvent::Ended) => return,
+                    Err(e) => {
+                        // At the 1st, 2nd, 4th, 8th… failure: a dead input must not flood the log.
+                        failures += 1;
+                        if failures.is_power_of_two() {
+                            tracing::error!("encoder: {e} ({failures} failed reads so far)");
                         }
-                        Ok(InputEvent::Quiet) => {}
-                        Ok(InputEvent::Ended) => return,
-                        Err(e) => {
-                            // At the 1st, 2nd, 4th, 8th… failure: a dead input must not flood the log.
-                            failures += 1;
-                            if failures.is_power_of_two() {
-                                tracing::error!("encoder: {e} ({failures} failed reads so far)");
-                            }
-                            std::thread::sleep(STOP_CHECK);
-                        }
+                        std::thread::sleep(STOP_CHECK);
                     }
                 }
-            })
-            .map_err(|e| GpioError { line: "encoder".into(), reason: format!("cannot start its counter: {e}") })?;
-        Ok(EncoderCounter { count, stop, thread: Some(thread) })
+            }
+        })?;
+        Ok(EncoderCounter { count, _thread: thread })
     }
 
     /// Counts so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for EncoderCounter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -822,11 +822,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn parts_at_the_gate_when_the_worker_ends_each_get_their_own_strobe() {
-        // Regression: two parts reach the gate together just after the worker ended; the
-        // second's verdict waited for the first's strobe and was dropped with the worker, so
-        // the PLC saw one result for two parts.
+    /// A supervisor on its own thread with a reject gate `delay` after the trigger, recording
+    /// every write (level mode, a 2 ms settle and 30 ms strobe), and the worker's link, ready.
+    fn gated(delay: Duration) -> (Written, SupervisorLink, Arc<AtomicBool>, std::thread::JoinHandle<Ended>) {
         let written = Written::default();
         let outputs: [Output; 5] = std::array::from_fn(|i| Box::new(Recording(i, written.clone())) as Output);
         let settings = LineSettings {
@@ -837,11 +835,20 @@ mod tests {
             handshake: Handshake { settle: Duration::from_millis(2), valid: Duration::from_millis(30) },
         };
         let (mut supervisor, mut link) = pair(VerdictLines::new(outputs, settings), Duration::from_secs(9)).unwrap();
-        supervisor.reject_at(Gate::new(super::super::reject::Slot::Delay(Duration::from_millis(50))), None);
+        supervisor.reject_at(Gate::new(super::super::reject::Slot::Delay(delay)), None);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_supervisor = stop.clone();
         let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
         link.ready().unwrap();
+        (written, link, stop, thread)
+    }
+
+    #[test]
+    fn parts_at_the_gate_when_the_worker_ends_each_get_their_own_strobe() {
+        // Regression: two parts reach the gate together just after the worker ended; the
+        // second's verdict waited for the first's strobe and was dropped with the worker, so
+        // the PLC saw one result for two parts.
+        let (written, mut link, _stop, thread) = gated(Duration::from_millis(50));
         let now = Instant::now();
         link.triggered(1, now).unwrap();
         link.triggered(2, now).unwrap();
@@ -860,21 +867,7 @@ mod tests {
 
     #[test]
     fn a_part_that_reaches_the_gate_while_the_last_result_is_shown_is_rejected_not_passed_late() {
-        let written = Written::default();
-        let outputs: [Output; 5] = std::array::from_fn(|i| Box::new(Recording(i, written.clone())) as Output);
-        let settings = LineSettings {
-            active_low: false,
-            mode: OutputMode::Level,
-            pulse: Duration::from_millis(10),
-            safe: SafeState::default(),
-            handshake: Handshake { settle: Duration::from_millis(2), valid: Duration::from_millis(30) },
-        };
-        let (mut supervisor, mut link) = pair(VerdictLines::new(outputs, settings), Duration::from_secs(9)).unwrap();
-        supervisor.reject_at(Gate::new(super::super::reject::Slot::Delay(Duration::from_millis(100))), None);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_supervisor = stop.clone();
-        let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
-        link.ready().unwrap();
+        let (written, mut link, stop, thread) = gated(Duration::from_millis(100));
         // A bad part, then a good one 5 ms behind it: the second reaches the gate while the
         // first's strobe runs.
         let now = Instant::now();

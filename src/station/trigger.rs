@@ -229,15 +229,49 @@ impl Shared {
     }
 }
 
+/// Input changes a kernel reported lost, as the input events (triggers, encoder counts) they
+/// may have held: two changes an event, rounded up (a lost pair may have been one).
+pub(crate) fn events_lost(changes: u32) -> u64 {
+    u64::from(changes.div_ceil(2))
+}
+
+/// A named thread that runs until told to stop (the flag it is given), stopped and joined when
+/// dropped: the input threads of a station (TRIGGER listener, ENCODER counter).
+pub(crate) struct InputThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InputThread {
+    /// Starts `run` on a thread called `name` (the input it reads, for messages).
+    pub(crate) fn spawn(name: &str, run: impl FnOnce(&AtomicBool) + Send + 'static) -> Result<Self, GpioError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let theirs = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(&theirs))
+            .map_err(|e| GpioError { line: name.into(), reason: format!("cannot start its thread: {e}") })?;
+        Ok(InputThread { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for InputThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The TRIGGER input's listener thread and its queue of debounced triggers. The thread starts
 /// when the station first waits for a trigger (a chip's kernel holds the edges that come before
 /// it, which are then overruns; a script's clock starts then).
 pub struct TriggerListener {
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
     /// The input and its debouncer, until the thread takes them.
     unstarted: Option<(Box<dyn EdgeSource>, Debouncer)>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<InputThread>,
     on_busy: OnBusy,
 }
 
@@ -254,7 +288,6 @@ impl TriggerListener {
         let debouncer = Debouncer::new(edge, debounce, source.level()?);
         Ok(TriggerListener {
             shared: Arc::new(Shared::default()),
-            stop: Arc::new(AtomicBool::new(false)),
             unstarted: Some((source, debouncer)),
             thread: None,
             on_busy,
@@ -264,12 +297,9 @@ impl TriggerListener {
     /// Starts the listener thread, if not yet started.
     fn listen(&mut self) -> Result<(), GpioError> {
         let Some((mut source, debouncer)) = self.unstarted.take() else { return Ok(()) };
-        let (shared, stop) = (self.shared.clone(), self.stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("trigger".into())
-            .spawn(move || listen(source.as_mut(), debouncer, &shared, &stop))
-            .map_err(|e| GpioError { line: "trigger".into(), reason: format!("cannot start its listener: {e}") })?;
-        self.thread = Some(thread);
+        let shared = self.shared.clone();
+        self.thread =
+            Some(InputThread::spawn("trigger", move |stop| listen(source.as_mut(), debouncer, &shared, stop))?);
         Ok(())
     }
 
@@ -311,15 +341,6 @@ impl TriggerListener {
     }
 }
 
-impl Drop for TriggerListener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// The listener thread: reads changes, debounces them and queues the triggers until stopped.
 fn listen(source: &mut dyn EdgeSource, mut debouncer: Debouncer, shared: &Shared, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
@@ -328,8 +349,7 @@ fn listen(source: &mut dyn EdgeSource, mut debouncer: Debouncer, shared: &Shared
         match source.next(timeout) {
             Ok(InputEvent::Change { change, lost_before }) => {
                 if lost_before > 0 {
-                    // Each trigger is two changes; a lost pair may have been one.
-                    shared.update(|p| p.missed_after += u64::from(lost_before.div_ceil(2)));
+                    shared.update(|p| p.missed_after += events_lost(lost_before));
                 }
                 if let Some(at) = debouncer.change(change) {
                     shared.update(|p| p.push(at));

@@ -268,12 +268,11 @@ pub(crate) fn replaceable(path: &Path, kind: FileKind) -> Result<(), WriteError>
 /// by `path`, so at most `keep` earlier files stay; `path` itself is then gone. Refused, moving
 /// nothing, when any of them exists and is not a clipada file of `kind`.
 pub(crate) fn rotate(path: &Path, kind: FileKind, keep: u32) -> Result<(), WriteError> {
-    rotatable(path, kind, keep)?;
     let (dir, name) = open_parent(path, Parents::MustExist)?;
-    let numbered = |n: u32| numbered(name, n);
+    check_rotation(&dir, name, path, kind, keep)?;
     for n in (1..=keep).rev() {
-        let from = if n == 1 { name.to_os_string() } else { numbered(n - 1) };
-        match rustix::fs::renameat(&dir, &from, &dir, numbered(n)) {
+        let from = if n == 1 { name.to_os_string() } else { numbered(name, n - 1) };
+        match rustix::fs::renameat(&dir, &from, &dir, numbered(name, n)) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => return Err(io_error(&path.with_file_name(&from))(e)),
         }
@@ -299,9 +298,14 @@ fn numbered(name: &OsStr, n: u32) -> std::ffi::OsString {
 /// stops it there rather than its log later).
 pub(crate) fn rotatable(path: &Path, kind: FileKind, keep: u32) -> Result<(), WriteError> {
     let (dir, name) = open_parent(path, Parents::MustExist)?;
-    check_kind(&dir, name, kind, path)?;
+    check_rotation(&dir, name, path, kind, keep)
+}
+
+/// [`check_kind`] of `name` (at `path`) and its `keep` numbered files in `dir`.
+fn check_rotation(dir: &OwnedFd, name: &OsStr, path: &Path, kind: FileKind, keep: u32) -> Result<(), WriteError> {
+    check_kind(dir, name, kind, path)?;
     for n in 1..=keep {
-        check_kind(&dir, &numbered(name, n), kind, &path.with_file_name(numbered(name, n)))?;
+        check_kind(dir, &numbered(name, n), kind, &path.with_file_name(numbered(name, n)))?;
     }
     Ok(())
 }
