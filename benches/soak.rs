@@ -30,6 +30,7 @@ use clipada::source::directory::DirectorySource;
 use clipada::source::{Frame, FrameSource, SourceError, SourceErrorKind};
 use clipada::station::assemble::run_in_process;
 use clipada::station::plan::StationPlan;
+use clipada::station::recipe::Recipes;
 
 /// Frames between faults.
 const FAULT_EVERY: u64 = 100;
@@ -163,7 +164,7 @@ fn main() {
     let mut corrupt = jpeg.into_inner();
     corrupt.truncate(corrupt.len() * 9 / 10);
 
-    let file = ModelFile::open(&plan.model.path).unwrap();
+    let file = ModelFile::open(&plan.recipes.list[0].model.path).unwrap();
     let engine = load_engine(&file, &EngineConfig::default()).unwrap().engine;
     let engine_name = engine.info().engine;
     let extractor = Extractor::new(
@@ -191,7 +192,7 @@ fn main() {
     let started = Instant::now();
     let log = dir.path().join("results.jsonl");
     let summary = run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut |parts| {
-        parts.inspector = inspector.lock().unwrap().take().unwrap();
+        parts.recipes = Recipes::single(inspector.lock().unwrap().take().unwrap(), None, memory.sha256.as_deref());
         let inner = DirectorySource::open(Path::new("models/samples/part/test"), true).unwrap();
         parts.source =
             Box::new(FaultySource { inner, clock: clock.clone(), corrupt: corrupt.clone(), log: log.clone(), frames });

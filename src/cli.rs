@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::calibration::DEFAULT_MEMORY_SIZE;
-use crate::commands::{bench, calibrate, check, demo, eval, infer, run};
+use crate::commands::{bench, calibrate, check, control, demo, eval, infer, run};
 use crate::eval::EvalOptions;
 use crate::model::backend::{Backend, EngineConfig};
 use crate::pipeline::InspectOptions;
@@ -235,9 +235,22 @@ enum Command {
         /// The station's TOML configuration (see board/examples).
         #[arg(long)]
         config: PathBuf,
+        /// The recipe active at start (default: `recipes.start`, else the first).
+        #[arg(long)]
+        recipe: Option<String>,
         /// Internal: run as the inspection loop of a supervising `clipada run`.
         #[arg(long, hide = true)]
         worker: bool,
+    },
+    /// Send a request to a running station (its control socket, in its state folder): `recipe
+    /// NAME` (from the next part), `self-test`, `acknowledge` (a failed self-test) or `status`.
+    Control {
+        /// The running station's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The request and its argument.
+        #[arg(required = true, num_args = 1..=2)]
+        request: Vec<String>,
     },
 }
 
@@ -386,14 +399,17 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
         }
         Command::Manual => manual(&mut out).map(|()| true),
         Command::Demo { output } => Ok(demo::demo(&output, &mut out)?.complete()),
-        Command::Run { config, worker: false } => {
+        Command::Run { config, recipe, worker: false } => {
             // First thing: from here on SIGTERM means the safe state, not death (before this,
             // nothing is claimed, and death leaves the lines as the kernel had them).
             let stop = stop_on_signals()?;
             let clipada = std::env::current_exe().context("cannot find this program to start the worker")?;
-            run::run(&config, &clipada, stop, &mut out).map(|()| true)
+            run::run(&config, recipe.as_deref(), &clipada, stop, &mut out).map(|()| true)
         }
-        Command::Run { config, worker: true } => run::worker(&config, stop_on_signals()?, &mut out).map(|_| true),
+        Command::Run { config, recipe, worker: true } => {
+            run::worker(&config, recipe.as_deref(), stop_on_signals()?, &mut out).map(|_| true)
+        }
+        Command::Control { config, request } => control::control(&config, &request.join(" "), &mut out).map(|()| true),
     }
 }
 

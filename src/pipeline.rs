@@ -79,6 +79,9 @@ pub enum InspectError {
     /// The outputs could not be scored, or broke the contract.
     #[error(transparent)]
     Score(#[from] ScoreError),
+    /// A judge was handed another model's (or precision's) extractor than its own.
+    #[error("the judge was made for another model or precision than the engine's")]
+    Extractor,
 }
 
 /// How long each stage of the last frame took.
@@ -212,22 +215,31 @@ pub struct Judged<'a> {
 /// Judges frames with one model; reuses all its buffers.
 pub struct Inspector {
     extractor: Extractor,
-    scorer: Scorer,
-    threshold: Threshold,
+    judge: Judge,
 }
 
-impl Inspector {
+/// How one product is judged with some extractor's model: the scorer (against its memory, with
+/// its ignore mask) and the decision threshold. Several judges can share one extractor (a
+/// station's recipes that use the same model load its engine once).
+pub struct Judge {
+    scorer: Scorer,
+    threshold: Threshold,
+    made_for: MadeFor,
+}
+
+impl Judge {
     /// Judges with `extractor`'s model: refined or not, against `memory` (made for this model
     /// file, engine precision and scoring mode), and the threshold chosen as the module says.
     pub fn new(
-        extractor: Extractor,
+        extractor: &Extractor,
         refine: bool,
         memory: Option<&Memory>,
         threshold: Option<f32>,
-    ) -> Result<Inspector, LoadError> {
+    ) -> Result<Judge, LoadError> {
         let spec = &extractor.spec;
+        let made_for = extractor.made_for(refine);
         if let Some(memory) = memory {
-            memory_file::check_against(&memory.path, &memory.bank, spec, &extractor.made_for(refine))?;
+            memory_file::check_against(&memory.path, &memory.bank, spec, &made_for)?;
         }
         let scorer =
             Scorer::new(spec, refine, memory.map(|m| &m.bank)).map_err(|e| LoadError::Threshold(e.to_string()))?;
@@ -249,33 +261,31 @@ impl Inspector {
             (None, None) => Threshold::new(spec.score.threshold, ThresholdSource::Model, range)
                 .map_err(|e| LoadError::Threshold(format!("the model's `score.threshold`: {e}")))?,
         };
-        Ok(Inspector { extractor, scorer, threshold })
+        Ok(Judge { scorer, threshold, made_for })
     }
 
-    /// Loads the model at `path` on the configured engine and the memory file if one is given.
-    pub fn load(path: &Path, options: &InspectOptions) -> Result<Self, LoadError> {
-        let file = ModelFile::open(path)?;
-        let memory = options.memory.as_deref().map(Memory::read).transpose()?;
-        let extractor = Extractor::load(&file, &options.engine)?;
-        Inspector::new(extractor, !options.no_refine, memory.as_ref(), options.threshold)
-    }
-
-    /// Judges one frame.
-    pub fn inspect(&mut self, frame: &RgbImage) -> Result<Judged<'_>, InspectError> {
-        let raw = self.extractor.extract(frame)?;
+    /// Judges one frame on `extractor`, which must be the one this judge was made with (its
+    /// model file and precision: checked, an [`InspectError::Extractor`] otherwise).
+    pub fn inspect(&mut self, extractor: &mut Extractor, frame: &RgbImage) -> Result<Judged<'_>, InspectError> {
+        if extractor.model_sha256 != self.made_for.model_sha256
+            || extractor.engine.info().precision.name() != self.made_for.precision
+        {
+            return Err(InspectError::Extractor);
+        }
+        let raw = extractor.extract(frame)?;
         let started = Instant::now();
         let scored = self.scorer.score(raw);
-        self.extractor.times.scoring = started.elapsed();
+        extractor.times.scoring = started.elapsed();
         let scored = scored?;
         Ok(Judged { score: scored.score, verdict: Verdict::judge(scored.score, &self.threshold), map: scored.map })
     }
 
     /// Never reports anomalies where `mask` is black: the mask (any size, stretched over the
-    /// image as judged) selects the pixels whose scores make the image score (grey 128 and
-    /// above: inspected). A mask that leaves less than [`MIN_INSPECTED_FRACTION`] inspected is
-    /// refused.
-    pub fn set_ignore_mask(&mut self, mask: &image::GrayImage) -> Result<(), String> {
-        let [h, w] = self.extractor.spec.input.size;
+    /// model's `input_size`, `[height, width]`) selects the pixels whose scores make the image
+    /// score (grey 128 and above: inspected). A mask that leaves less than
+    /// [`MIN_INSPECTED_FRACTION`] inspected is refused.
+    pub fn set_ignore_mask(&mut self, input_size: [usize; 2], mask: &image::GrayImage) -> Result<(), String> {
+        let [h, w] = input_size;
         let resized = image::imageops::resize(mask, w as u32, h as u32, image::imageops::FilterType::Triangle);
         let inspected: Vec<bool> = resized.pixels().map(|p| p.0[0] >= 128).collect();
         let fraction = inspected.iter().filter(|i| **i).count() as f64 / inspected.len() as f64;
@@ -290,6 +300,42 @@ impl Inspector {
         Ok(())
     }
 
+    /// The decision threshold in force.
+    pub fn threshold(&self) -> &Threshold {
+        &self.threshold
+    }
+}
+
+impl Inspector {
+    /// Judges with `extractor`'s model (see [`Judge::new`]).
+    pub fn new(
+        extractor: Extractor,
+        refine: bool,
+        memory: Option<&Memory>,
+        threshold: Option<f32>,
+    ) -> Result<Inspector, LoadError> {
+        let judge = Judge::new(&extractor, refine, memory, threshold)?;
+        Ok(Inspector { extractor, judge })
+    }
+
+    /// Loads the model at `path` on the configured engine and the memory file if one is given.
+    pub fn load(path: &Path, options: &InspectOptions) -> Result<Self, LoadError> {
+        let file = ModelFile::open(path)?;
+        let memory = options.memory.as_deref().map(Memory::read).transpose()?;
+        let extractor = Extractor::load(&file, &options.engine)?;
+        Inspector::new(extractor, !options.no_refine, memory.as_ref(), options.threshold)
+    }
+
+    /// Judges one frame.
+    pub fn inspect(&mut self, frame: &RgbImage) -> Result<Judged<'_>, InspectError> {
+        self.judge.inspect(&mut self.extractor, frame)
+    }
+
+    /// Never reports anomalies where `mask` is black (see [`Judge::set_ignore_mask`]).
+    pub fn set_ignore_mask(&mut self, mask: &image::GrayImage) -> Result<(), String> {
+        self.judge.set_ignore_mask(self.extractor.spec.input.size, mask)
+    }
+
     /// Stage durations of the last frame.
     pub(crate) fn stage_times(&self) -> StageTimes {
         self.extractor.stage_times()
@@ -297,7 +343,7 @@ impl Inspector {
 
     /// The decision threshold in force.
     pub fn threshold(&self) -> &Threshold {
-        &self.threshold
+        self.judge.threshold()
     }
 
     /// The engine running the model.
@@ -313,6 +359,11 @@ impl Inspector {
     /// The model's contract.
     pub fn spec(&self) -> &ModelSpec {
         &self.extractor.spec
+    }
+
+    /// Its extractor and judge, apart (a station's recipes share extractors).
+    pub(crate) fn into_parts(self) -> (Extractor, Judge) {
+        (self.extractor, self.judge)
     }
 
     /// Gives the extractor back (to calibrate again with the same engine).

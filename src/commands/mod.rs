@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod check;
+pub mod control;
 pub mod demo;
 pub mod eval;
 pub mod infer;

@@ -27,13 +27,19 @@ const WORKER_GRACE: Duration = Duration::from_millis(60);
 /// How long a worker that closed its socket gets to exit before it is killed.
 const WORKER_EXIT: Duration = Duration::from_secs(2);
 
-/// The supervisor: loads and checks `config`, locks the state folder, claims the lines in the
-/// safe state, starts the worker (`clipada`, this program, `run --worker`) and drives the lines
-/// for it until it ends or `stop` is set. An error when the configuration is refused, or when
+/// The supervisor: loads and checks `config` (with `recipe` active at start, if given), locks
+/// the state folder, claims the lines in the safe state, starts the worker (`clipada`, this
+/// program, `run --worker`) and drives the lines for it until it ends or `stop` is set. An error when the configuration is refused, or when
 /// the worker failed or died. At the end it writes to `out` the verdicts the lines showed (the
 /// worker's own summary may be lost: a stopped worker that does not end in time is killed).
-pub fn run(config: &Path, clipada: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyhow::Result<()> {
-    let plan = StationPlan::load(config)?;
+pub fn run(
+    config: &Path,
+    recipe: Option<&str>,
+    clipada: &Path,
+    stop: Arc<AtomicBool>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let plan = StationPlan::load_starting(config, recipe)?;
     let _state = assemble::lock_state(&plan)?;
     let lines = assemble::lines(&plan)?;
     let (ours, theirs) = UnixStream::pair().context("cannot make the worker's socket")?;
@@ -50,6 +56,7 @@ pub fn run(config: &Path, clipada: &Path, stop: Arc<AtomicBool>, out: &mut dyn W
         .arg("run")
         .arg("--config")
         .arg(config)
+        .args(recipe.map(|name| ["--recipe", name]).into_iter().flatten())
         .arg("--worker")
         .args(crate::logging::flag(tracing::level_filters::LevelFilter::current()))
         .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -99,21 +106,34 @@ fn end_worker(worker: &mut Child, ended: Ended) -> anyhow::Result<ExitStatus> {
 
 /// The worker: the inspection loop, reaching the lines through the supervisor on its standard
 /// input. Logs what goes wrong, and writes a summary line to `out` at the end.
-pub fn worker(config: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyhow::Result<RunSummary> {
+pub fn worker(
+    config: &Path,
+    recipe: Option<&str>,
+    stop: Arc<AtomicBool>,
+    out: &mut dyn Write,
+) -> anyhow::Result<RunSummary> {
     // Should the supervisor die, so does the worker: nothing would drive the lines.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .context("cannot follow the supervisor")?;
     let socket = std::io::stdin().as_fd().try_clone_to_owned().context("no supervisor socket on standard input")?;
     let mut link = SupervisorLink::new(UnixStream::from(socket));
-    let plan = StationPlan::load(config)?;
-    let model = plan.model.path.file_name().unwrap_or_default().to_string_lossy();
-    link.status(&format!("starting: loading {model}, with its memory (a first start may calibrate or build engines)"))?;
+    let plan = StationPlan::load_starting(config, recipe)?;
+    let mut models: Vec<String> = Vec::new();
+    for recipe in &plan.recipes.list {
+        let name = recipe.model.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if !models.contains(&name) {
+            models.push(name);
+        }
+    }
+    let models = models.join(", ");
+    link.status(&format!("starting: loading {models}, with memories (a first start may calibrate or build engines)"))?;
     let parts = assemble::parts(&plan, stop.clone())?;
     let summary = Station::new(parts, link).run(&stop)?;
     writeln!(
         out,
         "{} frames: {} pass, {} fail, {} error; {} failed parts not saved, {} log lines lost, \
-         {} frames exposed before their trigger discarded, {} missed triggers",
+         {} frames exposed before their trigger discarded, {} missed triggers, {} failed self-tests, \
+         {} drift warnings",
         summary.frames,
         summary.passed,
         summary.failed,
@@ -121,7 +141,9 @@ pub fn worker(config: &Path, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyh
         summary.images_dropped,
         summary.log_failures,
         summary.stale_frames,
-        summary.missed_triggers
+        summary.missed_triggers,
+        summary.self_test_failures,
+        summary.drift_warnings
     )
     .context("stdout")?;
     Ok(summary)

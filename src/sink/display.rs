@@ -1,6 +1,6 @@
 //! The station's screen: the last judged frame with its overlay (heat map, outline of
 //! anomalous regions, PASS/FAIL banner and score), scaled to fit, above a status bar with the
-//! score, latency, frame rate and counters. Draws on any embedded-graphics target; the
+//! score, latency, frame rate, counters, the recipe and a warning (failed self-test, drift). Draws on any embedded-graphics target; the
 //! station uses a [`Framebuffer`](super::framebuffer::Framebuffer).
 
 use std::fmt::Write as _;
@@ -15,11 +15,20 @@ use image::RgbImage;
 use super::overlay::banner_colour;
 use crate::verdict::Verdict;
 
-/// Height of the status bar: two lines of the 6x10 font with margins.
-pub(crate) const STATUS_HEIGHT: u32 = 26;
+/// Height of the status bar: three lines of the 6x10 font with margins.
+pub(crate) const STATUS_HEIGHT: u32 = 38;
+
+/// A warning the status bar shows until it clears.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Alert {
+    /// A reference part did not get its verdict: the station is in ERROR until acknowledged.
+    SelfTest,
+    /// Passing parts' scores have drifted this fraction of the way to the threshold.
+    Drift(f32),
+}
 
 /// What the status bar shows.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Status {
     /// The last verdict, if any.
     pub verdict: Option<Verdict>,
@@ -39,6 +48,10 @@ pub struct Status {
     pub errors: u64,
     /// Missed triggers so far.
     pub missed: u64,
+    /// The recipe of the last part.
+    pub recipe: crate::station::recipe::RecipeName,
+    /// A warning, if any.
+    pub alert: Option<Alert>,
 }
 
 /// Draws the station screen, reusing its scaling tables while the sizes stay the same.
@@ -93,6 +106,18 @@ impl StationScreen {
             let _ = write!(line, "  missed triggers {}", status.missed);
         }
         Text::with_baseline(&line, Point::new(4, top + 12), style, Baseline::Top).draw(target)?;
+        line.clear();
+        let _ = write!(line, "recipe {}", status.recipe);
+        match status.alert {
+            None => {}
+            Some(Alert::SelfTest) => {
+                let _ = write!(line, "  SELF-TEST FAILED");
+            }
+            Some(Alert::Drift(shift)) => {
+                let _ = write!(line, "  DRIFT {:+.0}%", shift * 100.0);
+            }
+        }
+        Text::with_baseline(&line, Point::new(4, top + 24), style, Baseline::Top).draw(target)?;
         Ok(())
     }
 

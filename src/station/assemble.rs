@@ -9,20 +9,24 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::control::ControlServer;
 use super::lines::{NoLine, Output, Recorder, RecordingPin, VerdictLines, OUTPUT_NAMES};
-use super::log::{FailureArchive, PartIds, ResultLog};
-use super::plan::{InputPlan, OutputsPlan, SourcePlan, StationPlan, TriggerPlan};
+use super::log::{FailureArchive, PartIds, Provenance, ResultLog};
+use super::monitor::DriftWatch;
+use super::plan::{InputPlan, InputsPlan, OutputsPlan, SourcePlan, StationPlan, TriggerPlan};
+use super::recipe::{Recipe, RecipeName, RecipeTag, Recipes, Reference, ScriptedSelect, SelectInput};
 use super::reject::{EncoderCounter, Gate};
 use super::supervisor;
 use super::trigger::{EdgeSource, ScriptedInput, Trigger, TriggerListener};
 use super::{RunSummary, Station, StationParts};
 use crate::model::ModelFile;
-use crate::pipeline::{Extractor, Inspector, Memory};
+use crate::pipeline::{Extractor, Judge, Memory};
 use crate::sink::framebuffer::Framebuffer;
 use crate::source::directory::DirectorySource;
-use crate::source::files::read_gray;
+use crate::source::files::{read_gray, read_image};
 use crate::source::FrameSource;
 use crate::storage::owned::{FolderKind, OwnedDir};
+use crate::verdict::Verdict;
 
 /// Claims the station's state folder and holds its lock: one station per folder.
 pub(crate) fn lock_state(plan: &StationPlan) -> anyhow::Result<OwnedDir> {
@@ -123,24 +127,103 @@ fn input_source(
     })
 }
 
-/// The worker's parts: the model (with its memory and threshold), source, trigger, display and
-/// logs. `stop` also cuts short a camera's reconnect waits.
+/// The recipes of `plan`: every recipe's model loaded once (recipes with the same model file
+/// share its engine), memory, threshold, region, ignore mask and reference parts; the select
+/// inputs, if any. Each refusal names the file and the recipe's key.
+pub fn recipes(plan: &StationPlan) -> anyhow::Result<Recipes> {
+    let file = plan.file.display();
+    let single = plan.recipes.list.len() == 1 && plan.recipes.list[0].name == "default";
+    // The key of a recipe's setting: `model.memory` for the one from `[model]`, else
+    // `recipe[i].memory` (a recipe that takes `[model]`'s still names its own entry).
+    let key = |i: usize, section: &str, name: &str| {
+        if single {
+            format!("{file}: `{section}.{name}`")
+        } else {
+            format!("{file}: `recipe[{i}].{name}`")
+        }
+    };
+    let mut engines: Vec<(std::path::PathBuf, Extractor)> = Vec::new();
+    let mut list = Vec::with_capacity(plan.recipes.list.len());
+    for (i, recipe) in plan.recipes.list.iter().enumerate() {
+        let model = &recipe.model;
+        let engine = match engines.iter().position(|(path, _)| *path == model.path) {
+            Some(engine) => engine,
+            None => {
+                let model_file = ModelFile::open(&model.path).with_context(|| key(i, "model", "path"))?;
+                let extractor = Extractor::load(&model_file, &model.engine).with_context(|| key(i, "model", "path"))?;
+                engines.push((model.path.clone(), extractor));
+                engines.len() - 1
+            }
+        };
+        let extractor = &engines[engine].1;
+        let memory =
+            model.memory.as_deref().map(Memory::read).transpose().with_context(|| key(i, "model", "memory"))?;
+        let mut judge = Judge::new(extractor, model.refine, memory.as_ref(), model.threshold)
+            .with_context(|| key(i, "model", "threshold"))?;
+        if let Some(mask) = recipe.roi.as_ref().and_then(|r| r.ignore_mask.as_ref()) {
+            let image = read_gray(mask).with_context(|| key(i, "roi", "ignore_mask"))?;
+            judge
+                .set_ignore_mask(extractor.spec().input.size, &image)
+                .map_err(|e| anyhow::anyhow!("{}: {}: {e}", key(i, "roi", "ignore_mask"), mask.display()))?;
+        }
+        let references = recipe
+            .references
+            .iter()
+            .map(|(path, expected)| {
+                let which = if *expected == Verdict::Pass { "reference_good" } else { "reference_defect" };
+                let image = read_image(path).with_context(|| key(i, "recipe", which))?;
+                Ok(Reference { path: path.clone(), image, expected: *expected })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let threshold = judge.threshold().value();
+        let drift = memory
+            .as_ref()
+            .and_then(|m| DriftWatch::new(&m.bank.good_scores, threshold, plan.drift.window, plan.drift.bound));
+        if drift.is_none() {
+            tracing::info!(
+                "recipe {}: no calibration scores below its threshold: its drift is not watched",
+                recipe.name
+            );
+        }
+        let tag = RecipeTag {
+            name: RecipeName::try_from(recipe.name.as_str())
+                .map_err(|_| anyhow::anyhow!("{}: too long", key(i, "recipe", "name")))?,
+            provenance: Provenance::of(extractor, memory.as_ref().and_then(|m| m.sha256.as_deref())),
+            threshold,
+        };
+        list.push(Recipe {
+            tag,
+            code: recipe.code,
+            engine,
+            judge,
+            roi: recipe.roi.as_ref().map(|r| r.rect),
+            slot: recipe.slot,
+            references,
+            drift,
+            fault: None,
+        });
+    }
+    let select: Option<Box<dyn SelectInput>> = match &plan.recipes.select {
+        None => None,
+        Some(InputsPlan::Script(path)) => {
+            Some(Box::new(ScriptedSelect::read(path).with_context(|| format!("{file}: `recipes.select_script`"))?))
+        }
+        Some(InputsPlan::Lines(lines)) => {
+            let OutputsPlan::Chardev { chip, .. } = &plan.lines.outputs else {
+                anyhow::bail!("{file}: `recipes.select_lines`: the select lines need chardev lines");
+            };
+            Some(select_lines(chip, lines).with_context(|| format!("{file}: `recipes.select_lines`"))?)
+        }
+    };
+    let engines = engines.into_iter().map(|(_, extractor)| extractor).collect();
+    Ok(Recipes::new(engines, list, plan.recipes.start, select))
+}
+
+/// The worker's parts: the recipes (models, memories, thresholds), source, trigger, display,
+/// logs and the control socket. `stop` also cuts short a camera's reconnect waits.
 pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<StationParts> {
     let file = plan.file.display();
-    let model = &plan.model;
-    let model_file = ModelFile::open(&model.path).with_context(|| format!("{file}: `model.path`"))?;
-    let memory =
-        model.memory.as_deref().map(Memory::read).transpose().with_context(|| format!("{file}: `model.memory`"))?;
-    let extractor = Extractor::load(&model_file, &model.engine).with_context(|| format!("{file}: `model`"))?;
-    let mut inspector = Inspector::new(extractor, model.refine, memory.as_ref(), model.threshold)
-        .with_context(|| format!("{file}: `model.memory` or `model.threshold`"))?;
-    let roi = plan.roi.as_ref().map(|r| r.rect);
-    if let Some(mask) = plan.roi.as_ref().and_then(|r| r.ignore_mask.as_ref()) {
-        let image = read_gray(mask).with_context(|| format!("{file}: `roi.ignore_mask`"))?;
-        inspector
-            .set_ignore_mask(&image)
-            .map_err(|e| anyhow::anyhow!("{file}: `roi.ignore_mask`: {}: {e}", mask.display()))?;
-    }
+    let recipes = recipes(plan)?;
     let source: Box<dyn FrameSource> = match &plan.source {
         SourcePlan::Directory { path, looping } => {
             Box::new(DirectorySource::open(path, *looping).with_context(|| format!("{file}: `source.path`"))?)
@@ -170,7 +253,7 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         .transpose()
         .with_context(|| format!("{file}: `log.results`"))?;
     let part_ids = PartIds::open(&plan.state_dir).with_context(|| format!("{file}: `state_dir`"))?;
-    let memory_sha256 = memory.as_ref().and_then(|m| m.sha256.clone());
+    let control = ControlServer::bind(&plan.state_dir).with_context(|| format!("{file}: `state_dir`"))?;
     let archive = plan
         .failures
         .as_ref()
@@ -178,16 +261,16 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         .transpose()
         .with_context(|| format!("{file}: `log.failures_dir`"))?;
     Ok(StationParts {
-        inspector,
+        recipes,
         source,
         trigger,
         freshness: plan.freshness,
-        roi,
         display,
         results,
         archive,
         part_ids: Some(part_ids),
-        memory_sha256,
+        control: Some(control),
+        self_test_every: plan.self_test_every,
     })
 }
 
@@ -202,6 +285,16 @@ fn camera(
 #[cfg(not(feature = "camera"))]
 fn camera(_: crate::source::camera::CameraSettings, _: Arc<AtomicBool>) -> anyhow::Result<Box<dyn FrameSource>> {
     anyhow::bail!("this clipada was built without the `camera` feature")
+}
+
+#[cfg(all(feature = "gpio", target_os = "linux"))]
+fn select_lines(chip: &std::path::Path, lines: &[u32]) -> anyhow::Result<Box<dyn SelectInput>> {
+    Ok(Box::new(super::lines::chardev::ChardevSelect::open(chip, lines)?))
+}
+
+#[cfg(not(all(feature = "gpio", target_os = "linux")))]
+fn select_lines(_: &std::path::Path, _: &[u32]) -> anyhow::Result<Box<dyn SelectInput>> {
+    anyhow::bail!("this clipada was built without the `gpio` feature (Linux only)")
 }
 
 #[cfg(all(feature = "gpio", target_os = "linux"))]

@@ -44,6 +44,110 @@ pub struct StationConfig {
     /// When results go on the lines: as judged, or when the part reaches the reject gate.
     #[serde(default)]
     pub reject: RejectSection,
+    /// Products: each judged with its own model, memory, region, threshold and gate distance;
+    /// none: one product, from `[model]`, `[roi]` and `[reject]`.
+    #[serde(default)]
+    pub recipe: Vec<RecipeSection>,
+    /// Which recipe is active, and how it is chosen.
+    #[serde(default)]
+    pub recipes: RecipesSection,
+    /// When the recipes' reference parts are judged.
+    #[serde(default)]
+    pub self_test: SelfTestSection,
+    /// The watch on the scores of passing parts against the calibration's.
+    #[serde(default)]
+    pub drift: DriftSection,
+}
+
+/// `[[recipe]]`: one product. A key left out takes the value of `[model]`, `[roi]` or
+/// `[reject]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeSection {
+    /// Its name: 1 to 32 letters, digits, `-`, `_` or `.`; unique.
+    pub name: String,
+    /// The number the `recipes.select_lines` read for it, 0 to 2^lines - 1 (needed then).
+    #[serde(default)]
+    pub code: Option<u32>,
+    /// Its model (default `model.path`); recipes with the same model share its engine.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Its memory file (default `model.memory`).
+    #[serde(default)]
+    pub memory: Option<PathBuf>,
+    /// Its decision threshold (default `model.threshold`, else the memory's or model's).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Its judged rectangle and ignore mask (default `[roi]`).
+    #[serde(default)]
+    pub roi: Option<RoiSection>,
+    /// Its gate distance in ms (`reject.timing = "delay"`; default `reject.delay_ms`).
+    #[serde(default)]
+    pub reject_delay_ms: Option<u64>,
+    /// Its gate distance in ENCODER counts (`reject.timing = "encoder"`; default
+    /// `reject.encoder_counts`).
+    #[serde(default)]
+    pub reject_encoder_counts: Option<u64>,
+    /// Images of good parts (whole frames, as the camera sees them) that must be judged PASS.
+    #[serde(default)]
+    pub reference_good: Vec<PathBuf>,
+    /// Images of known-defect parts that must be judged FAIL.
+    #[serde(default)]
+    pub reference_defect: Vec<PathBuf>,
+}
+
+/// `[recipes]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipesSection {
+    /// The recipe active at start (default: the first; `clipada run --recipe` overrides it).
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Input line offsets (chardev) that give each part's recipe as a binary number, bit 0
+    /// first, read at its trigger; 1 to 8 lines.
+    #[serde(default)]
+    pub select_lines: Option<Vec<u32>>,
+    /// A file that plays the select lines' number (`<ms from start> <number>` per line)
+    /// instead of a chip's lines: tests, dry runs.
+    #[serde(default)]
+    pub select_script: Option<PathBuf>,
+}
+
+/// `[self_test]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestSection {
+    /// Judge the reference parts again every this many minutes, 1 to 10080; none: at start and
+    /// on demand only.
+    #[serde(default)]
+    pub every_minutes: Option<u64>,
+}
+
+/// `[drift]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSection {
+    /// Passing parts whose scores are watched (the most recent), 10 to 1024.
+    #[serde(default = "default_drift_window")]
+    pub window: usize,
+    /// The warning is raised when the median score of the watched parts has moved this
+    /// fraction of the way from the calibration's median good score to the threshold (either
+    /// way), 0.05 to 1.
+    #[serde(default = "default_drift_bound")]
+    pub bound: f32,
+}
+
+impl Default for DriftSection {
+    fn default() -> Self {
+        DriftSection { window: default_drift_window(), bound: default_drift_bound() }
+    }
+}
+
+fn default_drift_window() -> usize {
+    100
+}
+fn default_drift_bound() -> f32 {
+    0.5
 }
 
 /// `[reject]`: when results go on the lines.
@@ -80,8 +184,10 @@ pub enum RejectTiming {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// The ONNX model with clipada contract metadata.
-    pub path: PathBuf,
+    /// The ONNX model with clipada contract metadata (required unless every `[[recipe]]` names
+    /// its own).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// `auto`, `ort` or `tract`.
     #[serde(default)]
     pub backend: Backend,

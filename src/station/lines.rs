@@ -225,6 +225,12 @@ impl VerdictLines {
         self.set(Line::Busy, busy)
     }
 
+    /// The loop is busy between parts (a self-test): BUSY goes up until it waits again.
+    pub fn busy(&mut self) -> Result<(), GpioError> {
+        self.armed = false;
+        self.update_busy()
+    }
+
     /// The open part was judged, its verdict kept for the reject gate: BUSY drops once the
     /// loop waits for the next trigger, unless a result is being shown.
     pub fn part_judged(&mut self) -> Result<(), GpioError> {
@@ -577,6 +583,30 @@ pub mod chardev {
 
         fn debounced(&self) -> bool {
             self.debounced
+        }
+    }
+
+    /// The recipe select inputs: lines of a chip read as a binary number, bit 0 first (a line at
+    /// its high physical level is a 1).
+    pub struct ChardevSelect {
+        lines: Vec<ChardevLine>,
+    }
+
+    impl ChardevSelect {
+        /// Requests `offsets` on `chip` as inputs.
+        pub fn open(chip: &Path, offsets: &[u32]) -> Result<ChardevSelect, GpioError> {
+            let lines = offsets.iter().map(|offset| ChardevLine::input(chip, *offset)).collect::<Result<_, _>>()?;
+            Ok(ChardevSelect { lines })
+        }
+    }
+
+    impl crate::station::recipe::SelectInput for ChardevSelect {
+        fn code(&mut self) -> Result<u32, GpioError> {
+            let mut code = 0;
+            for (bit, line) in self.lines.iter_mut().enumerate() {
+                code |= u32::from(line.is_high()?) << bit;
+            }
+            Ok(code)
         }
     }
 

@@ -33,6 +33,21 @@ pub struct Provenance {
     pub precision: &'static str,
 }
 
+impl Provenance {
+    /// What judges with `extractor`'s engine against the memory of SHA-256 `memory_sha256`.
+    pub fn of(extractor: &crate::pipeline::Extractor, memory_sha256: Option<&str>) -> Provenance {
+        let prefix = |sha: &str| sha.chars().take(SHA256_PREFIX).collect::<String>();
+        let info = extractor.info();
+        Provenance {
+            model_sha256: prefix(extractor.model_sha256()),
+            memory_sha256: memory_sha256.map(prefix),
+            engine: info.engine,
+            provider: info.provider,
+            precision: info.precision.name(),
+        }
+    }
+}
+
 /// Hex digits of a SHA-256 kept in records: enough to tell files apart, short enough to read.
 pub const SHA256_PREFIX: usize = 16;
 
@@ -56,6 +71,10 @@ pub struct ResultRecord<'a> {
     pub missed_triggers: u64,
     /// What went wrong, for ERROR.
     pub error: Option<&'a str>,
+    /// The recipe that judged it.
+    pub recipe: &'a str,
+    /// The threshold its score was judged against (the recipe's).
+    pub threshold: f32,
     /// What judged it.
     pub judged_by: &'a Provenance,
 }
@@ -427,6 +446,8 @@ mod tests {
                 latency_ms: 1.0,
                 missed_triggers: 0,
                 error: None,
+                recipe: "default",
+                threshold: 0.6,
                 judged_by: &provenance,
             };
             log.append(&record)?;

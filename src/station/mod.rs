@@ -21,9 +21,12 @@
 
 pub mod assemble;
 pub mod config;
+pub mod control;
 pub mod lines;
 pub mod log;
+pub mod monitor;
 pub mod plan;
+pub mod recipe;
 pub mod reject;
 pub mod supervisor;
 pub mod trigger;
@@ -34,14 +37,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use image::RgbImage;
 
-use crate::pipeline::{InspectError, Inspector, Judged};
-use crate::sink::display::{StationScreen, Status};
+use crate::pipeline::{InspectError, Judged};
+use crate::sink::display::{Alert, StationScreen, Status};
 use crate::sink::framebuffer::Framebuffer;
 use crate::sink::overlay::OverlayRenderer;
 use crate::source::{Frame, FrameSource, SourceError};
 use crate::verdict::Verdict;
+use control::{Command, ControlServer, Request};
 use lines::GpioError;
-use log::{rfc3339, FailureArchive, PartIds, Provenance, ResultLog, ResultRecord, SHA256_PREFIX};
+use log::{rfc3339, FailureArchive, PartIds, ResultLog, ResultRecord};
+use monitor::DriftChange;
+use recipe::{RecipeError, RecipeTag, Recipes};
 use supervisor::{LinkError, SupervisorLink};
 use trigger::{Fired, Missed, Trigger};
 
@@ -109,6 +115,9 @@ pub enum FrameError {
     /// The trigger got no frame of its own (it came while the station was busy, or overflowed).
     #[error(transparent)]
     Missed(#[from] Missed),
+    /// The part has no recipe that may judge it.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
     /// The frame could not be judged.
     #[error(transparent)]
     Inspect(#[from] InspectError),
@@ -142,16 +151,14 @@ impl FrameError {
 /// Everything a station's loop is made of; `commands::run` builds it from a plan, tests swap
 /// parts. The verdict lines are not here: they belong to the supervisor.
 pub struct StationParts {
-    /// Judges frames.
-    pub inspector: Inspector,
+    /// The products, the engines that judge them, and how each part's is chosen.
+    pub recipes: Recipes,
     /// Frames in.
     pub source: Box<dyn FrameSource>,
     /// When to take a frame.
     pub trigger: Trigger,
     /// Which frames count as taken after their trigger.
     pub freshness: Freshness,
-    /// The judged part of the frame; none: all of it.
-    pub roi: Option<Roi>,
     /// The display.
     pub display: Option<Framebuffer>,
     /// JSON-lines result log.
@@ -160,8 +167,10 @@ pub struct StationParts {
     pub archive: Option<FailureArchive>,
     /// Part IDs that go on across restarts; none: records carry no part ID.
     pub part_ids: Option<PartIds>,
-    /// The memory file's SHA-256 (hex), for the records.
-    pub memory_sha256: Option<String>,
+    /// The control socket; none: the station takes no requests.
+    pub control: Option<ControlServer>,
+    /// How often the reference parts are judged again (they are at start, and on request).
+    pub self_test_every: Option<Duration>,
 }
 
 /// Counters since start.
@@ -188,6 +197,10 @@ pub struct RunSummary {
     /// Triggers that got an ERROR verdict without a frame: they came while the station was
     /// busy, or more came than could wait.
     pub missed_triggers: u64,
+    /// Self-tests in which a reference part did not get its verdict.
+    pub self_test_failures: u64,
+    /// Drift warnings raised.
+    pub drift_warnings: u64,
 }
 
 /// What one step of the loop did.
@@ -203,11 +216,16 @@ pub enum Step {
 
 /// The inspection loop and its reused state.
 pub struct Station {
-    inspector: Inspector,
+    recipes: Recipes,
     source: Box<dyn FrameSource>,
     trigger: Trigger,
     freshness: Freshness,
-    roi: Option<Roi>,
+    control: Option<ControlServer>,
+    self_test_every: Option<Duration>,
+    /// When the reference parts are judged next (on a schedule).
+    self_test_due: Option<Instant>,
+    /// A self-test asked for from the control socket, run between parts.
+    self_test_asked: Option<Request>,
     frame: Frame,
     crop: RgbImage,
     outlets: Outlets,
@@ -224,7 +242,6 @@ struct Outlets {
     results: Option<ResultLog>,
     archive: Option<FailureArchive>,
     part_ids: Option<PartIds>,
-    provenance: Provenance,
     overlay: OverlayRenderer,
     screen: StationScreen,
     status: Status,
@@ -246,22 +263,15 @@ struct RepeatedError {
 impl Station {
     /// A station over `parts`, showing its verdicts through `link`.
     pub fn new(parts: StationParts, link: SupervisorLink) -> Station {
-        let threshold = parts.inspector.threshold().value();
-        let info = parts.inspector.info();
-        let prefix = |sha: &str| sha.chars().take(SHA256_PREFIX).collect::<String>();
-        let provenance = Provenance {
-            model_sha256: prefix(parts.inspector.model_sha256()),
-            memory_sha256: parts.memory_sha256.as_deref().map(prefix),
-            engine: info.engine,
-            provider: info.provider,
-            precision: info.precision.name(),
-        };
         Station {
-            inspector: parts.inspector,
+            recipes: parts.recipes,
             source: parts.source,
             trigger: parts.trigger,
             freshness: parts.freshness,
-            roi: parts.roi,
+            control: parts.control,
+            self_test_every: parts.self_test_every,
+            self_test_due: None,
+            self_test_asked: None,
             frame: Frame::default(),
             crop: RgbImage::new(0, 0),
             outlets: Outlets {
@@ -270,10 +280,9 @@ impl Station {
                 results: parts.results,
                 archive: parts.archive,
                 part_ids: parts.part_ids,
-                provenance,
                 overlay: OverlayRenderer::default(),
                 screen: StationScreen::default(),
-                status: Status { threshold, ..Status::default() },
+                status: Status::default(),
                 summary: RunSummary::default(),
                 recent: heapless::HistoryBuf::new(),
                 repeats: RepeatedError::default(),
@@ -298,88 +307,187 @@ impl Station {
         Ok(self.outlets.summary)
     }
 
-    /// Waits for one trigger and judges one frame.
+    /// Waits for one trigger and judges one frame; between parts, answers control requests and
+    /// runs the self-tests that are due.
     pub fn step(&mut self, stop: &AtomicBool) -> anyhow::Result<Step> {
         if !self.started {
             self.warm_up();
-        }
-        let link = &mut self.outlets.link;
-        if !self.started {
-            link.ready()?;
+            self.self_test("at start")?;
+            self.outlets.link.ready()?;
             self.started = true;
-            let info = self.inspector.info();
-            let threshold = self.inspector.threshold().value();
-            let model = &self.inspector.spec().name;
-            tracing::info!(
-                "ready: {model} on {} ({}, {}), threshold {threshold}",
-                info.engine,
-                info.provider,
-                info.precision.name()
-            );
+            self.self_test_due = self.self_test_every.map(|every| Instant::now() + every);
+            for index in 0..self.recipes.len() {
+                let tag = &self.recipes.get(index).tag;
+                let info = self.recipes.engine(index).info();
+                let model = &self.recipes.engine(index).spec().name;
+                tracing::info!(
+                    "ready: recipe {}: {model} on {} ({}, {}), threshold {}",
+                    tag.name,
+                    info.engine,
+                    info.provider,
+                    info.precision.name(),
+                    tag.threshold
+                );
+            }
         }
         if self.failing > 0 {
             let pause = (ERROR_PAUSE * 2u32.saturating_pow(self.failing - 1)).min(ERROR_PAUSE_MAX);
-            if !pause_for(pause, stop, link)? {
+            if !pause_for(pause, stop, &mut self.outlets.link)? {
                 return Ok(Step::Stopped);
             }
         }
-        // BUSY drops now, not when the last part's result was shown: a trigger the PLC gives
-        // while the loop still logged and saved that part would be an overrun.
-        link.waiting()?;
-        let mut lost: Option<LinkError> = None;
-        let fired = self.trigger.wait(stop, &mut || {
-            if let Err(e) = link.alive() {
-                lost = Some(e);
+        let fired = loop {
+            if self.self_test_asked.is_some() || self.self_test_due.is_some_and(|at| Instant::now() >= at) {
+                self.self_test(if self.self_test_asked.is_some() { "on request" } else { "scheduled" })?;
             }
-        });
-        if let Some(e) = lost {
-            return Err(e.into());
+            // BUSY drops now, not when the last part's result was shown: a trigger the PLC gives
+            // while the loop still logged and saved that part would be an overrun.
+            let link = &mut self.outlets.link;
+            link.waiting()?;
+            let mut lost: Option<LinkError> = None;
+            let (control, recipes, summary) = (&self.control, &mut self.recipes, &self.outlets.summary);
+            let (asked, due) = (&mut self.self_test_asked, self.self_test_due);
+            let fired = self.trigger.wait(stop, &mut || {
+                if let Err(e) = link.alive() {
+                    lost = Some(e);
+                }
+                if let Some(request) = control.as_ref().and_then(ControlServer::poll) {
+                    if let Some(self_test) = answer(request, recipes, summary) {
+                        match asked {
+                            Some(_) => self_test.answer(Err("a self-test is already waiting to run".into())),
+                            None => *asked = Some(self_test),
+                        }
+                    }
+                }
+                asked.is_none() && due.is_none_or(|at| Instant::now() < at)
+            });
+            if let Some(e) = lost {
+                return Err(e.into());
+            }
+            if !matches!(fired, Ok(Fired::Interrupted)) {
+                break fired;
+            }
+        };
+        if self.outlets.status.alert == Some(Alert::SelfTest) && !self.recipes.faulted() {
+            self.outlets.status.alert = None;
         }
+        let sequence = self.outlets.summary.frames + 1;
         let triggered = match fired {
             Ok(Fired::At(at)) => at,
             Ok(Fired::Missed(why, at)) => {
                 let at = at.unwrap_or_else(Instant::now);
-                self.outlets.link.triggered(self.outlets.summary.frames + 1, at)?;
+                let (index, _) = self.recipes.choose();
+                let recipe = self.recipes.get(index);
+                self.outlets.link.triggered(sequence, at, recipe.slot)?;
                 self.outlets.summary.missed_triggers += 1;
-                return self.outlets.conclude(at, Err(why.into()), None, stop).map(|v| self.after(v));
+                let step = self.outlets.conclude(at, Err(why.into()), None, &recipe.tag, stop);
+                return step.map(|v| self.after(v));
             }
             Ok(Fired::Ended) => return Ok(Step::Exhausted),
             Ok(Fired::Stop) => return Ok(Step::Stopped),
-            Err(e) => return self.outlets.conclude(Instant::now(), Err(e.into()), None, stop).map(|v| self.after(v)),
+            Ok(Fired::Interrupted) => unreachable!("the wait goes on after an interruption"),
+            Err(e) => {
+                let tag = &self.recipes.get(self.recipes.active()).tag;
+                let step = self.outlets.conclude(Instant::now(), Err(e.into()), None, tag, stop);
+                return step.map(|v| self.after(v));
+            }
         };
-        self.outlets.link.triggered(self.outlets.summary.frames + 1, triggered)?;
-        let got = match self.fresh_frame(triggered, stop)? {
-            Fresh::Exhausted => return Ok(Step::Exhausted),
-            Fresh::Stopped => return Ok(Step::Stopped),
-            Fresh::Frame(got) => got,
+        // The part's recipe, chosen once: everything below judges with this one.
+        let (index, chosen) = self.recipes.choose();
+        self.outlets.link.triggered(sequence, triggered, self.recipes.get(index).slot)?;
+        let got = match chosen {
+            Err(e) => Err(FrameError::from(e)),
+            Ok(()) => match self.fresh_frame(triggered, stop)? {
+                Fresh::Exhausted => return Ok(Step::Exhausted),
+                Fresh::Stopped => return Ok(Step::Stopped),
+                Fresh::Frame(got) => got,
+            },
         };
-        let threshold = self.inspector.threshold().value();
-        let (judged, shown): (Result<Judged<'_>, FrameError>, Option<&RgbImage>) = match got {
-            Err(e) => (Err(e), None),
-            Ok(()) => match crop(self.roi, &self.frame.image, &mut self.crop) {
+        let roi = self.recipes.get(index).roi;
+        let mut drift = None;
+        let (judged, shown, tag): (Result<Judged<'_>, FrameError>, Option<&RgbImage>, &RecipeTag) = match got {
+            Err(e) => (Err(e), None, &self.recipes.get(index).tag),
+            Ok(()) => match crop(roi, &self.frame.image, &mut self.crop) {
                 // The frame as it came: the display never shows another frame's picture.
-                Err(e) => (Err(e), Some(&self.frame.image)),
+                Err(e) => (Err(e), Some(&self.frame.image), &self.recipes.get(index).tag),
                 Ok(cropped) => {
                     let image = if cropped { &self.crop } else { &self.frame.image };
-                    (self.inspector.inspect(image).map_err(FrameError::from), Some(image))
+                    let part = self.recipes.judge_part(index, image);
+                    drift = part.drift;
+                    (part.judged.map_err(FrameError::from), Some(image), part.tag)
                 }
             },
         };
-        self.outlets.status.threshold = threshold;
-        let verdict = self.outlets.conclude(triggered, judged, shown, stop)?;
+        if let Some(change) = drift {
+            self.outlets.note_drift(tag, change);
+        }
+        let verdict = self.outlets.conclude(triggered, judged, shown, tag, stop)?;
         Ok(self.after(verdict))
     }
 
-    /// Judges one blank image of the region's size (or the model's input size) and forgets it:
-    /// engines are slow on their first run, and the first part must not pay for it (it could
-    /// make the next trigger come while the station is still busy).
+    /// Judges one blank image of each recipe's region size (or its model's input size) and
+    /// forgets it: engines are slow on their first run, and the first part must not pay for it
+    /// (it could make the next trigger come while the station is still busy).
     fn warm_up(&mut self) {
-        let [height, width] = self.inspector.spec().input.size;
-        let (width, height) = self.roi.map_or((width as u32, height as u32), |r| (r.width, r.height));
-        let blank = RgbImage::from_pixel(width.max(1), height.max(1), image::Rgb([128, 128, 128]));
-        if let Err(e) = self.inspector.inspect(&blank) {
-            tracing::debug!("warm-up: {e}");
+        for index in 0..self.recipes.len() {
+            let [height, width] = self.recipes.engine(index).spec().input.size;
+            let roi = self.recipes.get(index).roi;
+            let (width, height) = roi.map_or((width as u32, height as u32), |r| (r.width, r.height));
+            let blank = RgbImage::from_pixel(width.max(1), height.max(1), image::Rgb([128, 128, 128]));
+            if let Err(e) = self.recipes.judge(index, &blank) {
+                tracing::debug!("warm-up: {e}");
+            }
         }
+    }
+
+    /// Judges every recipe's reference parts (`when`: at start, scheduled, on request), with
+    /// BUSY up. A recipe whose reference did not get its verdict is faulted (its parts get
+    /// ERROR until acknowledged) and the lines go to the safe state; a request for it is
+    /// answered with what each reference got.
+    fn self_test(&mut self, when: &str) -> Result<(), LinkError> {
+        self.self_test_due = self.self_test_every.map(|every| Instant::now() + every);
+        let asked = self.self_test_asked.take();
+        let mut report = Vec::new();
+        let mut failed = false;
+        for index in 0..self.recipes.len() {
+            if self.recipes.get(index).references.is_empty() {
+                continue;
+            }
+            if self.started {
+                self.outlets.link.busy()?;
+            }
+            let outcomes = monitor::judge_references(&mut self.recipes, index, &mut self.crop);
+            let recipe = self.recipes.get_mut(index);
+            let list: Vec<String> = outcomes.iter().map(ToString::to_string).collect();
+            let line = format!("recipe {}: {}", recipe.tag.name, list.join("; "));
+            if outcomes.iter().all(|o| o.held()) {
+                tracing::info!("self-test {when}: passed: {line}");
+            } else {
+                failed = true;
+                let why =
+                    list.into_iter().zip(&outcomes).filter(|(_, o)| !o.held()).map(|(t, _)| t).collect::<Vec<_>>();
+                let why = format!("{when}: {}", why.join("; "));
+                tracing::error!("self-test {when}: FAILED: {line}: its parts get ERROR until an operator acknowledges");
+                recipe.fault = Some(why);
+                self.outlets.summary.self_test_failures += 1;
+            }
+            report.push(line);
+        }
+        if failed {
+            self.outlets.status.alert = Some(Alert::SelfTest);
+            self.outlets.link.fault("self-test failed")?;
+        }
+        if let Some(request) = asked {
+            let answer = match (report.is_empty(), failed) {
+                (true, _) => Err("no recipe names reference parts".to_string()),
+                (false, false) => Ok(format!("passed: {}", report.join(" | "))),
+                (false, true) => {
+                    Err(format!("FAILED (the station is in ERROR until acknowledged): {}", report.join(" | ")))
+                }
+            };
+            request.answer(answer);
+        }
+        Ok(())
     }
 
     /// Puts into `self.frame` the first frame exposed at least `freshness.delay` after
@@ -424,6 +532,65 @@ impl Station {
         self.failing = if self.outlets.last_pauses { self.failing.saturating_add(1) } else { 0 };
         step
     }
+}
+
+/// Answers a control request that needs no part of the loop but the recipes and counters; a
+/// self-test request is given back, to run between parts.
+fn answer(request: Request, recipes: &mut Recipes, summary: &RunSummary) -> Option<Request> {
+    let answer = match &request.command {
+        Command::SelfTest => return Some(request),
+        Command::Recipe(name) => recipes.switch_to(name).map(|()| {
+            tracing::info!("control: recipe {name} from the next part");
+            format!("recipe {name} from the next part")
+        }),
+        Command::Acknowledge => {
+            let mut cleared = Vec::new();
+            for index in 0..recipes.len() {
+                let recipe = recipes.get_mut(index);
+                if let Some(why) = recipe.fault.take() {
+                    tracing::warn!(
+                        "control: an operator acknowledged recipe {}'s failed self-test ({why}): it judges again",
+                        recipe.tag.name
+                    );
+                    cleared.push(recipe.tag.name.to_string());
+                }
+            }
+            if cleared.is_empty() {
+                Err("no failed self-test to acknowledge".into())
+            } else {
+                Ok(format!("acknowledged: {} judge again", cleared.join(", ")))
+            }
+        }
+        Command::Status => {
+            let faults: Vec<String> = (0..recipes.len())
+                .filter_map(|i| recipes.get(i).fault.as_ref().map(|why| format!("{}: {why}", recipes.get(i).tag.name)))
+                .collect();
+            let drift: Vec<String> = (0..recipes.len())
+                .filter_map(|i| {
+                    let watch = recipes.get(i).drift.as_ref()?;
+                    let shift = watch.shift().map_or("not yet".to_string(), |s| format!("{:+.0} %", s * 100.0));
+                    Some(format!(
+                        "{} {shift}{}",
+                        recipes.get(i).tag.name,
+                        if watch.raised() { " (WARNING)" } else { "" }
+                    ))
+                })
+                .collect();
+            Ok(format!(
+                "recipe {}; {} parts: {} pass, {} fail, {} error; {} missed triggers; self-test faults: {}; drift: {}",
+                recipes.next_name(),
+                summary.frames,
+                summary.passed,
+                summary.failed,
+                summary.errors,
+                summary.missed_triggers,
+                if faults.is_empty() { "none".to_string() } else { faults.join("; ") },
+                if drift.is_empty() { "not watched".to_string() } else { drift.join(", ") }
+            ))
+        }
+    };
+    request.answer(answer);
+    None
 }
 
 /// What [`Station::fresh_frame`] got.
@@ -486,6 +653,7 @@ impl Outlets {
         triggered: Instant,
         judged: Result<Judged<'_>, FrameError>,
         shown: Option<&RgbImage>,
+        recipe: &RecipeTag,
         stop: &AtomicBool,
     ) -> anyhow::Result<Step> {
         let mut verdict = judged.as_ref().map_or(Verdict::Error, |j| j.verdict);
@@ -533,13 +701,15 @@ impl Outlets {
         self.status = Status {
             verdict: Some(verdict),
             score,
+            threshold: recipe.threshold,
             latency_ms: latency_ms as f32,
             fps,
             passed: self.summary.passed,
             failed: self.summary.failed,
             errors: self.summary.errors,
             missed: self.summary.missed_triggers,
-            ..self.status
+            recipe: recipe.name.clone(),
+            alert: self.status.alert,
         };
         let wants_overlay = self.display.is_some() || (verdict == Verdict::Fail && self.archive.is_some());
         let overlay = shown.filter(|_| wants_overlay).map(|image| {
@@ -567,7 +737,9 @@ impl Outlets {
                 latency_ms: (latency_ms * 1e3).round() as f32 / 1e3,
                 missed_triggers: self.summary.missed_triggers,
                 error: error.as_deref(),
-                judged_by: &self.provenance,
+                recipe: &recipe.name,
+                threshold: recipe.threshold,
+                judged_by: &recipe.provenance,
             };
             if let Err(e) = results.append(&record) {
                 self.summary.log_failures += 1;
@@ -591,6 +763,27 @@ impl Outlets {
             }
         }
         Ok(Step::Judged(verdict))
+    }
+
+    /// Logs a change of `recipe`'s drift warning, counts and shows a raised one.
+    fn note_drift(&mut self, recipe: &RecipeTag, change: DriftChange) {
+        match change {
+            DriftChange::Raised(shift) => {
+                self.summary.drift_warnings += 1;
+                self.status.alert = Some(Alert::Drift(shift));
+                tracing::warn!(
+                    "recipe {}: drift: the median score of passing parts has moved {:+.0} % of the way from the calibration's to the threshold (past `drift.bound`): check the camera, light and product before parts escape",
+                    recipe.name,
+                    shift * 100.0
+                );
+            }
+            DriftChange::Cleared(shift) => {
+                if matches!(self.status.alert, Some(Alert::Drift(_))) {
+                    self.status.alert = None;
+                }
+                tracing::info!("recipe {}: drift cleared ({:+.0} %)", recipe.name, shift * 100.0);
+            }
+        }
     }
 
     /// Logs an error, once per run of the same error (with its count every

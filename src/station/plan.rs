@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{
-    ConfigError, DisplayKind, GpioKind, GpioSection, RejectTiming, SourceKind, StationConfig, TriggerMode,
+    ConfigError, DisplayKind, GpioKind, GpioSection, RecipeSection, RejectTiming, RoiSection, SourceKind,
+    StationConfig, TriggerMode,
 };
 use super::lines::{Handshake, LineSettings, OutputMode};
 use super::log::Rotation;
@@ -64,6 +65,20 @@ pub mod limits {
     pub(crate) const REJECT_DELAY_MS: RangeInclusive<u64> = 1..=600_000;
     /// `reject.encoder_counts`.
     pub(crate) const ENCODER_COUNTS: RangeInclusive<u64> = 1..=1_000_000_000;
+    /// `[[recipe]]` entries.
+    pub(crate) const RECIPES: RangeInclusive<usize> = 1..=64;
+    /// `recipe.name` length.
+    pub(crate) const RECIPE_NAME: RangeInclusive<usize> = 1..=32;
+    /// `recipes.select_lines` count.
+    pub(crate) const SELECT_LINES: RangeInclusive<usize> = 1..=8;
+    /// Reference parts of a recipe.
+    pub(crate) const REFERENCES: RangeInclusive<usize> = 0..=16;
+    /// `self_test.every_minutes`.
+    pub(crate) const SELF_TEST_MINUTES: RangeInclusive<u64> = 1..=10_080;
+    /// `drift.window`.
+    pub(crate) const DRIFT_WINDOW: RangeInclusive<usize> = 10..=1024;
+    /// `drift.bound`.
+    pub(crate) const DRIFT_BOUND: RangeInclusive<f32> = 0.05..=1.0;
 }
 
 /// The station to build, every value checked.
@@ -73,16 +88,14 @@ pub struct StationPlan {
     pub file: PathBuf,
     /// The station's own folder.
     pub state_dir: PathBuf,
-    /// The model and how it is judged.
-    pub model: ModelPlan,
+    /// The products and how the active one is chosen.
+    pub recipes: RecipesPlan,
     /// Where frames come from.
     pub source: SourcePlan,
     /// When a frame is taken.
     pub trigger: TriggerPlan,
     /// Which frames count as taken after their trigger.
     pub freshness: super::Freshness,
-    /// The judged rectangle and its ignore mask.
-    pub roi: Option<RoiPlan>,
     /// The display.
     pub display: Option<DisplayPlan>,
     /// The verdict lines.
@@ -93,6 +106,58 @@ pub struct StationPlan {
     pub failures: Option<FailuresPlan>,
     /// The reject gate; none: results go on the lines as soon as judged.
     pub reject: Option<RejectPlan>,
+    /// How often the reference parts are judged again; none: at start and on demand only.
+    pub self_test_every: Option<Duration>,
+    /// The watch on passing parts' scores.
+    pub drift: DriftPlan,
+}
+
+/// The products and how the active one is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipesPlan {
+    /// The products, at least one (`default`, from `[model]` and `[roi]`, when the file has no
+    /// `[[recipe]]`).
+    pub list: Vec<RecipePlan>,
+    /// The index of the one active at start.
+    pub start: usize,
+    /// The inputs that choose each part's recipe; none: the active one judges (switched from
+    /// the control socket).
+    pub select: Option<InputsPlan>,
+}
+
+/// Where the recipe select inputs come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputsPlan {
+    /// The chardev chip's lines of these offsets, bit 0 first.
+    Lines(Vec<u32>),
+    /// A script file of numbers.
+    Script(PathBuf),
+}
+
+/// One product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipePlan {
+    /// Its name.
+    pub name: String,
+    /// The select inputs' number for it.
+    pub code: Option<u32>,
+    /// Its model and how it is judged.
+    pub model: ModelPlan,
+    /// Its judged rectangle and ignore mask.
+    pub roi: Option<RoiPlan>,
+    /// Its reject gate distance (the gate's kind is the station's).
+    pub slot: Option<Slot>,
+    /// Reference images and the verdict each must get (PASS: good, FAIL: known defect).
+    pub references: Vec<(PathBuf, crate::verdict::Verdict)>,
+}
+
+/// The watch on passing parts' scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriftPlan {
+    /// Passing parts watched.
+    pub window: usize,
+    /// Fraction of the way from the calibration's median to the threshold that warns.
+    pub bound: f32,
 }
 
 /// Where the reject gate is, and the ENCODER input that measures the way to it.
@@ -226,17 +291,216 @@ impl StationPlan {
         StationPlan::from_config(StationConfig::load(path)?, path)
     }
 
+    /// As [`StationPlan::load`], with the recipe `start` (the command line's) active at start in
+    /// place of the file's choice.
+    pub fn load_starting(path: &Path, start: Option<&str>) -> Result<StationPlan, ConfigError> {
+        let mut plan = StationPlan::load(path)?;
+        if let Some(name) = start {
+            plan.recipes.start = plan.recipes.list.iter().position(|r| r.name == name).ok_or_else(|| {
+                let names: Vec<&str> = plan.recipes.list.iter().map(|r| r.name.as_str()).collect();
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "--recipe".into(),
+                    reason: format!("no recipe is named `{name}` (there are: {})", names.join(", ")),
+                }
+            })?;
+        }
+        Ok(plan)
+    }
+
     /// Checks `config` (read from `path`) and makes the plan.
     pub fn from_config(config: StationConfig, path: &Path) -> Result<StationPlan, ConfigError> {
-        plan(config, path).map_err(|(key, reason)| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.into(),
-            reason,
-        })
+        fn invalid(path: &Path, (key, reason): (impl Into<String>, String)) -> ConfigError {
+            ConfigError::Invalid { path: path.to_path_buf(), key: key.into(), reason }
+        }
+        let (mut plan, model, roi) = plan(&config, path).map_err(|e| invalid(path, e))?;
+        plan.recipes = recipes(&config, &model, &roi, plan.reject.as_ref()).map_err(|e| invalid(path, e))?;
+        Ok(plan)
     }
 }
 
 type Checked<T> = Result<T, (&'static str, String)>;
+
+/// The judged rectangle of `[roi]` or a recipe's `roi` (`key`: where it is, e.g. `roi`).
+fn roi_plan(key: &str, r: &RoiSection) -> Result<RoiPlan, (String, String)> {
+    let named = |(k, reason): (&str, String)| (format!("{key}.{k}"), reason);
+    // The region must fit some frame: its far edge within the largest frame side.
+    let x = within("x", r.x, 0..=MAX_FRAME_SIDE - 1).map_err(named)?;
+    let y = within("y", r.y, 0..=MAX_FRAME_SIDE - 1).map_err(named)?;
+    let rect = Roi {
+        x,
+        y,
+        width: within("width", r.width, 1..=MAX_FRAME_SIDE - x).map_err(named)?,
+        height: within("height", r.height, 1..=MAX_FRAME_SIDE - y).map_err(named)?,
+    };
+    Ok(RoiPlan { rect, ignore_mask: r.ignore_mask.clone() })
+}
+
+/// The products: `[[recipe]]` entries over the defaults of `[model]`, `[roi]` and the gate's
+/// distance, or one `default` recipe of those; and how the active one is chosen.
+fn recipes(
+    config: &StationConfig,
+    model: &ModelPlan,
+    roi: &Option<RoiPlan>,
+    reject: Option<&RejectPlan>,
+) -> Result<RecipesPlan, (String, String)> {
+    let r = &config.recipes;
+    let gate = reject.map(|g| g.slot);
+    if config.recipe.is_empty() {
+        if let Some((key, _)) = [
+            ("recipes.start", r.start.is_some()),
+            ("recipes.select_lines", r.select_lines.is_some()),
+            ("recipes.select_script", r.select_script.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set)
+        {
+            return Err((key.into(), "there is no `[[recipe]]` to choose from".into()));
+        }
+        let path = config
+            .model
+            .path
+            .clone()
+            .ok_or_else(|| ("model.path".to_string(), "missing: the model file".to_string()))?;
+        let list = vec![RecipePlan {
+            name: "default".into(),
+            code: None,
+            model: ModelPlan { path, ..model.clone() },
+            roi: roi.clone(),
+            slot: gate,
+            references: Vec::new(),
+        }];
+        return Ok(RecipesPlan { list, start: 0, select: None });
+    }
+    within("recipe", config.recipe.len(), limits::RECIPES)
+        .map_err(|(k, why)| (k.to_string(), format!("{why} entries")))?;
+    let select = match (&r.select_lines, &r.select_script) {
+        (Some(_), Some(_)) => {
+            return Err(("recipes.select_script".into(), "give `select_lines` or `select_script`, not both".into()))
+        }
+        (Some(lines), None) => {
+            within("recipes.select_lines", lines.len(), limits::SELECT_LINES)
+                .map_err(|(k, why)| (k.to_string(), format!("{why} lines")))?;
+            if config.gpio.kind != GpioKind::Chardev {
+                return Err(("recipes.select_lines".into(), "select lines need `gpio.kind = \"chardev\"`".into()));
+            }
+            let g = &config.gpio;
+            let taken: Vec<u32> =
+                [g.pass_line, g.fail_line, g.ready_line, g.busy_line, g.valid_line, g.trigger_line, g.encoder_line]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            if let Some(line) = lines.iter().enumerate().find(|(i, l)| taken.contains(l) || lines[..*i].contains(l)) {
+                return Err(("recipes.select_lines".into(), format!("line {}: already used by another line", line.1)));
+            }
+            Some(InputsPlan::Lines(lines.clone()))
+        }
+        (None, Some(script)) => Some(InputsPlan::Script(script.clone())),
+        (None, None) => None,
+    };
+    let bits = match &select {
+        Some(InputsPlan::Lines(lines)) => lines.len() as u32,
+        Some(InputsPlan::Script(_)) => limits::SELECT_LINES.end().to_owned() as u32,
+        None => 0,
+    };
+    let mut list: Vec<RecipePlan> = Vec::with_capacity(config.recipe.len());
+    for (i, recipe) in config.recipe.iter().enumerate() {
+        let key = |k: &str| format!("recipe[{i}].{k}");
+        let model = ModelPlan {
+            path: match (&recipe.model, &config.model.path) {
+                (Some(path), _) | (None, Some(path)) => path.clone(),
+                (None, None) => return Err((key("model"), "missing: give the recipe's model or `model.path`".into())),
+            },
+            ..model.clone()
+        };
+        list.push(recipe_plan(recipe, &model, roi, reject, &key)?);
+        let name = &recipe.name;
+        if list[..i].iter().any(|r| r.name == *name) {
+            return Err((key("name"), format!("`{name}` is the name of an earlier recipe")));
+        }
+        match (recipe.code, bits) {
+            (Some(_), 0) => return Err((key("code"), "a code needs `recipes.select_lines` or `select_script`".into())),
+            (None, 1..) => {
+                return Err((key("code"), "the select lines choose recipes by code: give each recipe its own".into()))
+            }
+            (Some(code), _) if u64::from(code) >= 1u64 << bits => {
+                return Err((key("code"), format!("{code} is more than {bits} select lines can give")))
+            }
+            (Some(code), _) if list[..i].iter().any(|r| r.code == Some(code)) => {
+                return Err((key("code"), format!("{code} is the code of an earlier recipe")))
+            }
+            _ => {}
+        }
+    }
+    let start = match &r.start {
+        None => 0,
+        Some(name) => list
+            .iter()
+            .position(|r| r.name == *name)
+            .ok_or_else(|| ("recipes.start".to_string(), format!("no recipe is named `{name}`")))?,
+    };
+    Ok(RecipesPlan { list, start, select })
+}
+
+/// One `[[recipe]]` over the defaults; `key` names its keys.
+fn recipe_plan(
+    recipe: &RecipeSection,
+    model: &ModelPlan,
+    roi: &Option<RoiPlan>,
+    reject: Option<&RejectPlan>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<RecipePlan, (String, String)> {
+    let name = &recipe.name;
+    let valid_name = name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !limits::RECIPE_NAME.contains(&name.len()) || !valid_name {
+        return Err((key("name"), format!("`{name}`: 1 to 32 letters, digits, `-`, `_` or `.`")));
+    }
+    if let Some(t) = recipe.threshold {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err((key("threshold"), format!("{t}: must be a positive number")));
+        }
+    }
+    let slot = match (reject.map(|g| g.slot), recipe.reject_delay_ms, recipe.reject_encoder_counts) {
+        (_, Some(_), Some(_)) => return Err((key("reject_delay_ms"), "give a delay or counts, not both".into())),
+        (Some(Slot::Delay(_)), Some(ms), None) => Some(Slot::Delay(Duration::from_millis(
+            within("reject_delay_ms", ms, limits::REJECT_DELAY_MS).map_err(|(k, why)| (key(k), why))?,
+        ))),
+        (Some(Slot::Counts(_)), None, Some(counts)) => Some(Slot::Counts(
+            within("reject_encoder_counts", counts, limits::ENCODER_COUNTS).map_err(|(k, why)| (key(k), why))?,
+        )),
+        (slot, None, None) => slot,
+        (_, Some(_), None) => return Err((key("reject_delay_ms"), "only `reject.timing = \"delay\"` uses it".into())),
+        (_, None, Some(_)) => {
+            return Err((key("reject_encoder_counts"), "only `reject.timing = \"encoder\"` uses it".into()))
+        }
+    };
+    let count = recipe.reference_good.len() + recipe.reference_defect.len();
+    if !limits::REFERENCES.contains(&count) {
+        return Err((key("reference_good"), format!("{count} reference parts: at most {}", limits::REFERENCES.end())));
+    }
+    use crate::verdict::Verdict;
+    let references = recipe
+        .reference_good
+        .iter()
+        .map(|p| (p.clone(), Verdict::Pass))
+        .chain(recipe.reference_defect.iter().map(|p| (p.clone(), Verdict::Fail)))
+        .collect();
+    Ok(RecipePlan {
+        name: name.clone(),
+        code: recipe.code,
+        model: ModelPlan {
+            memory: recipe.memory.clone().or_else(|| model.memory.clone()),
+            threshold: recipe.threshold.or(model.threshold),
+            ..model.clone()
+        },
+        roi: match &recipe.roi {
+            Some(r) => Some(roi_plan(&key("roi"), r)?),
+            None => roi.clone(),
+        },
+        slot,
+        references,
+    })
+}
 
 fn within<T: PartialOrd + std::fmt::Debug>(
     key: &'static str,
@@ -272,7 +536,8 @@ fn input_plan(
     }
 }
 
-fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
+/// Everything but the recipes, and the defaults they take: `[model]` and `[roi]`.
+fn plan(config: &StationConfig, path: &Path) -> Checked<(StationPlan, ModelPlan, Option<RoiPlan>)> {
     let model = &config.model;
     if let Some(t) = model.threshold {
         if !(t > 0.0 && t.is_finite()) {
@@ -288,7 +553,7 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         return Err(("model.ort_library", "must be an absolute path (it is loaded as code)".into()));
     }
     let model_plan = ModelPlan {
-        path: model.path.clone(),
+        path: PathBuf::new(),
         engine: EngineConfig {
             backend: model.backend,
             ort_library: model.ort_library.clone(),
@@ -438,18 +703,11 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
 
     let roi = match &config.roi {
         None => None,
-        Some(r) => {
-            // The region must fit some frame: its far edge within the largest frame side.
-            let x = within("roi.x", r.x, 0..=MAX_FRAME_SIDE - 1)?;
-            let y = within("roi.y", r.y, 0..=MAX_FRAME_SIDE - 1)?;
-            let rect = Roi {
-                x,
-                y,
-                width: within("roi.width", r.width, 1..=MAX_FRAME_SIDE - x)?,
-                height: within("roi.height", r.height, 1..=MAX_FRAME_SIDE - y)?,
-            };
-            Some(RoiPlan { rect, ignore_mask: r.ignore_mask.clone() })
-        }
+        // Keys of `[roi]` are 'static: the recipe form names its own.
+        Some(r) => Some(roi_plan("roi", r).map_err(|(key, why)| {
+            let key = ["roi.x", "roi.y", "roi.width", "roi.height"].into_iter().find(|k| *k == key).unwrap_or("roi");
+            (key, why)
+        })?),
     };
 
     let d = &config.display;
@@ -530,20 +788,31 @@ fn plan(config: StationConfig, path: &Path) -> Checked<StationPlan> {
         }
     };
 
-    Ok(StationPlan {
+    let self_test_every = config
+        .self_test
+        .every_minutes
+        .map(|m| within("self_test.every_minutes", m, limits::SELF_TEST_MINUTES).map(|m| Duration::from_secs(60 * m)))
+        .transpose()?;
+    let drift = DriftPlan {
+        window: within("drift.window", config.drift.window, limits::DRIFT_WINDOW)?,
+        bound: within("drift.bound", config.drift.bound, limits::DRIFT_BOUND)?,
+    };
+    let plan = StationPlan {
         file: path.to_path_buf(),
-        state_dir: config.state_dir,
-        model: model_plan,
+        state_dir: config.state_dir.clone(),
+        recipes: RecipesPlan { list: Vec::new(), start: 0, select: None },
         source,
         trigger,
         freshness,
-        roi,
         display,
         lines,
         results: config.log.results.clone().map(|path| (path, rotation)),
         failures,
         reject,
-    })
+        self_test_every,
+        drift,
+    };
+    Ok((plan, model_plan, roi))
 }
 
 #[cfg(test)]
@@ -613,7 +882,7 @@ path = "frames"
         assert_eq!(plan.lines.settings.safe, SafeState { ready: false, pass: false, fail: true });
         assert_eq!(plan.lines.settings.mode, OutputMode::Level);
         assert_eq!(plan.lines.loop_deadline, Duration::from_secs(2));
-        assert!(plan.model.refine);
+        assert!(plan.recipes.list[0].model.refine);
         assert_eq!(plan.trigger, TriggerPlan::FreeRun);
         assert_eq!(plan.source, SourcePlan::Directory { path: "frames".into(), looping: false });
     }
@@ -625,9 +894,9 @@ path = "frames"
         assert_eq!(key, "model.ort_library");
         assert!(reason.contains("absolute"), "{reason}");
         let plan = parse(&with_model("ort_library = \"/usr/lib/libonnxruntime.so\"")).unwrap();
-        assert!(!plan.model.engine.allow_insecure_library, "refused unless the configuration says so");
+        assert!(!plan.recipes.list[0].model.engine.allow_insecure_library, "refused unless the configuration says so");
         let plan = parse(&with_model("allow_insecure_library = true")).unwrap();
-        assert!(plan.model.engine.allow_insecure_library);
+        assert!(plan.recipes.list[0].model.engine.allow_insecure_library);
     }
 
     #[test]

@@ -36,6 +36,7 @@ enum Due {
 #[derive(Debug, Clone, Copy)]
 struct Part {
     sequence: u64,
+    slot: Slot,
     due: Due,
     verdict: Option<Verdict>,
 }
@@ -49,31 +50,55 @@ pub enum Judged {
     Late,
 }
 
-/// More parts between camera and gate than [`IN_FLIGHT`].
+/// A part the gate cannot track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("more than {IN_FLIGHT} parts between the camera and the reject gate")]
-pub struct Full;
+pub enum Untracked {
+    /// More parts between camera and gate than [`IN_FLIGHT`].
+    #[error("more than {IN_FLIGHT} parts between the camera and the reject gate")]
+    Full,
+    /// A distance in time for a gate counted in ENCODER counts, or the other way round.
+    #[error("a gate distance of another kind than the gate's")]
+    OtherKind,
+}
 
-/// The parts between the camera and the gate, oldest first.
+/// The parts between the camera and the gate, in trigger order. Parts of different recipes
+/// may have different distances: each is shown when it reaches the gate, whatever its place.
 #[derive(Debug)]
 pub struct Gate {
     slot: Slot,
-    parts: heapless::Deque<Part, IN_FLIGHT>,
+    longest_delay: Duration,
+    parts: heapless::Vec<Part, IN_FLIGHT>,
 }
 
 impl Gate {
     /// A gate at `slot` from the trigger.
     pub fn new(slot: Slot) -> Self {
-        Gate { slot, parts: heapless::Deque::new() }
+        let longest_delay = if let Slot::Delay(delay) = slot { delay } else { Duration::ZERO };
+        Gate { slot, longest_delay, parts: heapless::Vec::new() }
     }
 
-    /// Part `sequence` was triggered at `at`, with the ENCODER at `count`.
-    pub fn triggered(&mut self, sequence: u64, at: Instant, count: u64) -> Result<(), Full> {
-        let due = match self.slot {
-            Slot::Delay(delay) => Due::At(at + delay),
-            Slot::Counts(counts) => Due::Count(count.saturating_add(counts)),
+    /// Part `sequence` was triggered at `at`, with the ENCODER at `count`; `slot` is its own
+    /// distance (its recipe's), none: the gate's.
+    pub fn triggered(&mut self, sequence: u64, at: Instant, count: u64, slot: Option<Slot>) -> Result<(), Untracked> {
+        let slot = slot.unwrap_or(self.slot);
+        let mut due = match (self.slot, slot) {
+            (Slot::Delay(_), Slot::Delay(delay)) => {
+                self.longest_delay = self.longest_delay.max(delay);
+                Due::At(at + delay)
+            }
+            (Slot::Counts(_), Slot::Counts(counts)) => Due::Count(count.saturating_add(counts)),
+            _ => return Err(Untracked::OtherKind),
         };
-        self.parts.push_back(Part { sequence, due, verdict: None }).map_err(|_| Full)
+        // A part never overtakes an earlier one at the same distance (trigger times read a few
+        // microseconds apart could say otherwise).
+        for earlier in self.parts.iter().filter(|p| p.slot == slot) {
+            due = match (due, earlier.due) {
+                (Due::At(at), Due::At(before)) => Due::At(at.max(before)),
+                (Due::Count(count), Due::Count(before)) => Due::Count(count.max(before)),
+                (due, _) => due,
+            };
+        }
+        self.parts.push(Part { sequence, slot, due, verdict: None }).map_err(|_| Untracked::Full)
     }
 
     /// Part `sequence` was judged `verdict`.
@@ -87,31 +112,38 @@ impl Gate {
         }
     }
 
-    /// The oldest part, if it has reached the gate at `now` with the ENCODER at `count`: its
-    /// sequence and what the lines show for it (ERROR when it was not judged in time).
+    /// The part that reached the gate first, if one has at `now` with the ENCODER at `count`
+    /// (the earliest due; the oldest of equals): its sequence and what the lines show for it
+    /// (ERROR when it was not judged in time).
     pub fn due(&mut self, now: Instant, count: u64) -> Option<(u64, Verdict)> {
-        let front = self.parts.front()?;
-        let reached = match front.due {
+        let reached = |due: &Due| match *due {
             Due::At(at) => now >= at,
             Due::Count(due) => count >= due,
         };
-        reached.then(|| self.parts.pop_front()).flatten().map(|p| (p.sequence, p.verdict.unwrap_or(Verdict::Error)))
+        let first = (0..self.parts.len()).filter(|i| reached(&self.parts[*i].due)).min_by_key(|i| {
+            match self.parts[*i].due {
+                Due::At(at) => (Some(at), 0),
+                Due::Count(due) => (None, due),
+            }
+        })?;
+        let part = self.parts.remove(first);
+        Some((part.sequence, part.verdict.unwrap_or(Verdict::Error)))
     }
 
-    /// When the oldest part reaches the gate, on the time slot.
+    /// When the next part reaches the gate, on a time slot.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match self.parts.front()?.due {
-            Due::At(at) => Some(at),
-            Due::Count(_) => None,
-        }
+        self.parts
+            .iter()
+            .filter_map(|p| match p.due {
+                Due::At(at) => Some(at),
+                Due::Count(_) => None,
+            })
+            .min()
     }
 
-    /// The gate's delay from the trigger (zero on an encoder slot).
+    /// The longest delay from trigger to gate of any part so far (zero on an encoder slot).
     pub fn delay(&self) -> Duration {
-        match self.slot {
-            Slot::Delay(delay) => delay,
-            Slot::Counts(_) => Duration::ZERO,
-        }
+        self.longest_delay
     }
 
     /// Whether a part is between camera and gate.
@@ -176,8 +208,8 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut gate = Gate::new(Slot::Delay(Duration::from_millis(100)));
-        gate.triggered(1, ms(0), 0).unwrap();
-        gate.triggered(2, ms(30), 0).unwrap();
+        gate.triggered(1, ms(0), 0, None).unwrap();
+        gate.triggered(2, ms(30), 0, None).unwrap();
         assert_eq!(gate.judged(1, Verdict::Pass), Judged::Scheduled);
         assert_eq!(gate.due(ms(99), 0), None, "not before the gate");
         assert_eq!(gate.next_deadline(), Some(ms(100)));
@@ -192,8 +224,8 @@ mod tests {
     fn encoder_slots_count_from_the_trigger_and_the_queue_is_bounded() {
         let now = Instant::now();
         let mut gate = Gate::new(Slot::Counts(500));
-        gate.triggered(1, now, 1000).unwrap();
-        gate.triggered(2, now, 1200).unwrap();
+        gate.triggered(1, now, 1000, None).unwrap();
+        gate.triggered(2, now, 1200, None).unwrap();
         gate.judged(2, Verdict::Fail);
         gate.judged(1, Verdict::Pass);
         assert_eq!(gate.due(now, 1499), None);
@@ -201,9 +233,27 @@ mod tests {
         assert_eq!(gate.due(now, 1600), None, "the conveyor has not moved part 2 far enough");
         assert_eq!(gate.due(now, 1700), Some((2, Verdict::Fail)));
         for sequence in 0..IN_FLIGHT as u64 {
-            gate.triggered(sequence, now, 0).unwrap();
+            gate.triggered(sequence, now, 0, None).unwrap();
         }
-        assert_eq!(gate.triggered(99, now, 0), Err(Full));
+        assert_eq!(gate.triggered(99, now, 0, None), Err(Untracked::Full));
+    }
+
+    #[test]
+    fn parts_of_recipes_with_their_own_distances_reach_the_gate_in_their_own_time() {
+        // After a recipe switch the gate is nearer: part 2 reaches it before part 1.
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut gate = Gate::new(Slot::Delay(Duration::from_millis(100)));
+        gate.triggered(1, ms(0), 0, Some(Slot::Delay(Duration::from_millis(300)))).unwrap();
+        gate.triggered(2, ms(20), 0, None).unwrap();
+        gate.judged(1, Verdict::Fail);
+        gate.judged(2, Verdict::Pass);
+        assert_eq!(gate.next_deadline(), Some(ms(120)));
+        assert_eq!(gate.due(ms(120), 0), Some((2, Verdict::Pass)), "part 2 does not wait behind part 1");
+        assert_eq!(gate.due(ms(299), 0), None);
+        assert_eq!(gate.due(ms(300), 0), Some((1, Verdict::Fail)));
+        assert_eq!(gate.delay(), Duration::from_millis(300), "the longest distance bounds the drain");
+        assert_eq!(gate.triggered(3, ms(0), 0, Some(Slot::Counts(5))), Err(Untracked::OtherKind));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::lines::{GpioError, VerdictLines};
-use super::reject::{EncoderCounter, Gate, Judged};
+use super::reject::{EncoderCounter, Gate, Judged, Slot};
 use super::watchdog::Notifier;
 use crate::verdict::Verdict;
 
@@ -67,6 +67,10 @@ enum Kind {
     Triggered = 5,
     /// Worker: the loop waits for the next trigger (BUSY may drop: a trigger now is taken).
     Waiting = 6,
+    /// Worker: the loop is busy between parts (a self-test): BUSY goes up.
+    Busy = 7,
+    /// Worker: no part may be judged good now (a failed self-test; text: why): the safe state.
+    Fault = 8,
     /// Supervisor: the verdict of this frame is on the lines.
     Shown = 10,
     /// Supervisor: writing the lines failed (text: why); they were put in the safe state.
@@ -84,6 +88,8 @@ impl Kind {
             Kind::Status,
             Kind::Triggered,
             Kind::Waiting,
+            Kind::Busy,
+            Kind::Fault,
             Kind::Shown,
             Kind::LineFailed,
             Kind::Late,
@@ -134,6 +140,20 @@ fn decode(frame: &[u8; FRAME]) -> Option<Message> {
     let mut text = heapless::String::new();
     let _ = text.push_str(std::str::from_utf8(&frame[11..11 + len]).unwrap_or("?"));
     Some(Message { kind, verdict, sequence: u64::from_le_bytes(frame[3..11].try_into().expect("8 bytes")), text })
+}
+
+/// A Triggered message's text: the trigger's age, and the part's gate distance if it has its
+/// own (`None` inside: the gate's; an error for a text that is neither).
+fn parse_triggered(text: &str) -> (Duration, Result<Option<Slot>, String>) {
+    let mut words = text.split(' ');
+    let age = Duration::from_micros(words.next().and_then(|w| w.parse().ok()).unwrap_or(0));
+    let slot = match (words.next(), words.next().map(str::parse::<u64>), words.next()) {
+        (None, _, _) => Ok(None),
+        (Some("delay"), Some(Ok(us)), None) => Ok(Some(Slot::Delay(Duration::from_micros(us)))),
+        (Some("counts"), Some(Ok(counts)), None) => Ok(Some(Slot::Counts(counts))),
+        _ => Err(format!("an unreadable gate distance `{text}`")),
+    };
+    (age, slot)
 }
 
 /// Reads whole frames from a socket with a read timeout, keeping partial ones.
@@ -348,15 +368,29 @@ impl Supervisor {
                     self.line_failed(&e);
                 }
             }
+            Kind::Busy => {
+                if let Err(e) = self.lines.busy() {
+                    self.line_failed(&e);
+                }
+            }
+            Kind::Fault => {
+                tracing::error!("{}: the lines go to the safe state", message.text);
+                if let Err(e) = self.lines.enter_safe_state() {
+                    self.line_failed(&e);
+                }
+            }
             Kind::Triggered => {
                 if let Err(e) = self.lines.part_started() {
                     self.line_failed(&e);
                 }
                 if let Some((gate, encoder)) = &mut self.gate {
-                    let age = Duration::from_micros(message.text.parse().unwrap_or(0));
+                    let (age, slot) = parse_triggered(&message.text);
                     let now = Instant::now();
                     let count = encoder.as_ref().map_or(0, EncoderCounter::count);
-                    if let Err(e) = gate.triggered(message.sequence, now.checked_sub(age).unwrap_or(now), count) {
+                    let at = now.checked_sub(age).unwrap_or(now);
+                    if let Err(e) = slot
+                        .and_then(|slot| gate.triggered(message.sequence, at, count, slot).map_err(|e| e.to_string()))
+                    {
                         // Parts the gate cannot track cannot be shown at it: all are rejected.
                         tracing::error!("{e}: the lines go to the safe state");
                         gate.clear();
@@ -628,12 +662,28 @@ impl SupervisorLink {
         self.send(Kind::Waiting, Verdict::Error, 0, "")
     }
 
-    /// Part `sequence`'s trigger, at `at`, was taken: BUSY goes up until it is judged.
-    pub(crate) fn triggered(&mut self, sequence: u64, at: Instant) -> Result<(), LinkError> {
+    /// Part `sequence`'s trigger, at `at`, was taken: BUSY goes up until it is judged. `slot`:
+    /// its recipe's gate distance, if not the gate's own.
+    pub(crate) fn triggered(&mut self, sequence: u64, at: Instant, slot: Option<Slot>) -> Result<(), LinkError> {
         use std::fmt::Write as _;
-        let mut age = heapless::String::<24>::new();
-        let _ = write!(age, "{}", at.elapsed().as_micros());
-        self.send(Kind::Triggered, Verdict::Error, sequence, &age)
+        let mut text = heapless::String::<48>::new();
+        let _ = write!(text, "{}", at.elapsed().as_micros());
+        let _ = match slot {
+            None => Ok(()),
+            Some(Slot::Delay(delay)) => write!(text, " delay {}", delay.as_micros()),
+            Some(Slot::Counts(counts)) => write!(text, " counts {counts}"),
+        };
+        self.send(Kind::Triggered, Verdict::Error, sequence, &text)
+    }
+
+    /// The loop is busy between parts: BUSY goes up until it waits again.
+    pub(crate) fn busy(&mut self) -> Result<(), LinkError> {
+        self.send(Kind::Busy, Verdict::Error, 0, "")
+    }
+
+    /// No part may be judged good now (`why`): the lines go to the safe state at once.
+    pub(crate) fn fault(&mut self, why: &str) -> Result<(), LinkError> {
+        self.send(Kind::Fault, Verdict::Error, 0, why)
     }
 
     /// A status line for the service manager (`STATUS=`), cut to [`TEXT`] bytes.
@@ -850,8 +900,8 @@ mod tests {
         // the PLC saw one result for two parts.
         let (written, mut link, _stop, thread) = gated(Duration::from_millis(50));
         let now = Instant::now();
-        link.triggered(1, now).unwrap();
-        link.triggered(2, now).unwrap();
+        link.triggered(1, now, None).unwrap();
+        link.triggered(2, now, None).unwrap();
         link.show(Verdict::Pass, 1, &AtomicBool::new(false)).unwrap();
         link.show(Verdict::Fail, 2, &AtomicBool::new(false)).unwrap();
         drop(link);
@@ -871,9 +921,9 @@ mod tests {
         // A bad part, then a good one 5 ms behind it: the second reaches the gate while the
         // first's strobe runs.
         let now = Instant::now();
-        link.triggered(1, now).unwrap();
+        link.triggered(1, now, None).unwrap();
         link.show(Verdict::Fail, 1, &AtomicBool::new(false)).unwrap();
-        link.triggered(2, now + Duration::from_millis(5)).unwrap();
+        link.triggered(2, now + Duration::from_millis(5), None).unwrap();
         link.show(Verdict::Pass, 2, &AtomicBool::new(false)).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Relaxed);

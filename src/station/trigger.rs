@@ -74,6 +74,9 @@ pub enum Fired {
     Ended,
     /// Stop was requested.
     Stop,
+    /// The station has work between parts (a control request, a self-test that is due): a
+    /// trigger from now on is an overrun until it waits again.
+    Interrupted,
 }
 
 /// One level change of the TRIGGER input, dated when it happened (by the kernel on a chip).
@@ -305,7 +308,12 @@ impl TriggerListener {
 
     /// The next trigger: `waiting_since` is when the station became free for it, so a trigger
     /// that came before is an overrun. Waits in slices of [`STOP_CHECK`], calling `idle`.
-    fn wait(&mut self, waiting_since: Instant, stop: &AtomicBool, idle: &mut dyn FnMut()) -> Result<Fired, GpioError> {
+    fn wait(
+        &mut self,
+        waiting_since: Instant,
+        stop: &AtomicBool,
+        idle: &mut dyn FnMut() -> bool,
+    ) -> Result<Fired, GpioError> {
         self.listen()?;
         let mut pending = self.shared.lock();
         loop {
@@ -327,7 +335,9 @@ impl TriggerListener {
                 return Ok(Fired::Ended);
             }
             drop(pending);
-            idle();
+            if !idle() {
+                return Ok(Fired::Interrupted);
+            }
             pending = self.shared.lock();
             if pending.is_idle() {
                 pending = self
@@ -394,35 +404,46 @@ impl ScriptedInput {
 
     /// Reads a script file: at most 1 MiB, times in order, levels 0 or 1.
     pub fn read(path: &Path) -> Result<ScriptedInput, GpioError> {
-        let error = |reason: String| GpioError { line: path.display().to_string(), reason };
-        let bytes =
-            crate::storage::read::read_regular(path, 1 << 20, "trigger script").map_err(|e| error(e.to_string()))?;
-        let text = String::from_utf8(bytes).map_err(|_| error("not UTF-8 text".into()))?;
-        let mut changes = Vec::new();
-        for (number, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or_default().trim();
-            if line.is_empty() {
-                continue;
-            }
-            let bad = || error(format!("line {}: expected `<milliseconds> <0|1>`, got `{line}`", number + 1));
-            let mut fields = line.split_whitespace();
-            let (Some(ms), Some(level), None) = (fields.next(), fields.next(), fields.next()) else {
-                return Err(bad());
-            };
-            let ms: u64 = ms.parse().map_err(|_| bad())?;
-            let high = match level {
-                "0" => false,
-                "1" => true,
-                _ => return Err(bad()),
-            };
-            let at = Duration::from_millis(ms);
-            if changes.last().is_some_and(|(last, _)| *last > at) {
-                return Err(error(format!("line {}: times must not go back", number + 1)));
-            }
-            changes.push((at, high));
-        }
-        Ok(ScriptedInput::new(changes))
+        let level = |field: &str| match field {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        Ok(ScriptedInput::new(read_script(path, "<0|1>", level)?))
     }
+}
+
+/// Reads a script of inputs (`<milliseconds from start> <value>` per line, times in order, `#`
+/// starts a comment; at most 1 MiB): each value as `value` parses it (`form` says what it
+/// should be, for the message).
+pub(crate) fn read_script<T>(
+    path: &Path,
+    form: &str,
+    value: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<(Duration, T)>, GpioError> {
+    let error = |reason: String| GpioError { line: path.display().to_string(), reason };
+    let bytes = crate::storage::read::read_regular(path, 1 << 20, "input script").map_err(|e| error(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| error("not UTF-8 text".into()))?;
+    let mut changes: Vec<(Duration, T)> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || error(format!("line {}: expected `<milliseconds> {form}`, got `{line}`", number + 1));
+        let mut fields = line.split_whitespace();
+        let (Some(ms), Some(field), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad());
+        };
+        let ms: u64 = ms.parse().map_err(|_| bad())?;
+        let parsed = value(field).ok_or_else(bad)?;
+        let at = Duration::from_millis(ms);
+        if changes.last().is_some_and(|(last, _)| *last > at) {
+            return Err(error(format!("line {}: times must not go back", number + 1)));
+        }
+        changes.push((at, parsed));
+    }
+    Ok(changes)
 }
 
 impl EdgeSource for ScriptedInput {
@@ -465,16 +486,19 @@ pub enum Trigger {
 
 impl Trigger {
     /// Waits for the next trigger, or a stop request; `idle` is called at least every
-    /// [`STOP_CHECK`] while waiting (the station sends its watchdog heartbeat there). The
-    /// station is taken to be free for a new part from the moment this is called.
-    pub fn wait(&mut self, stop: &AtomicBool, idle: &mut dyn FnMut()) -> Result<Fired, GpioError> {
+    /// [`STOP_CHECK`] while waiting (the station sends its watchdog heartbeat there), and ends
+    /// the wait ([`Fired::Interrupted`]) by returning false. The station is taken to be free for
+    /// a new part from the moment this is called.
+    pub fn wait(&mut self, stop: &AtomicBool, idle: &mut dyn FnMut() -> bool) -> Result<Fired, GpioError> {
         let waiting_since = Instant::now();
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) {
                 return Ok(Fired::Stop);
             }
-            idle();
+            if !idle() {
+                return Ok(Fired::Interrupted);
+            }
             match self {
                 Trigger::FreeRun => return Ok(Fired::At(now)),
                 Trigger::Interval { period, next } => {
@@ -544,7 +568,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let mut seen = Vec::new();
         loop {
-            let fired = trigger.wait(&stop, &mut || {}).unwrap();
+            let fired = trigger.wait(&stop, &mut || true).unwrap();
             seen.push(match fired {
                 Fired::At(_) => "judged",
                 Fired::Missed(Missed::Busy, Some(_)) => "busy",
@@ -552,6 +576,7 @@ mod tests {
                 Fired::Missed(..) => "other miss",
                 Fired::Ended => return seen,
                 Fired::Stop => "stop",
+                Fired::Interrupted => "interrupted",
             });
             if seen == ["judged"] {
                 std::thread::sleep(busy);
@@ -588,7 +613,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let mut fired = Vec::new();
         for _ in 0..4 {
-            match trigger.wait(&stop, &mut || {}).unwrap() {
+            match trigger.wait(&stop, &mut || true).unwrap() {
                 Fired::At(at) => fired.push(at),
                 other => panic!("{other:?}"),
             }
@@ -598,7 +623,7 @@ mod tests {
             assert_eq!(pair[1] - pair[0], Duration::from_millis(30));
         }
         stop.store(true, Ordering::Relaxed);
-        assert_eq!(trigger.wait(&stop, &mut || {}).unwrap(), Fired::Stop);
+        assert_eq!(trigger.wait(&stop, &mut || true).unwrap(), Fired::Stop);
     }
 
     #[test]

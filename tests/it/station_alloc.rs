@@ -17,10 +17,13 @@ use clipada::model::{Engine, EngineError, EngineInfo, ModelFile, Precision, RawO
 use clipada::pipeline::{Extractor, Inspector, Memory};
 use clipada::sink::framebuffer::Framebuffer;
 use clipada::source::{Frame, FrameSource, SourceError};
+use clipada::station::control::ControlServer;
 use clipada::station::lines::{
     Handshake, LineSettings, Output, OutputMode, Recorder, RecordingPin, SafeState, VerdictLines, OUTPUT_NAMES,
 };
 use clipada::station::log::{PartIds, ResultLog, Rotation};
+use clipada::station::monitor::DriftWatch;
+use clipada::station::recipe::Recipes;
 use clipada::station::supervisor;
 use clipada::station::trigger::Trigger;
 use clipada::station::{Roi, Station, StationParts, Step};
@@ -161,17 +164,21 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
     let supervisor_stop = std::sync::Arc::new(AtomicBool::new(false));
     let stop_supervisor = supervisor_stop.clone();
     let supervising = std::thread::spawn(move || supervisor.run(&stop_supervisor));
+    // A drift watch on the recipe: its median is taken over the full window at every PASS.
+    let roi = Some(Roi { x: 10, y: 20, width: 200, height: 180 });
+    let mut recipes = Recipes::single(inspector, roi, Some(&"ab".repeat(32)));
+    recipes.get_mut(0).drift = DriftWatch::new(&[0.5, 0.55, 0.58], 0.6, 100, 0.5);
     let parts = StationParts {
-        inspector,
+        recipes,
         source: Box::new(PatternSource { frame: 0 }),
         trigger: Trigger::FreeRun,
         freshness: clipada::station::Freshness { delay: Duration::ZERO, timeout: Duration::from_secs(2) },
-        roi: Some(Roi { x: 10, y: 20, width: 200, height: 180 }),
         display: Some(Framebuffer::open(&dir.path().join("fb"), Some((160, 120, 32))).unwrap()),
         results: Some(ResultLog::open(&dir.path().join("results.jsonl"), Rotation::NEVER).unwrap()),
         archive: None,
         part_ids: Some(PartIds::open(&dir.path().join("state")).unwrap()),
-        memory_sha256: Some("ab".repeat(32)),
+        control: Some(ControlServer::bind(&dir.path().join("state")).unwrap()),
+        self_test_every: None,
     };
     let mut station = Station::new(parts, link);
     let stop = AtomicBool::new(false);

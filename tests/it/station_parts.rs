@@ -4,7 +4,7 @@
 use crate::common;
 
 use clipada::pipeline::{InspectOptions, Inspector};
-use clipada::sink::display::{StationScreen, Status};
+use clipada::sink::display::{Alert, StationScreen, Status};
 use clipada::sink::framebuffer::{Framebuffer, Geometry};
 use clipada::source::files::read_image;
 use clipada::station::plan::StationPlan;
@@ -35,6 +35,8 @@ fn the_station_screen_matches_its_snapshot() {
         failed: 3,
         errors: 1,
         missed: 0,
+        recipe: "bottle-a".try_into().unwrap(),
+        alert: Some(Alert::Drift(0.62)),
     };
     StationScreen::default().draw(&mut fb, Some(&frame), &status).unwrap();
     fb.flush().unwrap();
@@ -46,10 +48,10 @@ fn the_station_screen_matches_its_snapshot() {
         image::Rgb([c.r(), c.g(), c.b()])
     });
     // Properties that hold whatever the snapshot: the image is scaled to 160x80 and centred in
-    // the 94 rows above the status bar, and the bar has the FAIL colour.
+    // the 82 rows above the status bar, and the bar has the FAIL colour.
     assert_eq!(shown.get_pixel(80, 47).0, [250, 40, 40], "the square, scaled");
     assert_eq!(shown.get_pixel(5, 47).0, [30, 90, 160]);
-    assert_eq!(shown.get_pixel(5, 3).0, [0, 0, 0], "letterbox");
+    assert_eq!(shown.get_pixel(5, 0).0, [0, 0, 0], "letterbox");
     assert_eq!(shown.get_pixel(159, 119).0, [210, 30, 30], "status bar");
     common::assert_snapshot("station_screen.png", &shown);
 }
