@@ -144,7 +144,13 @@ impl From<GpioError> for FrameError {
 impl FrameError {
     /// Whether the next attempt should wait (the same cause is likely to repeat at once).
     fn pauses(&self) -> bool {
-        matches!(self, FrameError::Trigger(_) | FrameError::Source(_) | FrameError::Stale { .. })
+        matches!(
+            self,
+            FrameError::Trigger(_)
+                | FrameError::Source(_)
+                | FrameError::Stale { .. }
+                | FrameError::Recipe(RecipeError::Select(_))
+        )
     }
 }
 
@@ -294,9 +300,17 @@ impl Station {
     }
 
     /// Runs until the source is exhausted or `stop` is set. An error only when the lines can no
-    /// longer be reached (the supervisor is gone).
+    /// longer be reached (the supervisor is gone) unless stop was asked for (a stopped
+    /// supervisor may end first).
     pub fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<RunSummary> {
-        while let Step::Judged(_) = self.step(stop)? {}
+        loop {
+            match self.step(stop) {
+                Ok(Step::Judged(_)) => {}
+                Ok(Step::Exhausted | Step::Stopped) => break,
+                Err(_) if stop.load(Ordering::Relaxed) => break,
+                Err(e) => return Err(e),
+            }
+        }
         if self.outlets.repeats.count > 1 {
             tracing::info!(
                 "the last error repeated {} times: {}",
@@ -395,19 +409,20 @@ impl Station {
         // The part's recipe, chosen once: everything below judges with this one.
         let (index, chosen) = self.recipes.choose();
         self.outlets.link.triggered(sequence, triggered, self.recipes.get(index).slot)?;
-        let got = match chosen {
-            Err(e) => Err(FrameError::from(e)),
-            Ok(()) => match self.fresh_frame(triggered, stop)? {
-                Fresh::Exhausted => return Ok(Step::Exhausted),
-                Fresh::Stopped => return Ok(Step::Stopped),
-                Fresh::Frame(got) => got,
-            },
+        // The part's frame is taken even when no recipe may judge it: it is shown with its
+        // ERROR, and the source stays with the parts.
+        let got = match self.fresh_frame(triggered, stop)? {
+            Fresh::Exhausted => return Ok(Step::Exhausted),
+            Fresh::Stopped => return Ok(Step::Stopped),
+            Fresh::Frame(got) => got,
         };
         let roi = self.recipes.get(index).roi;
         let mut drift = None;
-        let (judged, shown, tag): (Result<Judged<'_>, FrameError>, Option<&RgbImage>, &RecipeTag) = match got {
-            Err(e) => (Err(e), None, &self.recipes.get(index).tag),
-            Ok(()) => match crop(roi, &self.frame.image, &mut self.crop) {
+        let (judged, shown, tag): (Result<Judged<'_>, FrameError>, Option<&RgbImage>, &RecipeTag) = match (got, chosen)
+        {
+            (Err(e), _) => (Err(e), None, &self.recipes.get(index).tag),
+            (Ok(()), Err(e)) => (Err(e.into()), Some(&self.frame.image), &self.recipes.get(index).tag),
+            (Ok(()), Ok(())) => match crop(roi, &self.frame.image, &mut self.crop) {
                 // The frame as it came: the display never shows another frame's picture.
                 Err(e) => (Err(e), Some(&self.frame.image), &self.recipes.get(index).tag),
                 Ok(cropped) => {

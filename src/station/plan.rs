@@ -844,6 +844,104 @@ path = "frames"
         }
     }
 
+    /// Two recipes over MINIMAL's model; `extra` goes after them.
+    fn two_recipes(extra: &str) -> String {
+        format!(
+            "{MINIMAL}[[recipe]]\nname = \"a\"\n{extra}[[recipe]]\nname = \"b\"\nmodel = \"other.onnx\"\nthreshold = 0.3\n[recipe.roi]\nx = 1\ny = 2\nwidth = 3\nheight = 4\n"
+        )
+    }
+
+    #[test]
+    fn recipes_take_the_defaults_they_do_not_set() {
+        let text =
+            two_recipes("").replace("path = \"m.onnx\"", "path = \"m.onnx\"\nmemory = \"m.memory\"\nthreshold = 0.5");
+        let plan = parse(&(text + "[roi]\nx = 0\ny = 0\nwidth = 8\nheight = 8\n")).unwrap();
+        let [a, b] = &plan.recipes.list[..] else { panic!("two recipes: {:?}", plan.recipes.list) };
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("a", "b"));
+        assert_eq!(a.model.path, Path::new("m.onnx"));
+        assert_eq!(a.model.memory.as_deref(), Some(Path::new("m.memory")));
+        assert_eq!(a.model.threshold, Some(0.5));
+        assert_eq!(a.roi.as_ref().unwrap().rect, Roi { x: 0, y: 0, width: 8, height: 8 });
+        assert_eq!(b.model.path, Path::new("other.onnx"));
+        assert_eq!(b.model.memory.as_deref(), Some(Path::new("m.memory")), "its memory is `[model]`'s");
+        assert_eq!(b.model.threshold, Some(0.3));
+        assert_eq!(b.roi.as_ref().unwrap().rect, Roi { x: 1, y: 2, width: 3, height: 4 });
+        assert_eq!(plan.recipes.start, 0);
+        assert_eq!(plan.recipes.select, None);
+        // Without `[[recipe]]`: one, `default`, of `[model]` and `[roi]`.
+        let plan = parse(MINIMAL).unwrap();
+        assert_eq!(plan.recipes.list.len(), 1);
+        assert_eq!(plan.recipes.list[0].name, "default");
+        assert_eq!(plan.recipes.list[0].model.path, Path::new("m.onnx"));
+    }
+
+    #[test]
+    fn recipe_mistakes_are_refused_naming_the_recipe_and_key() {
+        let select = "[recipes]\nselect_script = \"codes.txt\"\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (two_recipes("").replace("name = \"b\"", "name = \"a\""), "recipe[1].name", "earlier recipe"),
+            (two_recipes("").replace("name = \"b\"", "name = \"b c\""), "recipe[1].name", "letters"),
+            (
+                two_recipes("").replace("name = \"b\"", &format!("name = \"{}\"", "n".repeat(33))),
+                "recipe[1].name",
+                "1 to 32",
+            ),
+            (two_recipes("code = 1\n"), "recipe[0].code", "select_lines"),
+            (two_recipes("code = 1\n") + select, "recipe[1].code", "its own"),
+            (two_recipes("threshold = -1\n"), "recipe[0].threshold", "positive"),
+            (two_recipes("reject_delay_ms = 5\n"), "recipe[0].reject_delay_ms", "reject.timing"),
+            (
+                two_recipes("reference_good = [\"g.png\"]\nreference_defect = [\"d.png\"]\n")
+                    .replace("[recipe.roi]\nx = 1", "[recipe.roi]\nx = 99999"),
+                "recipe[1].roi.x",
+                "outside",
+            ),
+            (two_recipes("") + "[recipes]\nstart = \"c\"\n", "recipes.start", "no recipe is named `c`"),
+            (two_recipes("") + "[recipes]\nselect_lines = [5]\n", "recipes.select_lines", "chardev"),
+            (format!("{MINIMAL}[recipes]\nstart = \"a\"\n"), "recipes.start", "no `[[recipe]]`"),
+            (
+                MINIMAL.replace("path = \"m.onnx\"\n", "backend = \"tract\"\n") + "[[recipe]]\nname = \"a\"\n",
+                "recipe[0].model",
+                "missing",
+            ),
+            (MINIMAL.replace("path = \"m.onnx\"\n", "backend = \"tract\"\n"), "model.path", "missing"),
+            (format!("{MINIMAL}[self_test]\nevery_minutes = 0\n"), "self_test.every_minutes", "outside"),
+            (format!("{MINIMAL}[drift]\nwindow = 5\n"), "drift.window", "outside"),
+            (format!("{MINIMAL}[drift]\nbound = 2.0\n"), "drift.bound", "outside"),
+        ];
+        for (text, key, reason) in cases {
+            let (found, why) = invalid(&text);
+            assert_eq!(found, key, "{why}\n{text}");
+            assert!(why.contains(reason), "{key}: {why}");
+        }
+        // Codes: within what the lines can give, and unique.
+        let chardev =
+            "[gpio]\nkind = \"chardev\"\nchip = \"/dev/gpiochip0\"\npass_line = 1\nfail_line = 2\nready_line = 3\n";
+        let coded = |a: u32, b: u32, lines: &str| {
+            two_recipes(&format!("code = {a}\n")).replace("name = \"b\"", &format!("name = \"b\"\ncode = {b}"))
+                + chardev
+                + &format!("[recipes]\nselect_lines = {lines}\n")
+        };
+        assert!(parse(&coded(1, 2, "[5, 6]")).is_ok());
+        assert_eq!(invalid(&coded(1, 4, "[5, 6]")).0, "recipe[1].code", "4 needs three lines");
+        assert_eq!(invalid(&coded(2, 2, "[5, 6]")).0, "recipe[1].code", "one code each");
+        let (key, why) = invalid(&coded(1, 2, "[5, 2]"));
+        assert_eq!(key, "recipes.select_lines", "the FAIL output's line: {why}");
+        assert_eq!(invalid(&coded(1, 2, "[5, 5]")).0, "recipes.select_lines");
+        assert_eq!(invalid(&coded(1, 2, "[]")).0, "recipes.select_lines");
+    }
+
+    #[test]
+    fn the_command_line_recipe_replaces_the_files_choice_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("station.toml");
+        std::fs::write(&path, two_recipes("") + "[recipes]\nstart = \"b\"\n").unwrap();
+        assert_eq!(StationPlan::load_starting(&path, None).unwrap().recipes.start, 1);
+        assert_eq!(StationPlan::load_starting(&path, Some("a")).unwrap().recipes.start, 0);
+        let error = StationPlan::load_starting(&path, Some("c")).unwrap_err().to_string();
+        assert!(error.contains("`--recipe`") && error.contains("there are: a, b"), "{error}");
+    }
+
     #[test]
     fn a_reject_gate_key_without_its_timing_is_refused() {
         // Regression: `delay_ms` without `timing = "delay"` was ignored: results went on the

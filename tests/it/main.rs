@@ -17,4 +17,5 @@ mod quantized;
 mod station_alloc;
 mod station_board;
 mod station_parts;
+mod station_recipes;
 mod station_run;
