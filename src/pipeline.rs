@@ -1,12 +1,13 @@
 //! One frame, end to end: preprocess, run the engine, score, judge.
 //!
 //! [`Extractor`] runs a model on frames (preprocess, engine, output checks): calibration uses it
-//! alone. [`Inspector`] adds the scorer and the decision threshold; it is built from an
-//! extractor, so a station or an evaluation that calibrates first loads the model and builds its
-//! engine once. Both own their per-frame buffers, allocated once. Neither knows where frames come
-//! from or where results go.
+//! alone. A [`Judge`] is the scorer and the decision threshold of one product; an [`Inspector`]
+//! is an extractor with its judge, built from the extractor, so a station or an evaluation that
+//! calibrates first loads the model and builds its engine once (a station's recipes share one
+//! extractor per model among their judges). All own their per-frame buffers, allocated once. None
+//! knows where frames come from or where results go.
 //!
-//! The threshold a verdict rests on is chosen here, in [`Inspector::new`], and nowhere else: the
+//! The threshold a verdict rests on is chosen here, in [`Judge::new`], and nowhere else: the
 //! operator's (within the scorer's range), else the memory's (calibrated for this model file,
 //! engine precision and scoring mode; a memory without one is refused), else the model's
 //! contract (for its text branch, without a memory).

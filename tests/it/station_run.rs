@@ -431,7 +431,11 @@ fn the_shipped_line_config_runs_from_the_repository_root_with_every_part_answere
     assert_eq!(records.len(), 10);
     for record in &records {
         assert!(record["part_id"].as_u64().is_some() && record["judged_by"]["model_sha256"].is_string(), "{record}");
+        let error = record["error"].as_str().unwrap_or_default();
+        assert!(!error.contains("self-test"), "the reference parts hold: {record}");
     }
+    let recipes: Vec<&str> = records.iter().map(|r| r["recipe"].as_str().unwrap()).collect();
+    assert_eq!(recipes, [["cap-a"; 5], ["cap-b"; 5]].concat(), "as the select script has it");
     // Every part got one strobe on the lines, at the gate.
     let levels = recorded(&line);
     assert_eq!(check_handshake(&levels, 2.0, 20.0, true), 10);
