@@ -75,7 +75,8 @@ pub struct RecipeSection {
     /// Its memory file (default `model.memory`).
     #[serde(default)]
     pub memory: Option<PathBuf>,
-    /// Its decision threshold (default `model.threshold`, else the memory's or model's).
+    /// Its decision threshold (default: `model.threshold` when the recipe has `[model]`'s model
+    /// and memory; else its memory's calibrated one, or its model's).
     #[serde(default)]
     pub threshold: Option<f32>,
     /// Its judged rectangle and ignore mask (default `[roi]`).

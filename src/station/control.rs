@@ -8,16 +8,18 @@
 //! - `acknowledge`: clear a failed self-test (its recipe judges again);
 //! - `status`: the active recipe, counters, self-test faults and drift.
 //!
-//! `clipada control --config station.toml …` sends one. A thread accepts connections and hands
-//! requests to the inspection loop, which answers them between parts: a request never
-//! interrupts a part, and a client that stalls only loses its own reply.
+//! `clipada control --config station.toml …` sends one. A thread accepts connections and
+//! answers each on a thread of its own (at most 8 at once; a request line must come whole within
+//! 2 s), handing requests to the inspection loop, which answers them between parts: a request
+//! never interrupts a part, and a client that stalls delays no other. A request the loop did
+//! not answer within 300 s is withdrawn (the client is told; it is not carried out later).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -34,6 +36,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Requests waiting for the loop at once.
 const QUEUED: usize = 4;
+/// Clients being answered at once.
+const MAX_CLIENTS: usize = 8;
 
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,8 @@ pub struct Request {
     /// What is asked.
     pub command: Command,
     reply: mpsc::Sender<String>,
+    /// Set when the client was told it timed out: the request is not carried out.
+    withdrawn: Arc<AtomicBool>,
 }
 
 impl Request {
@@ -85,6 +91,8 @@ impl Request {
 pub struct ControlServer {
     requests: mpsc::Receiver<Request>,
     path: PathBuf,
+    /// Tells the clients' threads the station is gone.
+    closing: Arc<AtomicBool>,
     _thread: InputThread,
 }
 
@@ -100,19 +108,24 @@ impl ControlServer {
             Ok(_) => anyhow::bail!("{}: not a socket clipada made: remove it", path.display()),
             Err(_) => {}
         }
-        let listener = UnixListener::bind(&path).with_context(|| format!("{}: cannot listen", path.display()))?;
+        let listener = {
+            let (address, _dir) = address(state_dir)?;
+            UnixListener::bind(&address).with_context(|| format!("{}: cannot listen", path.display()))?
+        };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("{}: cannot restrict to its owner", path.display()))?;
         listener.set_nonblocking(true).context("control socket")?;
         let (sender, requests) = mpsc::sync_channel(QUEUED);
-        let thread = InputThread::spawn("control", move |stop| serve(&listener, &sender, stop))
+        let closing = Arc::new(AtomicBool::new(false));
+        let theirs = closing.clone();
+        let thread = InputThread::spawn("control", move |stop| serve(&listener, &sender, stop, &theirs))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(ControlServer { requests, path, _thread: thread })
+        Ok(ControlServer { requests, path, closing, _thread: thread })
     }
 
-    /// The next request waiting, if any.
+    /// The next request waiting that its client has not withdrawn, if any.
     pub fn poll(&self) -> Option<Request> {
-        self.requests.try_recv().ok()
+        std::iter::from_fn(|| self.requests.try_recv().ok()).find(|r| !r.withdrawn.load(Ordering::Relaxed))
     }
 
     /// Where it listens.
@@ -123,16 +136,51 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// Accepts clients one at a time until `stop`.
-fn serve(listener: &UnixListener, requests: &mpsc::SyncSender<Request>, stop: &AtomicBool) {
-    use std::sync::atomic::Ordering;
+/// Longest socket path the kernel takes (`sun_path` holds 108 bytes with its terminating zero).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The address of the socket in `state_dir`: its path, or, when that is too long for a socket
+/// address, the same file reached through the folder held open (`/proc/self/fd/N/…`; the
+/// returned handle must live until the socket is bound or connected).
+fn address(state_dir: &Path) -> anyhow::Result<(PathBuf, Option<std::fs::File>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = state_dir.join(SOCKET);
+    if path.as_os_str().as_bytes().len() <= MAX_SOCKET_PATH {
+        return Ok((path, None));
+    }
+    let dir = std::fs::File::open(state_dir).with_context(|| format!("{}: cannot open", state_dir.display()))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    Ok((PathBuf::from(format!("/proc/self/fd/{fd}/{SOCKET}")), Some(dir)))
+}
+
+/// Accepts clients until `stop`, each answered on a thread of its own, at most
+/// [`MAX_CLIENTS`] at once (one more is told so and closed): a client that stalls delays no
+/// other.
+fn serve(listener: &UnixListener, requests: &mpsc::SyncSender<Request>, stop: &AtomicBool, closing: &Arc<AtomicBool>) {
+    let clients = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, _)) => answer_client(stream, requests, stop),
+            Ok((mut stream, _)) if clients.load(Ordering::Relaxed) >= MAX_CLIENTS => {
+                let _ = stream.set_write_timeout(Some(STOP_CHECK));
+                let _ = stream.write_all(b"error: too many clients at once: try again\n");
+            }
+            Ok((stream, _)) => {
+                clients.fetch_add(1, Ordering::Relaxed);
+                let (requests, closing, done) = (requests.clone(), closing.clone(), clients.clone());
+                let spawned = std::thread::Builder::new().name("control client".into()).spawn(move || {
+                    answer_client(stream, &requests, &closing);
+                    done.fetch_sub(1, Ordering::Relaxed);
+                });
+                if let Err(e) = spawned {
+                    tracing::warn!("control socket: cannot answer a client: {e}");
+                    clients.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(STOP_CHECK),
             Err(e) => {
                 tracing::warn!("control socket: {e}");
@@ -142,56 +190,81 @@ fn serve(listener: &UnixListener, requests: &mpsc::SyncSender<Request>, stop: &A
     }
 }
 
-/// Reads one request from `stream`, hands it to the loop and writes its answer.
-fn answer_client(mut stream: UnixStream, requests: &mpsc::SyncSender<Request>, stop: &AtomicBool) {
-    use std::sync::atomic::Ordering;
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
+/// Reads one request line (up to its newline or the end of what the client sends) within
+/// [`REQUEST_TIMEOUT`] in all.
+fn read_request(stream: &mut UnixStream) -> Result<String, String> {
+    let until = Instant::now() + REQUEST_TIMEOUT;
     let mut line = Vec::new();
-    let read = (&mut stream).take(MAX_REQUEST as u64 + 1).read_to_end(&mut line);
-    let reply = |stream: &mut UnixStream, text: &str| {
+    let mut buffer = [0u8; 64];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no whole request line within {} s", REQUEST_TIMEOUT.as_secs()));
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        let n = match stream.read(&mut buffer) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(format!("no whole request line within {} s", REQUEST_TIMEOUT.as_secs())),
+        };
+        let end = buffer[..n].iter().position(|b| *b == b'\n');
+        line.extend_from_slice(&buffer[..end.unwrap_or(n)]);
+        if line.len() > MAX_REQUEST {
+            // Read (some of) the rest: a socket closed with unread data resets, and the client
+            // would get no answer.
+            let _ = stream.set_read_timeout(Some(STOP_CHECK));
+            let _ = std::io::copy(&mut (&mut *stream).take(1 << 16), &mut std::io::sink());
+            return Err(format!("a request is one line of at most {MAX_REQUEST} bytes"));
+        }
+        if n == 0 || end.is_some() {
+            let text = std::str::from_utf8(&line).map_err(|_| "not UTF-8 text".to_string())?;
+            return Ok(text.trim().to_string());
+        }
+    }
+}
+
+/// Reads one request from `stream`, hands it to the loop and writes its answer (a request not
+/// answered in time is withdrawn: the loop skips it).
+fn answer_client(mut stream: UnixStream, requests: &mpsc::SyncSender<Request>, closing: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
+    let request = read_request(&mut stream);
+    let mut reply = |text: &str| {
         let _ = stream.write_all(text.as_bytes());
         let _ = stream.write_all(b"\n");
     };
-    let text = match (read, std::str::from_utf8(&line)) {
-        (Err(e), _) => return reply(&mut stream, &format!("error: the request was not read: {e}")),
-        (Ok(_), _) if line.len() > MAX_REQUEST => {
-            // Read (some of) the rest: a socket closed with unread data resets, and the client
-            // would get no answer.
-            let _ = std::io::copy(&mut (&mut stream).take(1 << 16), &mut std::io::sink());
-            return reply(&mut stream, &format!("error: a request is one line of at most {MAX_REQUEST} bytes"));
-        }
-        (Ok(_), Err(_)) => return reply(&mut stream, "error: not UTF-8 text"),
-        (Ok(_), Ok(text)) => text.trim().to_string(),
-    };
-    let command = match Command::parse(&text) {
+    let command = match request.and_then(|text| Command::parse(&text)) {
         Ok(command) => command,
-        Err(e) => return reply(&mut stream, &format!("error: {e}")),
+        Err(e) => return reply(&format!("error: {}", e.escape_debug())),
     };
     let (sender, answer) = mpsc::channel();
-    if requests.try_send(Request { command, reply: sender }).is_err() {
-        return reply(&mut stream, "error: the station has requests waiting: try again");
+    let withdrawn = Arc::new(AtomicBool::new(false));
+    if requests.try_send(Request { command, reply: sender, withdrawn: withdrawn.clone() }).is_err() {
+        return reply("error: the station has requests waiting: try again");
     }
     let until = Instant::now() + ANSWER_TIMEOUT;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+    while !closing.load(Ordering::Relaxed) && Instant::now() < until {
         match answer.recv_timeout(STOP_CHECK) {
-            Ok(text) => return reply(&mut stream, &text),
+            Ok(text) => return reply(&text),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    reply(&mut stream, "error: the station did not answer (stopped, or busy past the timeout)");
+    withdrawn.store(true, Ordering::Relaxed);
+    reply("error: the station did not answer (stopped, or busy past the timeout): the request was withdrawn");
 }
 
 /// Sends `request` to the station whose state folder is `state_dir`; its answer, an error when
 /// it is `error: …` or none came.
 pub fn send(state_dir: &Path, request: &str) -> anyhow::Result<String> {
     let path = state_dir.join(SOCKET);
-    let mut stream = UnixStream::connect(&path)
-        .with_context(|| format!("{}: no station listens there (is it running?)", path.display()))?;
+    let mut stream = {
+        let (address, _dir) = address(state_dir)?;
+        UnixStream::connect(&address)
+            .with_context(|| format!("{}: no station listens there (is it running?)", path.display()))?
+    };
     stream.set_read_timeout(Some(ANSWER_TIMEOUT + REQUEST_TIMEOUT)).context("control socket")?;
-    stream.write_all(request.as_bytes()).context("control socket: cannot send")?;
+    stream.write_all(format!("{request}\n").as_bytes()).context("control socket: cannot send")?;
     stream.shutdown(std::net::Shutdown::Write).context("control socket")?;
     let mut answer = String::new();
     stream.take(1 << 16).read_to_string(&mut answer).context("control socket: no answer")?;
@@ -240,6 +313,26 @@ mod tests {
 
         let error = send(dir.path(), "format disk").unwrap_err().to_string();
         assert!(error.contains("unknown request"), "{error}");
+        // One line: what follows the newline is not part of the request.
+        let error = send(dir.path(), "recipe\nb").unwrap_err().to_string();
+        assert!(error.contains("unknown request `recipe`"), "{error}");
+        // Clients that connect and say nothing delay no one else.
+        let silent: Vec<UnixStream> = (0..5).map(|_| UnixStream::connect(server.path()).unwrap()).collect();
+        let asked = Instant::now();
+        let client = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || send(&dir, "status")
+        });
+        let request = loop {
+            if let Some(request) = server.poll() {
+                break request;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        request.answer(Ok("up".into()));
+        assert_eq!(client.join().unwrap().unwrap(), "up");
+        assert!(asked.elapsed() < REQUEST_TIMEOUT, "answered while the silent clients wait");
+        drop(silent);
         let long = "recipe ".to_string() + &"x".repeat(400);
         let error = send(dir.path(), &long).unwrap_err().to_string();
         assert!(error.contains("at most 256 bytes"), "{error}");
@@ -259,6 +352,24 @@ mod tests {
         let path = server.path().to_path_buf();
         drop(server);
         assert!(!path.exists(), "the socket goes with the station");
+    }
+
+    #[test]
+    fn a_state_folder_too_deep_for_a_socket_address_still_gets_its_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        let server = ControlServer::bind(&deep).unwrap();
+        assert!(deep.join(SOCKET).exists());
+        let client = std::thread::spawn(move || send(&deep, "status"));
+        let request = loop {
+            if let Some(request) = server.poll() {
+                break request;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        request.answer(Ok("fine".into()));
+        assert_eq!(client.join().unwrap().unwrap(), "fine");
     }
 
     #[test]

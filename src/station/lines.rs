@@ -244,6 +244,12 @@ impl VerdictLines {
         self.pending.is_none() && !self.must_wait(Verdict::Pass, now)
     }
 
+    /// Whether no result is being shown: no pulse, strobe or waiting verdict (the safe state
+    /// entered now would cut none short).
+    pub fn is_idle(&self) -> bool {
+        self.pulsing.is_none() && self.handshake.is_none() && self.pending.is_none()
+    }
+
     /// Whether a result asked for now would not have to replace one already waiting.
     pub fn can_take(&self) -> bool {
         self.pending.is_none()

@@ -166,6 +166,7 @@ pub struct PartIds {
     dir: OwnedDir,
     next: u64,
     reserved_to: u64,
+    failures: u64,
 }
 
 impl PartIds {
@@ -188,7 +189,7 @@ impl PartIds {
             Err(_) if path.symlink_metadata().is_err() => 1,
             Err(e) => return Err(e.into()),
         };
-        let mut ids = PartIds { dir, next, reserved_to: next };
+        let mut ids = PartIds { dir, next, reserved_to: next, failures: 0 };
         ids.reserve()?;
         Ok(ids)
     }
@@ -206,7 +207,15 @@ impl PartIds {
         let id = self.next;
         self.next += 1;
         let reserved = if self.next >= self.reserved_to { self.reserve() } else { Ok(()) };
+        if reserved.is_err() {
+            self.failures += 1;
+        }
         (id, reserved)
+    }
+
+    /// Failed reservations so far (each part after the reserved block tries again).
+    pub fn failures(&self) -> u64 {
+        self.failures
     }
 }
 

@@ -121,6 +121,9 @@ pub enum FrameError {
     /// The frame could not be judged.
     #[error(transparent)]
     Inspect(#[from] InspectError),
+    /// The source ended after the part's trigger, before a frame of it was taken.
+    #[error("the source ended before a frame of this part was taken")]
+    SourceEnded,
 }
 
 /// Which frame may be judged for a trigger: only one exposed at least `delay` after it and at
@@ -326,7 +329,7 @@ impl Station {
     pub fn step(&mut self, stop: &AtomicBool) -> anyhow::Result<Step> {
         if !self.started {
             self.warm_up();
-            self.self_test("at start")?;
+            self.self_test("at start", stop)?;
             self.outlets.link.ready()?;
             self.started = true;
             self.self_test_due = self.self_test_every.map(|every| Instant::now() + every);
@@ -352,7 +355,11 @@ impl Station {
         }
         let fired = loop {
             if self.self_test_asked.is_some() || self.self_test_due.is_some_and(|at| Instant::now() >= at) {
-                self.self_test(if self.self_test_asked.is_some() { "on request" } else { "scheduled" })?;
+                let when = if self.self_test_asked.is_some() { "on request" } else { "scheduled" };
+                self.self_test(when, stop)?;
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(Step::Stopped);
+                }
             }
             // BUSY drops now, not when the last part's result was shown: a trigger the PLC gives
             // while the loop still logged and saved that part would be an overrun.
@@ -390,11 +397,12 @@ impl Station {
             Ok(Fired::At(at)) => at,
             Ok(Fired::Missed(why, at)) => {
                 let at = at.unwrap_or_else(Instant::now);
-                let (index, _) = self.recipes.choose();
-                let recipe = self.recipes.get(index);
-                self.outlets.link.triggered(sequence, at, recipe.slot)?;
+                let (index, _) = self.recipes.choose(at);
+                let slot = index.and_then(|i| self.recipes.get(i).slot);
+                let tag = index.map_or(self.recipes.unchosen(), |i| &self.recipes.get(i).tag);
+                self.outlets.link.triggered(sequence, at, slot)?;
                 self.outlets.summary.missed_triggers += 1;
-                let step = self.outlets.conclude(at, Err(why.into()), None, &recipe.tag, stop);
+                let step = self.outlets.conclude(at, Err(why.into()), None, tag, stop);
                 return step.map(|v| self.after(v));
             }
             Ok(Fired::Ended) => return Ok(Step::Exhausted),
@@ -406,25 +414,36 @@ impl Station {
                 return step.map(|v| self.after(v));
             }
         };
-        // The part's recipe, chosen once: everything below judges with this one.
-        let (index, chosen) = self.recipes.choose();
-        self.outlets.link.triggered(sequence, triggered, self.recipes.get(index).slot)?;
+        // The part's recipe, chosen once: everything below judges with this one. A part with
+        // no recipe goes to the gate at `[reject]`'s distance.
+        let (index, chosen) = self.recipes.choose(triggered);
+        self.outlets.link.triggered(sequence, triggered, index.and_then(|i| self.recipes.get(i).slot))?;
         // The part's frame is taken even when no recipe may judge it: it is shown with its
         // ERROR, and the source stays with the parts.
         let got = match self.fresh_frame(triggered, stop)? {
+            // A part on the input's trigger is there: it gets its result (ERROR) and record. A
+            // free-run or interval "trigger" stood for no part.
+            Fresh::Exhausted if matches!(self.trigger, Trigger::Input(_)) => {
+                let tag = index.map_or(self.recipes.unchosen(), |i| &self.recipes.get(i).tag);
+                self.outlets.conclude(triggered, Err(FrameError::SourceEnded), None, tag, stop)?;
+                return Ok(Step::Exhausted);
+            }
             Fresh::Exhausted => return Ok(Step::Exhausted),
             Fresh::Stopped => return Ok(Step::Stopped),
             Fresh::Frame(got) => got,
         };
-        let roi = self.recipes.get(index).roi;
+        let roi = index.and_then(|i| self.recipes.get(i).roi);
         let mut drift = None;
-        let (judged, shown, tag): (Result<Judged<'_>, FrameError>, Option<&RgbImage>, &RecipeTag) = match (got, chosen)
+        // A part is judged only with its recipe; none, or a faulted one, is its ERROR.
+        let recipe = chosen.map(|()| index.expect("a chosen recipe has an index"));
+        let tag = index.map_or(self.recipes.unchosen(), |i| &self.recipes.get(i).tag);
+        let (judged, shown, tag): (Result<Judged<'_>, FrameError>, Option<&RgbImage>, &RecipeTag) = match (got, recipe)
         {
-            (Err(e), _) => (Err(e), None, &self.recipes.get(index).tag),
-            (Ok(()), Err(e)) => (Err(e.into()), Some(&self.frame.image), &self.recipes.get(index).tag),
-            (Ok(()), Ok(())) => match crop(roi, &self.frame.image, &mut self.crop) {
+            (Err(e), _) => (Err(e), None, tag),
+            (Ok(()), Err(e)) => (Err(e.into()), Some(&self.frame.image), tag),
+            (Ok(()), Ok(index)) => match crop(roi, &self.frame.image, &mut self.crop) {
                 // The frame as it came: the display never shows another frame's picture.
-                Err(e) => (Err(e), Some(&self.frame.image), &self.recipes.get(index).tag),
+                Err(e) => (Err(e), Some(&self.frame.image), tag),
                 Ok(cropped) => {
                     let image = if cropped { &self.crop } else { &self.frame.image };
                     let part = self.recipes.judge_part(index, image);
@@ -459,7 +478,7 @@ impl Station {
     /// BUSY up. A recipe whose reference did not get its verdict is faulted (its parts get
     /// ERROR until acknowledged) and the lines go to the safe state; a request for it is
     /// answered with what each reference got.
-    fn self_test(&mut self, when: &str) -> Result<(), LinkError> {
+    fn self_test(&mut self, when: &str, stop: &AtomicBool) -> Result<(), LinkError> {
         self.self_test_due = self.self_test_every.map(|every| Instant::now() + every);
         let asked = self.self_test_asked.take();
         let mut report = Vec::new();
@@ -471,7 +490,14 @@ impl Station {
             if self.started {
                 self.outlets.link.busy()?;
             }
-            let outcomes = monitor::judge_references(&mut self.recipes, index, &mut self.crop);
+            let link = &mut self.outlets.link;
+            let mut go_on = || link.alive().is_ok() && !stop.load(Ordering::Relaxed);
+            let Some(outcomes) = monitor::judge_references(&mut self.recipes, index, &mut self.crop, &mut go_on) else {
+                if let Some(request) = asked {
+                    request.answer(Err("the station stopped during the self-test".into()));
+                }
+                return Ok(());
+            };
             let recipe = self.recipes.get_mut(index);
             let list: Vec<String> = outcomes.iter().map(ToString::to_string).collect();
             let line = format!("recipe {}: {}", recipe.tag.name, list.join("; "));
@@ -490,6 +516,10 @@ impl Station {
         }
         if failed {
             self.outlets.status.alert = Some(Alert::SelfTest);
+        }
+        // The lines go safe now if the next part's recipe is faulted (after the result being
+        // shown); a faulted recipe the select inputs may choose later gives its parts ERROR then.
+        if self.recipes.get(self.recipes.active()).fault.is_some() {
             self.outlets.link.fault("self-test failed")?;
         }
         if let Some(request) = asked {
@@ -679,7 +709,13 @@ impl Outlets {
             let (id, reserved) = ids.next_id();
             if let Err(e) = reserved {
                 self.summary.log_failures += 1;
-                tracing::warn!("part IDs: {e:#} (a restart may reuse IDs from here on)");
+                // At the 1st, 2nd, 4th… failure: a full disk must not flood the journal.
+                if ids.failures().is_power_of_two() {
+                    tracing::warn!(
+                        "part IDs: {e:#} (a restart may reuse IDs from here on; {} failures so far)",
+                        ids.failures()
+                    );
+                }
             }
             id
         });
@@ -785,7 +821,10 @@ impl Outlets {
         match change {
             DriftChange::Raised(shift) => {
                 self.summary.drift_warnings += 1;
-                self.status.alert = Some(Alert::Drift(shift));
+                // A failed self-test stays on the screen until acknowledged.
+                if self.status.alert != Some(Alert::SelfTest) {
+                    self.status.alert = Some(Alert::Drift(shift));
+                }
                 tracing::warn!(
                     "recipe {}: drift: the median score of passing parts has moved {:+.0} % of the way from the calibration's to the threshold (past `drift.bound`): check the camera, light and product before parts escape",
                     recipe.name,

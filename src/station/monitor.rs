@@ -166,14 +166,19 @@ impl std::fmt::Display for ReferenceOutcome {
     }
 }
 
-/// Judges every reference of recipe `index` as a frame of it; what each got.
+/// Judges every reference of recipe `index` as a frame of it; what each got. `go_on` is asked
+/// before each (it keeps the loop heard from); none when it said stop.
 pub(crate) fn judge_references(
     recipes: &mut super::recipe::Recipes,
     index: usize,
     crop: &mut RgbImage,
-) -> Vec<ReferenceOutcome> {
+    go_on: &mut dyn FnMut() -> bool,
+) -> Option<Vec<ReferenceOutcome>> {
     let mut outcomes = Vec::new();
     for r in 0..recipes.get(index).references.len() {
+        if !go_on() {
+            return None;
+        }
         let recipe = recipes.get(index);
         let reference = &recipe.references[r];
         let name = reference.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -191,7 +196,7 @@ pub(crate) fn judge_references(
             Err(error) => ReferenceOutcome { name, expected, verdict: Verdict::Error, score: None, error: Some(error) },
         });
     }
-    outcomes
+    Some(outcomes)
 }
 
 #[cfg(test)]

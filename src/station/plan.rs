@@ -398,6 +398,14 @@ fn recipes(
         (None, Some(script)) => Some(InputsPlan::Script(script.clone())),
         (None, None) => None,
     };
+    if select.is_some() && config.trigger.on_busy == super::trigger::OnBusy::Queue {
+        // A queued part's recipe would be read when it is taken, not at its edge: the PLC may
+        // have set the next part's code by then.
+        return Err((
+            "trigger.on_busy".into(),
+            "`queue` cannot go with recipe select inputs (a queued part would be judged with the code set after its trigger): use `error`".into(),
+        ));
+    }
     let bits = match &select {
         Some(InputsPlan::Lines(lines)) => lines.len() as u32,
         Some(InputsPlan::Script(_)) => limits::SELECT_LINES.end().to_owned() as u32,
@@ -490,7 +498,13 @@ fn recipe_plan(
         code: recipe.code,
         model: ModelPlan {
             memory: recipe.memory.clone().or_else(|| model.memory.clone()),
-            threshold: recipe.threshold.or(model.threshold),
+            // `[model]`'s threshold was set for `[model]`'s model and memory: a recipe that
+            // brings its own takes its own memory's calibrated threshold unless it sets one.
+            threshold: match (recipe.model.is_some() || recipe.memory.is_some(), recipe.threshold) {
+                (_, Some(threshold)) => Some(threshold),
+                (false, None) => model.threshold,
+                (true, None) => None,
+            },
             ..model.clone()
         },
         roi: match &recipe.roi {
@@ -851,6 +865,11 @@ path = "frames"
         )
     }
 
+    fn text_with_own_memory() -> String {
+        MINIMAL.replace("path = \"m.onnx\"", "path = \"m.onnx\"\nmemory = \"m.memory\"\nthreshold = 0.5")
+            + "[[recipe]]\nname = \"a\"\n[[recipe]]\nname = \"b\"\nmemory = \"b.memory\"\n"
+    }
+
     #[test]
     fn recipes_take_the_defaults_they_do_not_set() {
         let text =
@@ -865,6 +884,11 @@ path = "frames"
         assert_eq!(b.model.path, Path::new("other.onnx"));
         assert_eq!(b.model.memory.as_deref(), Some(Path::new("m.memory")), "its memory is `[model]`'s");
         assert_eq!(b.model.threshold, Some(0.3));
+        // A recipe with its own memory (or model) and no threshold takes its memory's, not the
+        // one `[model]` set for another memory.
+        let plan = parse(&text_with_own_memory()).unwrap();
+        assert_eq!(plan.recipes.list[0].model.threshold, Some(0.5));
+        assert_eq!(plan.recipes.list[1].model.threshold, None);
         assert_eq!(b.roi.as_ref().unwrap().rect, Roi { x: 1, y: 2, width: 3, height: 4 });
         assert_eq!(plan.recipes.start, 0);
         assert_eq!(plan.recipes.select, None);
@@ -908,6 +932,13 @@ path = "frames"
             (format!("{MINIMAL}[self_test]\nevery_minutes = 0\n"), "self_test.every_minutes", "outside"),
             (format!("{MINIMAL}[drift]\nwindow = 5\n"), "drift.window", "outside"),
             (format!("{MINIMAL}[drift]\nbound = 2.0\n"), "drift.bound", "outside"),
+            (
+                two_recipes("code = 1\n").replace("name = \"b\"", "name = \"b\"\ncode = 2")
+                    + select
+                    + "[trigger]\nmode = \"gpio\"\non_busy = \"queue\"\n[gpio]\ntrigger_script = \"t.txt\"\n",
+                "trigger.on_busy",
+                "select inputs",
+            ),
         ];
         for (text, key, reason) in cases {
             let (found, why) = invalid(&text);

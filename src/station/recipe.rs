@@ -135,9 +135,10 @@ pub struct Recipes {
     engines: Vec<Extractor>,
     list: Vec<Recipe>,
     active: usize,
-    /// A switch asked for, taken at the next part.
-    pending: Option<usize>,
+    /// A switch asked for, and when: taken by the first part triggered after that.
+    pending: Option<(usize, Instant)>,
     select: Option<Box<dyn SelectInput>>,
+    unchosen: RecipeTag,
 }
 
 impl Recipes {
@@ -150,7 +151,12 @@ impl Recipes {
     ) -> Recipes {
         assert!(!list.is_empty() && active < list.len(), "at least one recipe, the active one among them");
         assert!(list.iter().all(|r| r.engine < engines.len()), "every recipe has its engine");
-        Recipes { engines, list, active, pending: None, select }
+        let unchosen = RecipeTag {
+            name: RecipeName::try_from("none").expect("a short name"),
+            provenance: Provenance::default(),
+            threshold: f32::NAN,
+        };
+        Recipes { engines, list, active, pending: None, select, unchosen }
     }
 
     /// One recipe, `default`, judging with `inspector` over `roi`; `memory_sha256` for the
@@ -176,26 +182,33 @@ impl Recipes {
         Recipes::new(vec![extractor], vec![recipe], 0, None)
     }
 
-    /// The recipe for the part whose trigger was just taken: the select inputs' (read now),
-    /// else the active one after any pending switch. Its index, or why there is none (the part
-    /// gets ERROR; a faulted recipe's index comes with its fault).
-    pub fn choose(&mut self) -> (usize, Result<(), RecipeError>) {
+    /// The recipe for the part whose trigger, at `triggered`, was just taken: the select
+    /// inputs' (read now: the station refuses queued triggers with select inputs, so the edge
+    /// was a moment ago), else the active one after a switch asked for before `triggered`. Its
+    /// index (none when the part has no recipe), and why it may not be judged (the part gets
+    /// ERROR).
+    pub fn choose(&mut self, triggered: Instant) -> (Option<usize>, Result<(), RecipeError>) {
         if let Some(select) = &mut self.select {
             let code = match select.code() {
                 Ok(code) => code,
-                Err(e) => return (self.active, Err(RecipeError::Select(e))),
+                Err(e) => return (None, Err(RecipeError::Select(e))),
             };
             match self.list.iter().position(|r| r.code == Some(code)) {
                 Some(index) => self.active = index,
-                None => return (self.active, Err(RecipeError::Unknown(code))),
+                None => return (None, Err(RecipeError::Unknown(code))),
             }
-        } else if let Some(index) = self.pending.take() {
+        } else if let Some((index, _)) = self.pending.take_if(|(_, asked)| *asked <= triggered) {
             self.active = index;
         }
         let recipe = &self.list[self.active];
         let fault =
             recipe.fault.as_ref().map(|why| RecipeError::Fault { name: recipe.tag.name.clone(), why: why.clone() });
-        (self.active, fault.map_or(Ok(()), Err))
+        (Some(self.active), fault.map_or(Ok(()), Err))
+    }
+
+    /// What the record of a part with no recipe says: recipe `none`, no threshold.
+    pub fn unchosen(&self) -> &RecipeTag {
+        &self.unchosen
     }
 
     /// Asks for `name` from the next part on: an error when no recipe has that name, or when the
@@ -208,7 +221,8 @@ impl Recipes {
             let names: Vec<&str> = self.list.iter().map(|r| r.tag.name.as_str()).collect();
             format!("no recipe is named `{name}` (there are: {})", names.join(", "))
         })?;
-        self.pending = Some(index);
+        // Parts triggered from now on: one that waits in the queue came before the request.
+        self.pending = Some((index, Instant::now()));
         Ok(())
     }
 
@@ -247,7 +261,7 @@ impl Recipes {
 
     /// The name of the recipe the next part gets, as far as is known now.
     pub fn next_name(&self) -> &str {
-        &self.list[self.pending.unwrap_or(self.active)].tag.name
+        &self.list[self.pending.map_or(self.active, |(index, _)| index)].tag.name
     }
 
     /// Whether a recipe's failed self-test waits for an operator.

@@ -249,6 +249,9 @@ pub struct Supervisor {
     last_heard: Instant,
     /// Whether the last missed deadline was reported (once per miss).
     deadline_reported: bool,
+    /// The worker asked for the safe state (a failed self-test): entered as soon as no result's
+    /// pulse or strobe is under way, never cutting one short.
+    fault_waiting: bool,
     /// When the supervisor started, and when the start timeout is next extended.
     started: Instant,
     next_extension: Instant,
@@ -276,6 +279,7 @@ impl Supervisor {
             ready: false,
             last_heard: Instant::now(),
             deadline_reported: false,
+            fault_waiting: false,
             started: Instant::now(),
             next_extension: Instant::now(),
             counters_sent: None,
@@ -316,6 +320,12 @@ impl Supervisor {
             self.check_deadline(now);
             self.extend_start(now);
             self.serve_gate(now);
+            if self.fault_waiting && self.lines.is_idle() {
+                self.fault_waiting = false;
+                if let Err(e) = self.lines.enter_safe_state() {
+                    self.line_failed(&e);
+                }
+            }
             let wait = self.next_wait(now);
             match self.reader.read(&mut self.stream, wait) {
                 Received::Closed => {
@@ -374,10 +384,8 @@ impl Supervisor {
                 }
             }
             Kind::Fault => {
-                tracing::error!("{}: the lines go to the safe state", message.text);
-                if let Err(e) = self.lines.enter_safe_state() {
-                    self.line_failed(&e);
-                }
+                tracing::error!("{}: the lines go to the safe state (after the result being shown)", message.text);
+                self.fault_waiting = true;
             }
             Kind::Triggered => {
                 if let Err(e) = self.lines.part_started() {
@@ -891,6 +899,30 @@ mod tests {
         let thread = std::thread::spawn(move || supervisor.run(&stop_supervisor));
         link.ready().unwrap();
         (written, link, stop, thread)
+    }
+
+    #[test]
+    fn a_fault_waits_for_the_result_being_strobed_then_enters_the_safe_state() {
+        // Regression: a failed self-test's safe state cut the last result's RESULT-VALID
+        // strobe short (or before it rose): a PLC counting strobes lost a result.
+        let (written, mut link, stop, thread) = gated(Duration::from_millis(5));
+        link.triggered(1, Instant::now(), None).unwrap();
+        link.show(Verdict::Pass, 1, &AtomicBool::new(false)).unwrap();
+        // PASS goes on the lines at the gate (5 ms); the fault comes while it is strobed.
+        std::thread::sleep(Duration::from_millis(12));
+        link.fault("self-test failed").unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        let written = written.lock().unwrap();
+        let pass_at = written.iter().position(|&w| w == (0, true)).expect("PASS shown");
+        let valid_up = pass_at + written[pass_at..].iter().position(|&w| w == (4, true)).expect("strobed");
+        let safe = valid_up + written[valid_up..].iter().position(|&w| w == (2, false)).expect("READY dropped");
+        // The strobe ended by itself (RESULT-VALID low), and then the safe state wrote every
+        // line (RESULT-VALID low again): two writes, not one that cut it short.
+        let valid_lows = written[valid_up..safe].iter().filter(|&&w| w == (4, false)).count();
+        assert_eq!(valid_lows, 2, "the safe state only after the strobe ended: {written:?}");
+        assert!(written[safe..].contains(&(1, true)), "FAIL asserted in the safe state: {written:?}");
     }
 
     #[test]

@@ -259,3 +259,33 @@ fn a_drift_of_passing_scores_is_warned_as_the_records_and_the_calibration_say() 
     assert!(log.contains("recipe hi: drift"), "{log}");
     assert!(log.contains(&format!("{:+.0} %", shift * 100.0)), "shift {shift}: {log}");
 }
+
+#[test]
+fn control_from_the_command_line_answers_and_refuses_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), true, "", "", "");
+    let control = |request: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_clipada"))
+            .args(["control", "--config"])
+            .arg(&path)
+            .args(request)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, _, stderr) = control(&["status"]);
+    assert_eq!(code, Some(1), "no station runs yet: {stderr}");
+    assert!(stderr.contains("no station listens there"), "{stderr}");
+    let station = Running::start(&path, dir.path());
+    station.wait_for("a part", |r| !r.is_empty());
+    let (code, stdout, stderr) = control(&["recipe", "hi"]);
+    assert_eq!((code, stdout.trim()), (Some(0), "recipe hi from the next part"), "{stderr}");
+    let (code, _, stderr) = control(&["acknowledge"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no failed self-test to acknowledge"), "{stderr}");
+    station.stop();
+}

@@ -641,6 +641,35 @@ fn triggers_while_busy_are_each_an_error_and_every_result_is_strobed_in_order() 
 }
 
 #[test]
+fn a_part_triggered_after_the_source_ended_gets_an_error_record_of_its_own() {
+    // Regression: a trigger taken when the source had no frame left was announced (BUSY up, a
+    // part at the gate) but got no result and no record.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "tiny", false);
+    let frames = dir.path().join("two");
+    std::fs::create_dir(&frames).unwrap();
+    for name in ["a.png", "b.png"] {
+        std::fs::copy(common::sample("test/good/000.png"), frames.join(name)).unwrap();
+    }
+    let script = dir.path().join("trigger.txt");
+    std::fs::write(&script, "100 1\n105 0\n1500 1\n1505 0\n3000 1\n3005 0\n").unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("path = {:?}", common::sample("test")), &format!("path = {frames:?}"))
+        .replace(
+            "[gpio]\n",
+            &format!("[trigger]\nmode = \"gpio\"\ndebounce_ms = 2\n\n[gpio]\ntrigger_script = {script:?}\n"),
+        );
+    std::fs::write(&config, text).unwrap();
+    let summary = run_quietly(&config);
+    assert_eq!((summary.frames, summary.errors), (3, 1), "{summary:?}");
+    let records = results(dir.path());
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2]["verdict"], "error");
+    assert!(records[2]["error"].as_str().unwrap().contains("source ended"), "{records:?}");
+}
+
+#[test]
 fn every_record_names_its_part_model_memory_and_engine_and_part_ids_go_on_across_restarts() {
     use sha2::{Digest, Sha256};
     let dir = tempfile::tempdir().unwrap();
