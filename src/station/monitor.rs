@@ -32,7 +32,7 @@ const CLEAR_AT: f32 = 0.8;
 pub enum DriftChange {
     /// The shift reached the bound.
     Raised(f32),
-    /// It came back under [`CLEAR_AT`] of the bound.
+    /// It came back under 80 % of the bound.
     Cleared(f32),
 }
 
