@@ -15,6 +15,7 @@ pub mod logging;
 pub mod memory;
 pub mod model;
 pub mod pipeline;
+pub mod plant;
 pub mod preprocess;
 pub mod process;
 pub mod progress;

@@ -133,7 +133,7 @@ pub fn worker(
         out,
         "{} frames: {} pass, {} fail, {} error; {} failed parts not saved, {} log lines lost, \
          {} frames exposed before their trigger discarded, {} missed triggers, {} failed self-tests, \
-         {} drift warnings",
+         {} drift warnings, {} results dropped from the MQTT queue",
         summary.frames,
         summary.passed,
         summary.failed,
@@ -143,7 +143,8 @@ pub fn worker(
         summary.stale_frames,
         summary.missed_triggers,
         summary.self_test_failures,
-        summary.drift_warnings
+        summary.drift_warnings,
+        summary.mqtt_dropped
     )
     .context("stdout")?;
     Ok(summary)

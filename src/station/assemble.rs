@@ -17,10 +17,11 @@ use super::plan::{InputPlan, InputsPlan, OutputsPlan, SourcePlan, StationPlan, T
 use super::recipe::{Recipe, RecipeName, RecipeTag, Recipes, Reference, ScriptedSelect, SelectInput};
 use super::reject::{EncoderCounter, Gate};
 use super::supervisor;
-use super::trigger::{EdgeSource, ScriptedInput, Trigger, TriggerListener};
+use super::trigger::{EdgeSource, RemoteInput, ScriptedInput, Trigger, TriggerListener};
 use super::{RunSummary, Station, StationParts};
 use crate::model::ModelFile;
 use crate::pipeline::{Extractor, Judge, Memory};
+use crate::plant::{Plant, RecipeChoices};
 use crate::sink::framebuffer::Framebuffer;
 use crate::source::directory::DirectorySource;
 use crate::source::files::{read_gray, read_image};
@@ -124,6 +125,7 @@ fn input_source(
             };
             input_edges(chip, *line, debounce).with_context(|| format!("{file}: `gpio.{what}_line`"))?
         }
+        InputPlan::Modbus => anyhow::bail!("{file}: the {what} input cannot be a Modbus coil"),
     })
 }
 
@@ -188,6 +190,8 @@ pub fn recipes(plan: &StationPlan) -> anyhow::Result<Recipes> {
         let tag = RecipeTag {
             name: RecipeName::try_from(recipe.name.as_str())
                 .map_err(|_| anyhow::anyhow!("{}: too long", key(i, "recipe", "name")))?,
+            // At most 64 recipes (the plan's limit).
+            number: i as u16 + 1,
             provenance: Provenance::of(extractor, memory.as_ref().and_then(|m| m.sha256.as_deref())),
             threshold,
         };
@@ -230,9 +234,18 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         }
         SourcePlan::Camera(settings) => camera(settings.clone(), stop).with_context(|| format!("{file}: `source`"))?,
     };
+    // The PLC's trigger coil sends to the listener through `remote`.
+    let mut remote = None;
     let trigger = match &plan.trigger {
         TriggerPlan::FreeRun => Trigger::FreeRun,
         TriggerPlan::Interval(period) => Trigger::Interval { period: *period, next: None },
+        TriggerPlan::Input { input: InputPlan::Modbus, edge, debounce, on_busy } => {
+            let (sender, input) = RemoteInput::new();
+            remote = Some(sender);
+            let listener = TriggerListener::start(Box::new(input), *edge, *debounce, *on_busy)
+                .with_context(|| format!("{file}: `trigger.mode`"))?;
+            Trigger::Input(listener)
+        }
         TriggerPlan::Input { input, edge, debounce, on_busy } => {
             let source = input_source(plan, input, *debounce, "trigger")?;
             let listener = TriggerListener::start(source, *edge, *debounce, *on_busy)
@@ -260,8 +273,16 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         .map(|f| FailureArchive::open(&f.dir, f.max_images, f.max_bytes))
         .transpose()
         .with_context(|| format!("{file}: `log.failures_dir`"))?;
+    let plant = match plan.plant.any() {
+        false => None,
+        true => Some(
+            Plant::start(&plan.plant, remote, RecipeChoices(recipes.plant_choices()))
+                .with_context(|| format!("{file}: `[modbus]`, `[mqtt]`"))?,
+        ),
+    };
     Ok(StationParts {
         recipes,
+        plant,
         source,
         trigger,
         freshness: plan.freshness,

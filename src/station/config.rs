@@ -57,6 +57,104 @@ pub struct StationConfig {
     /// The watch on the scores of passing parts against the calibration's.
     #[serde(default)]
     pub drift: DriftSection,
+    /// A Modbus TCP server for the PLC; absent: none.
+    #[serde(default)]
+    pub modbus: Option<ModbusSection>,
+    /// An MQTT publisher of results, status and counters; absent: none.
+    #[serde(default)]
+    pub mqtt: Option<MqttSection>,
+}
+
+/// `[modbus]`: a Modbus TCP server (register map in the README).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusSection {
+    /// The address and port it listens on (default `127.0.0.1:502`; `0.0.0.0:502` for every
+    /// interface).
+    #[serde(default = "default_modbus_bind")]
+    pub bind: String,
+    /// Clients served at once, 1 to 16; more are refused.
+    #[serde(default = "default_modbus_clients")]
+    pub max_clients: usize,
+    /// A client that sends nothing for this long is disconnected, 100 to 3600000 ms.
+    #[serde(default = "default_modbus_idle_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_modbus_bind() -> String {
+    "127.0.0.1:502".into()
+}
+fn default_modbus_clients() -> usize {
+    4
+}
+fn default_modbus_idle_ms() -> u64 {
+    60_000
+}
+
+/// `[mqtt]`: results, status and counters published to a broker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// The broker's host name or address. Required.
+    pub host: String,
+    /// The broker's port (default 1883, or 8883 with `[mqtt.tls]`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Prefix of the topics `<prefix>result`, `<prefix>status`, `<prefix>counters` (default
+    /// `clipada/`); no wildcards (`+`, `#`).
+    #[serde(default = "default_mqtt_prefix")]
+    pub topic_prefix: String,
+    /// The client ID (default `clipada-<host name>`), 1 to 64 characters.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name, for a broker that asks for one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (its first line), owned by root or the station's user and
+    /// not readable by others; needs `username`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Results that wait while the broker is away, 1 to 100000; beyond, the oldest is dropped
+    /// (counted).
+    #[serde(default = "default_mqtt_queue")]
+    pub queue: usize,
+    /// Counters are published every this many seconds, 1 to 86400.
+    #[serde(default = "default_mqtt_counters_s")]
+    pub counters_every_s: u64,
+    /// MQTT keep-alive, 5 to 3600 s: a station that vanishes is declared offline (its last
+    /// will) after about 1.5 times this.
+    #[serde(default = "default_mqtt_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// TLS to the broker; absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTlsSection>,
+}
+
+/// `[mqtt.tls]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsSection {
+    /// The certificate authority (PEM) the broker's certificate must chain to. Required.
+    pub ca: PathBuf,
+    /// The station's own certificate (PEM), for brokers that ask for one; needs `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The station's private key (PEM; not readable by others).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+fn default_mqtt_prefix() -> String {
+    "clipada/".into()
+}
+fn default_mqtt_queue() -> usize {
+    1000
+}
+fn default_mqtt_counters_s() -> u64 {
+    10
+}
+fn default_mqtt_keep_alive_s() -> u64 {
+    10
 }
 
 /// `[[recipe]]`: one product. A key left out takes the value of `[model]`, `[roi]` or
@@ -287,7 +385,7 @@ fn default_reconnect_max_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerSection {
-    /// `free-run`, `interval` or `gpio`.
+    /// `free-run`, `interval`, `gpio` or `modbus`.
     #[serde(default)]
     pub mode: TriggerMode,
     /// Interval: the period, 1 to 3600000 ms.
@@ -341,6 +439,8 @@ pub enum TriggerMode {
     Interval,
     /// One frame per edge on the TRIGGER input.
     Gpio,
+    /// One frame per write of the Modbus trigger coil (needs `[modbus]`).
+    Modbus,
 }
 
 fn default_debounce_ms() -> u64 {

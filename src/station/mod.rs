@@ -28,6 +28,7 @@ pub mod monitor;
 pub mod plan;
 pub mod recipe;
 pub mod reject;
+pub mod status;
 pub mod supervisor;
 pub mod trigger;
 pub mod watchdog;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime};
 use image::RgbImage;
 
 use crate::pipeline::{InspectError, Judged};
+use crate::plant::Plant;
 use crate::sink::display::{Alert, StationScreen, Status};
 use crate::sink::framebuffer::Framebuffer;
 use crate::sink::overlay::OverlayRenderer;
@@ -48,6 +50,7 @@ use lines::GpioError;
 use log::{rfc3339, FailureArchive, PartIds, ResultLog, ResultRecord};
 use monitor::DriftChange;
 use recipe::{RecipeError, RecipeTag, Recipes};
+use status::{ErrorCause, LastResult, StationStatus};
 use supervisor::{LinkError, SupervisorLink};
 use trigger::{Fired, Missed, Trigger};
 
@@ -180,6 +183,8 @@ pub struct StationParts {
     pub control: Option<ControlServer>,
     /// How often the reference parts are judged again (they are at start, and on request).
     pub self_test_every: Option<Duration>,
+    /// The plant networks (Modbus TCP, MQTT) and the board they read; none: no network.
+    pub plant: Option<Plant>,
 }
 
 /// Counters since start.
@@ -210,6 +215,8 @@ pub struct RunSummary {
     pub self_test_failures: u64,
     /// Drift warnings raised.
     pub drift_warnings: u64,
+    /// Results dropped from the MQTT queue while the broker was away.
+    pub mqtt_dropped: u64,
 }
 
 /// What one step of the loop did.
@@ -251,6 +258,9 @@ struct Outlets {
     results: Option<ResultLog>,
     archive: Option<FailureArchive>,
     part_ids: Option<PartIds>,
+    plant: Option<Plant>,
+    /// A result record as JSON, for the plant (reused).
+    json: Vec<u8>,
     overlay: OverlayRenderer,
     screen: StationScreen,
     status: Status,
@@ -289,6 +299,8 @@ impl Station {
                 results: parts.results,
                 archive: parts.archive,
                 part_ids: parts.part_ids,
+                plant: parts.plant,
+                json: Vec::new(),
                 overlay: OverlayRenderer::default(),
                 screen: StationScreen::default(),
                 status: Status::default(),
@@ -321,6 +333,10 @@ impl Station {
                 self.outlets.repeats.text
             );
         }
+        self.outlets.tell_plant(|s| (s.ready, s.busy) = (false, false));
+        if let Some(plant) = &self.outlets.plant {
+            self.outlets.summary.mqtt_dropped = plant.board().status().results_dropped;
+        }
         Ok(self.outlets.summary)
     }
 
@@ -332,6 +348,8 @@ impl Station {
             self.self_test("at start", stop)?;
             self.outlets.link.ready()?;
             self.started = true;
+            let next = self.recipes.get(self.recipes.next_index()).tag.number;
+            self.outlets.tell_plant(|s| (s.ready, s.recipe) = (true, next));
             self.self_test_due = self.self_test_every.map(|every| Instant::now() + every);
             for index in 0..self.recipes.len() {
                 let tag = &self.recipes.get(index).tag;
@@ -363,14 +381,19 @@ impl Station {
             }
             // BUSY drops now, not when the last part's result was shown: a trigger the PLC gives
             // while the loop still logged and saved that part would be an overrun.
+            self.outlets.tell_plant(|s| s.busy = false);
             let link = &mut self.outlets.link;
             link.waiting()?;
             let mut lost: Option<LinkError> = None;
             let (control, recipes, summary) = (&self.control, &mut self.recipes, &self.outlets.summary);
             let (asked, due) = (&mut self.self_test_asked, self.self_test_due);
+            let plant = self.outlets.plant.as_ref();
             let fired = self.trigger.wait(stop, &mut || {
                 if let Err(e) = link.alive() {
                     lost = Some(e);
+                }
+                if let Some(plant) = plant {
+                    take_plant_requests(plant, recipes);
                 }
                 if let Some(request) = control.as_ref().and_then(ControlServer::poll) {
                     if let Some(self_test) = answer(request, recipes, summary) {
@@ -392,6 +415,12 @@ impl Station {
         if self.outlets.status.alert == Some(Alert::SelfTest) && !self.recipes.faulted() {
             self.outlets.status.alert = None;
         }
+        // Switches the plant asked for before this part's trigger apply to it (`choose`).
+        if let Some(plant) = &self.outlets.plant {
+            take_plant_requests(plant, &mut self.recipes);
+        }
+        let next = self.recipes.get(self.recipes.next_index()).tag.number;
+        self.outlets.tell_plant(|s| (s.busy, s.recipe) = (true, next));
         let sequence = self.outlets.summary.frames + 1;
         let triggered = match fired {
             Ok(Fired::At(at)) => at,
@@ -638,6 +667,15 @@ fn answer(request: Request, recipes: &mut Recipes, summary: &RunSummary) -> Opti
     None
 }
 
+/// Hands the recipe switches the plant asked for to the recipes (each applies to the parts
+/// triggered after it was asked for).
+fn take_plant_requests(plant: &Plant, recipes: &mut Recipes) {
+    plant.board().take_recipe_requests(|(index, asked)| {
+        tracing::info!("plant: recipe {} from the next part", recipes.get(index).tag.name);
+        recipes.switch_at(index, asked);
+    });
+}
+
 /// What [`Station::fresh_frame`] got.
 enum Fresh {
     /// A frame taken after the trigger, or why there is none.
@@ -777,8 +815,8 @@ impl Outlets {
                 }
             }
         }
-        if let Some(results) = &mut self.results {
-            let error = judged.as_ref().err().map(|e| e.to_string()).or(late.map(|e| e.to_string()));
+        if self.results.is_some() || self.plant.is_some() {
+            let error = judged.as_ref().err().map(|e| e.to_string()).or(late.as_ref().map(|e| e.to_string()));
             let record = ResultRecord {
                 time: &now,
                 part_id,
@@ -792,11 +830,34 @@ impl Outlets {
                 threshold: recipe.threshold,
                 judged_by: &recipe.provenance,
             };
-            if let Err(e) = results.append(&record) {
-                self.summary.log_failures += 1;
-                if self.summary.log_failures == 1 {
-                    tracing::warn!("result log: {e:#} (inspection goes on)");
+            if let Some(results) = &mut self.results {
+                if let Err(e) = results.append(&record) {
+                    self.summary.log_failures += 1;
+                    if self.summary.log_failures == 1 {
+                        tracing::warn!("result log: {e:#} (inspection goes on)");
+                    }
                 }
+            }
+            if let Some(plant) = &self.plant {
+                let board = plant.board();
+                self.json.clear();
+                let json = (board.wants_results() && serde_json::to_writer(&mut self.json, &record).is_ok())
+                    .then_some(self.json.as_slice());
+                let last = LastResult {
+                    verdict,
+                    score,
+                    threshold: recipe.threshold,
+                    part_id,
+                    cause: ErrorCause::of_result(judged.as_ref().err(), late.as_ref()),
+                    recipe: recipe.number,
+                    latency_ms: latency_ms as f32,
+                };
+                board.publish(last, self.summary, json);
+                let alert = self.status.alert;
+                board.update(|s| {
+                    s.self_test_fault = alert == Some(Alert::SelfTest);
+                    s.drift_warning = matches!(alert, Some(Alert::Drift(_)));
+                });
             }
         }
         if let (Verdict::Fail, Some(archive), Some(overlay), Some(image)) = (verdict, &mut self.archive, overlay, shown)
@@ -814,6 +875,13 @@ impl Outlets {
             }
         }
         Ok(Step::Judged(verdict))
+    }
+
+    /// Changes the status the plant reads (no plant: nothing).
+    fn tell_plant(&self, change: impl FnOnce(&mut StationStatus)) {
+        if let Some(plant) = &self.plant {
+            plant.board().update(change);
+        }
     }
 
     /// Logs a change of `recipe`'s drift warning, counts and shows a raised one.

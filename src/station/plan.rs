@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{
-    ConfigError, DisplayKind, GpioKind, GpioSection, RecipeSection, RejectTiming, RoiSection, SourceKind,
-    StationConfig, TriggerMode,
+    ConfigError, DisplayKind, GpioKind, GpioSection, ModbusSection, MqttSection, RecipeSection, RejectTiming,
+    RoiSection, SourceKind, StationConfig, TriggerMode,
 };
 use super::lines::{Handshake, LineSettings, OutputMode};
 use super::log::Rotation;
@@ -19,6 +19,7 @@ use super::reject::Slot;
 use super::trigger::{Edge, OnBusy};
 use super::Roi;
 use crate::model::backend::{EngineConfig, Provider};
+use crate::plant::{ModbusSettings, MqttSettings, PlantPlan, TlsFiles};
 use crate::source::camera::CameraSettings;
 use crate::source::decode::MAX_FRAME_SIDE;
 
@@ -79,6 +80,20 @@ pub mod limits {
     pub(crate) const DRIFT_WINDOW: RangeInclusive<usize> = 10..=1024;
     /// `drift.bound`.
     pub(crate) const DRIFT_BOUND: RangeInclusive<f32> = 0.05..=1.0;
+    /// `modbus.max_clients`.
+    pub(crate) const MODBUS_CLIENTS: RangeInclusive<usize> = 1..=16;
+    /// `modbus.idle_timeout_ms`.
+    pub(crate) const MODBUS_IDLE_MS: RangeInclusive<u64> = 100..=3_600_000;
+    /// `mqtt.queue`.
+    pub(crate) const MQTT_QUEUE: RangeInclusive<usize> = 1..=100_000;
+    /// `mqtt.counters_every_s`.
+    pub(crate) const MQTT_COUNTERS_S: RangeInclusive<u64> = 1..=86_400;
+    /// `mqtt.keep_alive_s`.
+    pub(crate) const MQTT_KEEP_ALIVE_S: RangeInclusive<u64> = 5..=3600;
+    /// `mqtt.topic_prefix` length.
+    pub(crate) const MQTT_PREFIX: RangeInclusive<usize> = 0..=200;
+    /// `mqtt.client_id` length.
+    pub(crate) const MQTT_CLIENT_ID: RangeInclusive<usize> = 1..=64;
 }
 
 /// The station to build, every value checked.
@@ -110,6 +125,8 @@ pub struct StationPlan {
     pub self_test_every: Option<Duration>,
     /// The watch on passing parts' scores.
     pub drift: DriftPlan,
+    /// The plant networks (Modbus TCP, MQTT).
+    pub plant: PlantPlan,
 }
 
 /// The products and how the active one is chosen.
@@ -225,6 +242,8 @@ pub enum InputPlan {
     Line(u32),
     /// A script file.
     Script(PathBuf),
+    /// The Modbus trigger coil.
+    Modbus,
 }
 
 /// The judged rectangle and its ignore mask.
@@ -683,8 +702,18 @@ fn plan(config: &StationConfig, path: &Path) -> Checked<(StationPlan, ModelPlan,
             "a trigger script plays the TRIGGER input: it needs `trigger.mode = \"gpio\"`".into(),
         ));
     }
+    if t.mode == TriggerMode::Modbus && config.modbus.is_none() {
+        return Err(("trigger.mode", "the Modbus trigger needs the Modbus server: add `[modbus]`".into()));
+    }
     let trigger = match t.mode {
         TriggerMode::FreeRun => TriggerPlan::FreeRun,
+        // A write of the trigger coil is a pulse that needs no debounce.
+        TriggerMode::Modbus => TriggerPlan::Input {
+            input: InputPlan::Modbus,
+            edge: Edge::Rising,
+            debounce: Duration::ZERO,
+            on_busy: t.on_busy,
+        },
         TriggerMode::Interval => {
             let ms = required("trigger.interval_ms", t.interval_ms, "the interval trigger needs its period")?;
             TriggerPlan::Interval(Duration::from_millis(within("trigger.interval_ms", ms, limits::INTERVAL_MS)?))
@@ -825,8 +854,108 @@ fn plan(config: &StationConfig, path: &Path) -> Checked<(StationPlan, ModelPlan,
         reject,
         self_test_every,
         drift,
+        plant: PlantPlan {
+            modbus: config.modbus.as_ref().map(modbus_plan).transpose()?,
+            mqtt: config.mqtt.as_ref().map(mqtt_plan).transpose()?,
+        },
     };
     Ok((plan, model_plan, roi))
+}
+
+/// `[modbus]`, checked.
+fn modbus_plan(m: &ModbusSection) -> Checked<ModbusSettings> {
+    network_feature("modbus")?;
+    if m.bind.parse::<std::net::SocketAddr>().is_err() {
+        return Err(("modbus.bind", format!("{:?}: give an address and port, e.g. \"127.0.0.1:502\"", m.bind)));
+    }
+    Ok(ModbusSettings {
+        bind: m.bind.clone(),
+        max_clients: within("modbus.max_clients", m.max_clients, limits::MODBUS_CLIENTS)?,
+        idle_timeout: Duration::from_millis(within(
+            "modbus.idle_timeout_ms",
+            m.idle_timeout_ms,
+            limits::MODBUS_IDLE_MS,
+        )?),
+    })
+}
+
+/// `[mqtt]`, checked.
+fn mqtt_plan(m: &MqttSection) -> Checked<MqttSettings> {
+    network_feature("mqtt")?;
+    if m.host.is_empty() || m.host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(("mqtt.host", format!("{:?}: give the broker's host name or address", m.host)));
+    }
+    let prefix = &m.topic_prefix;
+    if !limits::MQTT_PREFIX.contains(&prefix.len()) || prefix.chars().any(|c| matches!(c, '+' | '#' | '\0')) {
+        return Err(("mqtt.topic_prefix", format!("{prefix:?}: at most 200 bytes, no `+`, `#` or NUL")));
+    }
+    let client_id = match &m.client_id {
+        Some(id) => id.clone(),
+        None => format!("clipada-{}", host_name()),
+    };
+    if !limits::MQTT_CLIENT_ID.contains(&client_id.len()) || client_id.chars().any(|c| c.is_control()) {
+        return Err(("mqtt.client_id", format!("{client_id:?}: 1 to 64 bytes, no control characters")));
+    }
+    let credentials = match (&m.username, &m.password_file) {
+        (Some(user), file) => Some((user.clone(), file.clone())),
+        (None, Some(_)) => return Err(("mqtt.password_file", "a password needs `mqtt.username`".into())),
+        (None, None) => None,
+    };
+    let tls = match &m.tls {
+        None => None,
+        Some(t) => Some(TlsFiles {
+            ca: t.ca.clone(),
+            client: match (&t.cert, &t.key) {
+                (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                (None, None) => None,
+                _ => return Err(("mqtt.tls.cert", "give both `cert` and `key`, or neither".into())),
+            },
+        }),
+    };
+    Ok(MqttSettings {
+        host: m.host.clone(),
+        port: match m.port {
+            Some(0) => return Err(("mqtt.port", "0 is no port".into())),
+            Some(port) => port,
+            None if tls.is_some() => 8883,
+            None => 1883,
+        },
+        topic_prefix: prefix.clone(),
+        client_id,
+        credentials,
+        queue: within("mqtt.queue", m.queue, limits::MQTT_QUEUE)?,
+        counters_every: Duration::from_secs(within(
+            "mqtt.counters_every_s",
+            m.counters_every_s,
+            limits::MQTT_COUNTERS_S,
+        )?),
+        keep_alive: Duration::from_secs(within("mqtt.keep_alive_s", m.keep_alive_s, limits::MQTT_KEEP_ALIVE_S)?),
+        tls,
+    })
+}
+
+/// Refuses a network section (`key`) in a build without the `plant` feature.
+fn network_feature(key: &'static str) -> Checked<()> {
+    if cfg!(feature = "plant") {
+        Ok(())
+    } else {
+        Err((key, "this clipada was built without the `plant` feature (Modbus TCP, MQTT)".into()))
+    }
+}
+
+/// This machine's host name (for the default MQTT client ID), `station` when it has none.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| {
+            name.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+                .take(48)
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "station".into())
 }
 
 #[cfg(test)]

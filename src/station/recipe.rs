@@ -53,6 +53,8 @@ pub struct Reference {
 pub struct RecipeTag {
     /// Its name.
     pub name: RecipeName,
+    /// Its number: its place in the file, from 1 (0: no recipe).
+    pub number: u16,
     /// What judges it.
     pub provenance: Provenance,
     /// Its decision threshold.
@@ -136,7 +138,8 @@ pub struct Recipes {
     list: Vec<Recipe>,
     active: usize,
     /// A switch asked for, and when: taken by the first part triggered after that.
-    pending: Option<(usize, Instant)>,
+    /// Switches asked for, oldest first (each a recipe's index and when it was asked for).
+    pending: heapless::Deque<(usize, Instant), { super::status::RECIPE_REQUESTS }>,
     select: Option<Box<dyn SelectInput>>,
     unchosen: RecipeTag,
 }
@@ -153,10 +156,11 @@ impl Recipes {
         assert!(list.iter().all(|r| r.engine < engines.len()), "every recipe has its engine");
         let unchosen = RecipeTag {
             name: RecipeName::try_from("none").expect("a short name"),
+            number: 0,
             provenance: Provenance::default(),
             threshold: f32::NAN,
         };
-        Recipes { engines, list, active, pending: None, select, unchosen }
+        Recipes { engines, list, active, pending: heapless::Deque::new(), select, unchosen }
     }
 
     /// One recipe, `default`, judging with `inspector` over `roi`; `memory_sha256` for the
@@ -165,6 +169,7 @@ impl Recipes {
         let (extractor, judge) = inspector.into_parts();
         let tag = RecipeTag {
             name: RecipeName::try_from("default").expect("a short name"),
+            number: 1,
             provenance: Provenance::of(&extractor, memory_sha256),
             threshold: judge.threshold().value(),
         };
@@ -197,8 +202,11 @@ impl Recipes {
                 Some(index) => self.active = index,
                 None => return (None, Err(RecipeError::Unknown(code))),
             }
-        } else if let Some((index, _)) = self.pending.take_if(|(_, asked)| *asked <= triggered) {
-            self.active = index;
+        } else {
+            while let Some(&(index, _)) = self.pending.front().filter(|(_, asked)| *asked <= triggered) {
+                self.active = index;
+                self.pending.pop_front();
+            }
         }
         let recipe = &self.list[self.active];
         let fault =
@@ -222,8 +230,27 @@ impl Recipes {
             format!("no recipe is named `{name}` (there are: {})", names.join(", "))
         })?;
         // Parts triggered from now on: one that waits in the queue came before the request.
-        self.pending = Some((index, Instant::now()));
+        self.switch_at(index, Instant::now());
         Ok(())
+    }
+
+    /// Recipe `index` for the parts triggered after `asked` (a request from the plant, checked
+    /// there: [`Recipes::plant_choices`]); the oldest waiting switch is dropped when too many
+    /// wait (a later one overrides it).
+    pub fn switch_at(&mut self, index: usize, asked: Instant) {
+        if index >= self.list.len() || self.select.is_some() {
+            return;
+        }
+        if self.pending.is_full() {
+            self.pending.pop_front();
+        }
+        let _ = self.pending.push_back((index, asked));
+    }
+
+    /// How many recipes the plant may choose from by number (none when the select inputs
+    /// choose each part's).
+    pub fn plant_choices(&self) -> Option<usize> {
+        self.select.is_none().then_some(self.list.len())
     }
 
     /// Judges `image` with recipe `index`.
@@ -261,7 +288,12 @@ impl Recipes {
 
     /// The name of the recipe the next part gets, as far as is known now.
     pub fn next_name(&self) -> &str {
-        &self.list[self.pending.map_or(self.active, |(index, _)| index)].tag.name
+        &self.list[self.next_index()].tag.name
+    }
+
+    /// The index of the recipe the next part gets, as far as is known now.
+    pub fn next_index(&self) -> usize {
+        self.pending.back().map_or(self.active, |(index, _)| *index)
     }
 
     /// Whether a recipe's failed self-test waits for an operator.

@@ -469,6 +469,56 @@ impl EdgeSource for ScriptedInput {
     }
 }
 
+/// Triggers sent from a plant network (a Modbus coil): each is a pulse on an input that
+/// needs no debounce, dated when it was received.
+pub struct RemoteInput {
+    triggers: std::sync::mpsc::Receiver<Instant>,
+    /// The falling half of the last trigger's pulse, still to be read.
+    falling: Option<Instant>,
+}
+
+/// Sends triggers to a [`RemoteInput`]; cloned for each client.
+pub type RemoteTrigger = std::sync::mpsc::SyncSender<Instant>;
+
+/// Triggers that can wait for the listener thread (it reads them at once).
+const REMOTE_TRIGGERS: usize = 64;
+
+impl RemoteInput {
+    /// An input and the sender of its triggers.
+    pub fn new() -> (RemoteTrigger, RemoteInput) {
+        let (sender, triggers) = std::sync::mpsc::sync_channel(REMOTE_TRIGGERS);
+        (sender, RemoteInput { triggers, falling: None })
+    }
+}
+
+impl EdgeSource for RemoteInput {
+    fn level(&mut self) -> Result<bool, GpioError> {
+        Ok(false)
+    }
+
+    fn next(&mut self, timeout: Duration) -> Result<InputEvent, GpioError> {
+        if let Some(at) = self.falling.take() {
+            return Ok(InputEvent::Change { change: LevelChange { at, high: false }, lost_before: 0 });
+        }
+        match self.triggers.recv_timeout(timeout) {
+            Ok(at) => {
+                self.falling = Some(at);
+                Ok(InputEvent::Change { change: LevelChange { at, high: true }, lost_before: 0 })
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(InputEvent::Quiet),
+            // The network server has stopped (the station is stopping): no trigger comes now.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                Ok(InputEvent::Quiet)
+            }
+        }
+    }
+
+    fn debounced(&self) -> bool {
+        true
+    }
+}
+
 /// The trigger of a station.
 pub enum Trigger {
     /// Every frame.

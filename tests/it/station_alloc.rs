@@ -179,6 +179,7 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
         part_ids: Some(PartIds::open(&dir.path().join("state")).unwrap()),
         control: Some(ControlServer::bind(&dir.path().join("state")).unwrap()),
         self_test_every: None,
+        plant: None,
     };
     let mut station = Station::new(parts, link);
     let stop = AtomicBool::new(false);

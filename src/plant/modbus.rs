@@ -1,0 +1,413 @@
+//! The Modbus TCP server (`[modbus]`): the station's last result, counters and state as input
+//! registers, a trigger coil and a recipe-select holding register for the PLC. The register
+//! map is [`InputRegister`] and the constants below, and the README's table.
+//!
+//! Frames are decoded and answered by `rmodbus` (a codec); the server loop is ours: a thread
+//! accepts at most `max_clients` connections, each served by a thread of its own that reads
+//! whole MBAP frames, disconnects a client silent for `idle_timeout_ms`, and answers what it
+//! cannot do with a Modbus exception (unknown function 01, address 02, value 03, busy 06). A
+//! frame whose header is broken closes the connection (the stream cannot be resynchronised).
+//! Every read is answered from one copy of the board's status, so the registers of one
+//! request always belong to one result.
+
+use std::io::{ErrorKind as IoErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rmodbus::consts::ModbusFunction;
+use rmodbus::server::{ModbusFrame, Read as FrameRead, Write as FrameWrite};
+use rmodbus::{ErrorKind, ModbusProto};
+
+use super::{ModbusSettings, RecipeChoices};
+use crate::station::status::{StationStatus, StatusBoard};
+use crate::station::trigger::RemoteTrigger;
+use crate::verdict::Verdict;
+
+/// The input registers (function 4), one 16-bit word each; 32-bit values take two, the high
+/// word first. Holding registers from [`HOLDING_MIRROR`] repeat them for PLCs that read only
+/// holding registers (function 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum InputRegister {
+    /// Results since start (u32): it moves with every result, so each new one is seen.
+    Sequence = 0,
+    /// The last verdict: 0 none yet, 1 PASS, 2 FAIL, 3 ERROR.
+    Verdict = 2,
+    /// Why the last result is ERROR (0: it is not; the README's table).
+    ErrorCause = 3,
+    /// The last part's ID (u32, its low 32 bits; 0 when the station keeps none).
+    PartId = 4,
+    /// The last score × 1000 (i32, rounded; i32::MIN when it has none).
+    Score = 6,
+    /// The last result's threshold × 1000 (i32; i32::MIN when it had no recipe).
+    Threshold = 8,
+    /// The last result's recipe (1-based place in the file; 0: none).
+    ResultRecipe = 10,
+    /// The last result's trigger-to-verdict latency, ms (saturates at 65535).
+    LatencyMs = 11,
+    /// State bits: 0 ready, 1 busy, 2 self-test failed (waits for an operator), 3 drift warning.
+    State = 12,
+    /// The recipe the next part gets (1-based).
+    NextRecipe = 13,
+    /// Parts since start (u32).
+    Parts = 14,
+    /// PASS verdicts (u32).
+    Passed = 16,
+    /// FAIL verdicts (u32).
+    Failed = 18,
+    /// ERROR verdicts (u32).
+    Errors = 20,
+    /// Missed triggers (u32).
+    MissedTriggers = 22,
+    /// Results dropped from the MQTT queue (u32).
+    MqttDropped = 24,
+}
+
+/// How many input registers there are.
+pub const INPUT_REGISTERS: u16 = 26;
+/// The first holding register of the copy of the input registers.
+pub const HOLDING_MIRROR: u16 = 100;
+/// Coil 0: writing ON triggers one inspection (with `trigger.mode = "modbus"`); it reads OFF.
+pub const TRIGGER_COIL: u16 = 0;
+/// Holding register 0: writing a recipe's number (1-based place in the file) selects it from
+/// the next part triggered on; it reads the next part's recipe.
+pub const RECIPE_REGISTER: u16 = 0;
+/// Discrete inputs 0 to 3: the state bits of [`InputRegister::State`].
+pub const DISCRETE_INPUTS: u16 = 4;
+
+/// Longest MBAP length field (unit, function and data) the protocol allows.
+const MAX_PDU: usize = 254;
+/// How often a client's thread checks the stop flag while its client is silent.
+const POLL: Duration = Duration::from_millis(50);
+/// How long a response may take to be written before the client is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The input registers of `status`.
+pub fn input_registers(status: &StationStatus) -> [u16; INPUT_REGISTERS as usize] {
+    let mut words = [0u16; INPUT_REGISTERS as usize];
+    let mut put32 = |at: InputRegister, value: u32| {
+        words[at as usize] = (value >> 16) as u16;
+        words[at as usize + 1] = value as u16;
+    };
+    let counters = &status.counters;
+    let low32 = |value: u64| value as u32;
+    put32(InputRegister::Sequence, low32(status.sequence));
+    put32(InputRegister::Parts, low32(counters.frames));
+    put32(InputRegister::Passed, low32(counters.passed));
+    put32(InputRegister::Failed, low32(counters.failed));
+    put32(InputRegister::Errors, low32(counters.errors));
+    put32(InputRegister::MissedTriggers, low32(counters.missed_triggers));
+    put32(InputRegister::MqttDropped, low32(status.results_dropped));
+    if let Some(last) = &status.last {
+        put32(InputRegister::PartId, last.part_id.map_or(0, low32));
+        put32(InputRegister::Score, scaled(last.score) as u32);
+        put32(InputRegister::Threshold, scaled(Some(last.threshold)) as u32);
+        words[InputRegister::Verdict as usize] = match last.verdict {
+            Verdict::Pass => 1,
+            Verdict::Fail => 2,
+            Verdict::Error => 3,
+        };
+        words[InputRegister::ErrorCause as usize] = last.cause as u16;
+        words[InputRegister::ResultRecipe as usize] = last.recipe;
+        words[InputRegister::LatencyMs as usize] = last.latency_ms.clamp(0.0, 65535.0) as u16;
+    } else {
+        put32(InputRegister::Score, i32::MIN as u32);
+        put32(InputRegister::Threshold, i32::MIN as u32);
+    }
+    words[InputRegister::State as usize] = state_bits(status);
+    words[InputRegister::NextRecipe as usize] = status.recipe;
+    words
+}
+
+/// A score × 1000 as the registers hold it: rounded, clamped, `i32::MIN` for none or NaN.
+pub fn scaled(score: Option<f32>) -> i32 {
+    match score {
+        Some(s) if s.is_finite() => (f64::from(s) * 1000.0).round().clamp(-(i32::MAX as f64), i32::MAX as f64) as i32,
+        _ => i32::MIN,
+    }
+}
+
+fn state_bits(status: &StationStatus) -> u16 {
+    u16::from(status.ready)
+        | u16::from(status.busy) << 1
+        | u16::from(status.self_test_fault) << 2
+        | u16::from(status.drift_warning) << 3
+}
+
+/// What a client's requests reach: the board, the trigger and the recipe choices.
+struct Registers {
+    board: Arc<StatusBoard>,
+    trigger: Option<RemoteTrigger>,
+    choices: RecipeChoices,
+}
+
+impl Registers {
+    /// Fills the read that `function` asks for from one copy of the status.
+    fn read(&self, function: ModbusFunction, read: FrameRead<'_>) -> Result<(), ErrorKind> {
+        let status = self.board.status();
+        let (address, count) = match &read {
+            FrameRead::Words(w) => (w.address, w.count),
+            FrameRead::Bits(b) => (b.address, b.count),
+        };
+        if count == 0 {
+            return Err(ErrorKind::IllegalDataValue);
+        }
+        let addresses = address..address.checked_add(count).ok_or(ErrorKind::IllegalDataAddress)?;
+        match read {
+            FrameRead::Words(words) => {
+                let inputs = input_registers(&status);
+                let mut values = Vec::with_capacity(count as usize);
+                for address in addresses {
+                    values.push(match (function, address) {
+                        (ModbusFunction::GetInputs, a) if a < INPUT_REGISTERS => inputs[a as usize],
+                        (ModbusFunction::GetHoldings, RECIPE_REGISTER) => status.recipe,
+                        (ModbusFunction::GetHoldings, a)
+                            if (HOLDING_MIRROR..HOLDING_MIRROR + INPUT_REGISTERS).contains(&a) =>
+                        {
+                            inputs[(a - HOLDING_MIRROR) as usize]
+                        }
+                        _ => return Err(ErrorKind::IllegalDataAddress),
+                    });
+                }
+                for (chunk, value) in words.buf.chunks_exact_mut(2).zip(values) {
+                    chunk.copy_from_slice(&value.to_be_bytes());
+                }
+            }
+            FrameRead::Bits(bits) => {
+                let state = state_bits(&status);
+                for (i, address) in addresses.enumerate() {
+                    let on = match (function, address) {
+                        (ModbusFunction::GetCoils, TRIGGER_COIL) => false,
+                        (ModbusFunction::GetDiscretes, a) if a < DISCRETE_INPUTS => state >> a & 1 == 1,
+                        _ => return Err(ErrorKind::IllegalDataAddress),
+                    };
+                    bits.buf[i / 8] |= u8::from(on) << (i % 8);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out a write: the trigger coil or the recipe register.
+    fn write(&self, write: FrameWrite<'_>) -> Result<(), ErrorKind> {
+        match write {
+            FrameWrite::Bits(bits) => {
+                if bits.address != TRIGGER_COIL || bits.count != 1 {
+                    return Err(ErrorKind::IllegalDataAddress);
+                }
+                // OFF does nothing: the coil reads OFF once its trigger is taken.
+                if bits.data.first().is_none_or(|b| b & 1 == 0) {
+                    return Ok(());
+                }
+                let trigger = self.trigger.as_ref().ok_or(ErrorKind::IllegalDataAddress)?;
+                trigger.try_send(Instant::now()).map_err(|_| ErrorKind::SlaveDeviceBusy)
+            }
+            FrameWrite::Words(words) => {
+                if words.address != RECIPE_REGISTER || words.count != 1 || words.data.len() != 2 {
+                    return Err(ErrorKind::IllegalDataAddress);
+                }
+                let count = self.choices.0.ok_or(ErrorKind::IllegalDataAddress)?;
+                let number = usize::from(u16::from_be_bytes([words.data[0], words.data[1]]));
+                if !(1..=count).contains(&number) {
+                    return Err(ErrorKind::IllegalDataValue);
+                }
+                self.board.request_recipe(number - 1, Instant::now());
+                Ok(())
+            }
+        }
+    }
+
+    /// The response to one whole request frame (MBAP header included) in `response`; false
+    /// when there is none to send (a frame for no unit).
+    fn answer(&self, request: &[u8], response: &mut Vec<u8>) -> bool {
+        // Every unit ID is this station's (a gateway's unit 255 or 1 alike): no broadcasts.
+        let unit = request.get(6).copied().unwrap_or(0);
+        let mut frame = ModbusFrame::new(unit, request, ModbusProto::TcpUdp, response).with_broadcast_units(&[]);
+        if frame.parse().is_err() {
+            // A sound header around a broken PDU: answered, the stream stays in step.
+            response.clear();
+            exception(request, ErrorKind::IllegalDataValue, response);
+            return true;
+        }
+        if frame.processing_required {
+            let function = frame.func;
+            let outcome = if frame.readonly {
+                let read = frame.get_external_read();
+                let result = read.and_then(|read| self.read(function, read));
+                frame.process_external_read(result)
+            } else {
+                let write = frame.get_external_write();
+                let result = write.and_then(|write| self.write(write));
+                frame.process_external_write(result)
+            };
+            if outcome.is_err() {
+                response.clear();
+                exception(request, ErrorKind::SlaveDeviceFailure, response);
+                return true;
+            }
+        }
+        frame.response_required && frame.finalize_response().is_ok()
+    }
+}
+
+/// An exception response to `request` (its header echoed).
+fn exception(request: &[u8], error: ErrorKind, response: &mut Vec<u8>) {
+    let code = match error {
+        ErrorKind::IllegalFunction => 1,
+        ErrorKind::IllegalDataAddress => 2,
+        ErrorKind::IllegalDataValue => 3,
+        ErrorKind::SlaveDeviceBusy => 6,
+        _ => 4,
+    };
+    response.extend_from_slice(&request[..4]);
+    response.extend_from_slice(&[0, 3, request[6], request[7] | 0x80, code]);
+}
+
+/// The running server: its listening thread, which serves each client on a thread of its own;
+/// stopped (and every client disconnected) when dropped.
+pub struct ModbusServer {
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ModbusServer {
+    /// Listens on `settings.bind`; requests read `board`, the trigger coil sends to `trigger`
+    /// (none: the coil is not writable), the recipe register selects among `choices`.
+    pub fn start(
+        settings: &ModbusSettings,
+        board: Arc<StatusBoard>,
+        trigger: Option<RemoteTrigger>,
+        choices: RecipeChoices,
+    ) -> anyhow::Result<ModbusServer> {
+        let listener =
+            TcpListener::bind(&settings.bind).with_context(|| format!("modbus: cannot listen on {}", settings.bind))?;
+        listener.set_nonblocking(true).context("modbus: listening socket")?;
+        let address = listener.local_addr().context("modbus: listening socket")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let registers = Arc::new(Registers { board, trigger, choices });
+        let (limit, idle, theirs) = (settings.max_clients, settings.idle_timeout, stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("modbus".into())
+            .spawn(move || accept(&listener, &registers, limit, idle, &theirs))
+            .context("modbus: cannot start its thread")?;
+        tracing::info!("modbus: listening on {address}");
+        Ok(ModbusServer { address, stop, thread: Some(thread) })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for ModbusServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Accepts clients until stopped: at most `limit` at once (more are closed at once, logged
+/// at the first, second, fourth… refusal).
+fn accept(listener: &TcpListener, registers: &Arc<Registers>, limit: usize, idle: Duration, stop: &Arc<AtomicBool>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut clients: Vec<JoinHandle<()>> = Vec::new();
+    let mut refused = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        clients.retain(|c| !c.is_finished());
+        match listener.accept() {
+            Ok((stream, peer)) if active.load(Ordering::Relaxed) >= limit => {
+                refused += 1;
+                if refused.is_power_of_two() {
+                    tracing::warn!("modbus: {peer} refused: {limit} clients already (`modbus.max_clients`; {refused} refused so far)");
+                }
+                drop(stream);
+            }
+            Ok((stream, peer)) => {
+                active.fetch_add(1, Ordering::Relaxed);
+                let (registers, serving, stop) = (registers.clone(), active.clone(), stop.clone());
+                let spawned = std::thread::Builder::new().name("modbus-client".into()).spawn(move || {
+                    match serve(stream, &registers, idle, &stop) {
+                        Ok(()) => tracing::debug!("modbus: {peer} disconnected"),
+                        Err(why) => tracing::info!("modbus: {peer} disconnected: {why}"),
+                    }
+                    serving.fetch_sub(1, Ordering::Relaxed);
+                });
+                match spawned {
+                    Ok(thread) => clients.push(thread),
+                    Err(e) => {
+                        active.fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!("modbus: {peer} refused: cannot start its thread: {e}");
+                    }
+                }
+            }
+            Err(e) if e.kind() == IoErrorKind::WouldBlock => std::thread::sleep(POLL),
+            Err(e) => {
+                tracing::warn!("modbus: accept: {e}");
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+    for client in clients {
+        let _ = client.join();
+    }
+}
+
+/// Serves one client until it leaves, falls silent for `idle`, breaks the framing, or the
+/// server stops; why it ended, for the log.
+fn serve(mut stream: TcpStream, registers: &Registers, idle: Duration, stop: &AtomicBool) -> Result<(), String> {
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(POLL)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let mut request = [0u8; 6 + MAX_PDU];
+    let mut have = 0usize;
+    let mut response = Vec::with_capacity(6 + MAX_PDU);
+    let mut heard = Instant::now();
+    loop {
+        // A whole frame: the 6-byte MBAP header says how much follows.
+        let want = if have < 6 { 6 } else { 6 + usize::from(u16::from_be_bytes([request[4], request[5]])) };
+        if have >= 6 {
+            let length = want - 6;
+            if u16::from_be_bytes([request[2], request[3]]) != 0 || !(2..=MAX_PDU).contains(&length) {
+                return Err(format!(
+                    "broken frame header (protocol {}, length {length})",
+                    u16::from_be_bytes([request[2], request[3]])
+                ));
+            }
+        }
+        if have == want && have > 6 {
+            response.clear();
+            if registers.answer(&request[..have], &mut response) {
+                stream.write_all(&response).map_err(|e| format!("write: {e}"))?;
+            }
+            have = 0;
+            continue;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match stream.read(&mut request[have..want]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                have += n;
+                heard = Instant::now();
+            }
+            Err(e)
+                if matches!(e.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut | IoErrorKind::Interrupted) =>
+            {
+                if heard.elapsed() >= idle {
+                    return Err(format!("silent for {} ms (`modbus.idle_timeout_ms`)", idle.as_millis()));
+                }
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The MQTT publisher (`[mqtt]`, on `rumqttc`): every result as JSON (the result log's line)
+//! on `<prefix>result` with QoS 1, `online` retained on `<prefix>status` (the last will says
+//! `offline`, retained, when the station vanishes), the counters on `<prefix>counters` every
+//! `counters_every_s`.
+//!
+//! Results wait on the station's [`StatusBoard`] (bounded, the oldest dropped and counted)
+//! until the broker acknowledges them: a result leaves the queue only at its PUBACK, which
+//! brokers send in the order they received (MQTT 3.1.1, 4.6). After a broken connection every
+//! unacknowledged result is published again from the oldest, so none is lost within the queue
+//! bound; a result the broker got just before the break may arrive twice (QoS 1 is "at least
+//! once": a consumer tells them apart by `part_id` or `frame`).
+//!
+//! Two threads: the connection's (it runs rumqttc's event loop, reconnecting after a pause
+//! that grows from 200 ms to 2 s) and the publisher's (it hands results to the client while
+//! the broker is there). Neither is ever waited on by the inspection loop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+
+use super::{MqttSettings, TlsFiles};
+use crate::station::status::StatusBoard;
+use crate::storage::read::read_regular;
+
+/// Results handed to the client and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 32;
+/// The first pause before reconnecting; it doubles up to [`RECONNECT_MAX`].
+const RECONNECT: Duration = Duration::from_millis(200);
+/// The longest pause before reconnecting.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How long the publisher waits for a new result before it looks at its connection again.
+const POLL: Duration = Duration::from_millis(20);
+/// How long stopping waits for `offline` and the disconnect to be sent.
+const STOP_WAIT: Duration = Duration::from_millis(300);
+/// Largest certificate, key or password file.
+const MAX_SECRET_BYTES: u64 = 1 << 20;
+
+/// What the connection thread tells the publisher.
+enum Link {
+    /// The broker accepted the connection.
+    Connected,
+    /// The broker acknowledged the oldest result in flight.
+    Acknowledged,
+    /// The connection broke (why, for the log).
+    Lost(String),
+}
+
+/// The running publisher; dropped, it says `offline` and disconnects (within about 300 ms,
+/// whatever the broker does).
+pub struct MqttPublisher {
+    stop: Arc<AtomicBool>,
+    publisher: Option<JoinHandle<()>>,
+}
+
+/// The topics of a station.
+struct Topics {
+    result: String,
+    status: String,
+    counters: String,
+}
+
+impl MqttPublisher {
+    /// Connects to the broker of `settings` (in the background: a broker that is away is
+    /// retried, never waited for) and publishes what the loop puts on `board`.
+    pub fn start(settings: &MqttSettings, board: Arc<StatusBoard>) -> anyhow::Result<MqttPublisher> {
+        let prefix = &settings.topic_prefix;
+        let topics = Topics {
+            result: format!("{prefix}result"),
+            status: format!("{prefix}status"),
+            counters: format!("{prefix}counters"),
+        };
+        let options = options(settings, &topics.status)?;
+        let (client, connection) = Client::new(options, 2 * IN_FLIGHT);
+        let (events, link) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let theirs = stop.clone();
+        let driver = std::thread::Builder::new()
+            .name("mqtt-connection".into())
+            .spawn(move || drive(connection, &events, &theirs))
+            .context("mqtt: cannot start its thread")?;
+        let theirs = stop.clone();
+        let every = settings.counters_every;
+        let broker = format!("{}:{}", settings.host, settings.port);
+        let publisher = std::thread::Builder::new()
+            .name("mqtt".into())
+            .spawn(move || publish(&client, &link, &board, &topics, every, &broker, &theirs, driver))
+            .context("mqtt: cannot start its thread")?;
+        Ok(MqttPublisher { stop, publisher: Some(publisher) })
+    }
+}
+
+impl Drop for MqttPublisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(publisher) = self.publisher.take() {
+            let _ = publisher.join();
+        }
+    }
+}
+
+/// The client's options: ID, keep-alive, last will, credentials, TLS.
+fn options(settings: &MqttSettings, status_topic: &str) -> anyhow::Result<MqttOptions> {
+    let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    options.set_keep_alive(settings.keep_alive);
+    options.set_clean_session(true);
+    options.set_last_will(LastWill::new(status_topic, "offline", QoS::AtLeastOnce, true));
+    if let Some((user, password_file)) = &settings.credentials {
+        let password = match password_file {
+            Some(path) => secret_text(path).context("mqtt.password_file")?,
+            None => String::new(),
+        };
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = &settings.tls {
+        let config = tls_config(tls)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))));
+    }
+    Ok(options)
+}
+
+/// Reads a secret: a regular file not readable by others; its first line.
+fn secret_text(path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = secret(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Reads a secret file, refusing one that others may read.
+fn secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.mode();
+    if mode & 0o007 != 0 {
+        anyhow::bail!("{}: readable by others (mode {:o}): make it 0600 or 0640", path.display(), mode & 0o777);
+    }
+    Ok(read_regular(path, MAX_SECRET_BYTES, "secret")?)
+}
+
+/// A rustls client configuration (ring's cryptography) trusting `tls.ca`, with the station's
+/// own certificate when given.
+fn tls_config(tls: &TlsFiles) -> anyhow::Result<rustls::ClientConfig> {
+    let pem = |path: &std::path::Path| -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        let bytes = read_regular(path, MAX_SECRET_BYTES, "certificate")?;
+        let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{}: no certificate in it", path.display());
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem(&tls.ca).context("mqtt.tls.ca")? {
+        roots.add(cert).with_context(|| format!("mqtt.tls.ca: {}", tls.ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("mqtt.tls: protocol versions")?
+        .with_root_certificates(roots);
+    Ok(match &tls.client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = pem(cert).context("mqtt.tls.cert")?;
+            let bytes = secret(key).context("mqtt.tls.key")?;
+            let key = rustls_pemfile::private_key(&mut bytes.as_slice())
+                .ok()
+                .flatten()
+                .ok_or_else(|| anyhow::anyhow!("mqtt.tls.key: {}: no PEM private key in it", key.display()))?;
+            builder.with_client_auth_cert(certs, key).context("mqtt.tls: the certificate and key")?
+        }
+    })
+}
+
+/// The connection thread: runs the client's event loop, tells the publisher what happens, and
+/// pauses before each reconnect; ends when stopped or when the client is gone.
+fn drive(mut connection: Connection, events: &Sender<Link>, stop: &AtomicBool) {
+    let mut pause = RECONNECT;
+    while !stop.load(Ordering::Relaxed) {
+        let told = match connection.recv() {
+            Err(_) => return, // every client is gone
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                pause = RECONNECT;
+                events.send(Link::Connected)
+            }
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => events.send(Link::Acknowledged),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let told = events.send(Link::Lost(e.to_string()));
+                let until = Instant::now() + pause;
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(POLL);
+                }
+                pause = (pause * 2).min(RECONNECT_MAX);
+                told
+            }
+        };
+        if told.is_err() {
+            return;
+        }
+    }
+}
+
+/// The publisher thread: hands waiting results to the client while the broker is there (at
+/// most [`IN_FLIGHT`] unacknowledged), drops each from the board at its PUBACK, publishes the
+/// counters every `every`; at stop, `offline` and a disconnect.
+#[allow(clippy::too_many_arguments)]
+fn publish(
+    client: &Client,
+    link: &Receiver<Link>,
+    board: &StatusBoard,
+    topics: &Topics,
+    every: Duration,
+    broker: &str,
+    stop: &AtomicBool,
+    driver: JoinHandle<()>,
+) {
+    let mut connected = false;
+    // Result numbers handed to the client, oldest first, and the newest of them.
+    let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+    let mut last_sent = 0u64;
+    let mut counters_due = Instant::now();
+    let mut losses = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        loop {
+            match link.try_recv() {
+                Ok(Link::Connected) => {
+                    connected = true;
+                    tracing::info!("mqtt: connected to {broker}");
+                    let _ = client.try_publish(&topics.status, QoS::AtMostOnce, true, "online");
+                    // Everything still waiting again, from the oldest.
+                    in_flight.clear();
+                    last_sent = board.oldest_waiting().map_or(last_sent, |n| n - 1);
+                    counters_due = Instant::now();
+                }
+                Ok(Link::Acknowledged) => {
+                    if let Some(number) = in_flight.pop_front() {
+                        board.delivered(number);
+                    }
+                }
+                Ok(Link::Lost(why)) => {
+                    losses += 1;
+                    if connected || losses.is_power_of_two() {
+                        tracing::warn!("mqtt: {broker}: {why} ({} results wait; reconnecting)", board.waiting());
+                    }
+                    connected = false;
+                    in_flight.clear();
+                }
+                Err(_) => break,
+            }
+        }
+        if !connected {
+            std::thread::sleep(POLL);
+            continue;
+        }
+        if Instant::now() >= counters_due {
+            counters_due = Instant::now() + every;
+            let _ = client.try_publish(&topics.counters, QoS::AtMostOnce, true, counters_json(board));
+        }
+        if in_flight.len() >= IN_FLIGHT {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let Some(result) = board.next_result(last_sent, POLL) else { continue };
+        if client.try_publish(&topics.result, QoS::AtLeastOnce, false, result.json.to_vec()).is_ok() {
+            in_flight.push_back(result.number);
+            last_sent = result.number;
+        }
+    }
+    let _ = client.try_publish(&topics.status, QoS::AtMostOnce, true, "offline");
+    let _ = client.try_disconnect();
+    let waiting = board.waiting();
+    if waiting > 0 {
+        tracing::warn!("mqtt: {waiting} results not delivered to {broker} at stop");
+    }
+    let until = Instant::now() + STOP_WAIT;
+    while !driver.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if driver.is_finished() {
+        let _ = driver.join();
+    }
+}
+
+/// The counters as JSON, from the board's status.
+fn counters_json(board: &StatusBoard) -> Vec<u8> {
+    let status = board.status();
+    let c = &status.counters;
+    let json = serde_json::json!({
+        "time": crate::station::log::rfc3339(std::time::SystemTime::now()).as_str(),
+        "results": status.sequence,
+        "parts": c.frames,
+        "passed": c.passed,
+        "failed": c.failed,
+        "errors": c.errors,
+        "missed_triggers": c.missed_triggers,
+        "stale_frames": c.stale_frames,
+        "self_test_failures": c.self_test_failures,
+        "drift_warnings": c.drift_warnings,
+        "results_waiting": board.waiting(),
+        "results_dropped": status.results_dropped,
+        "ready": status.ready,
+        "busy": status.busy,
+    });
+    json.to_string().into_bytes()
+}
