@@ -101,7 +101,7 @@ pub fn input_registers(status: &StationStatus) -> [u16; INPUT_REGISTERS as usize
     put32(InputRegister::Failed, low32(counters.failed));
     put32(InputRegister::Errors, low32(counters.errors));
     put32(InputRegister::MissedTriggers, low32(counters.missed_triggers));
-    put32(InputRegister::MqttDropped, low32(status.results_dropped));
+    put32(InputRegister::MqttDropped, low32(counters.mqtt_dropped));
     if let Some(last) = &status.last {
         put32(InputRegister::PartId, last.part_id.map_or(0, low32));
         put32(InputRegister::Score, scaled(last.score) as u32);
@@ -160,9 +160,8 @@ impl Registers {
         match read {
             FrameRead::Words(words) => {
                 let inputs = input_registers(&status);
-                let mut values = Vec::with_capacity(count as usize);
-                for address in addresses {
-                    values.push(match (function, address) {
+                for (i, address) in addresses.enumerate() {
+                    let value = match (function, address) {
                         (ModbusFunction::GetInputs, a) if a < INPUT_REGISTERS => inputs[a as usize],
                         (ModbusFunction::GetHoldings, RECIPE_REGISTER) => status.recipe,
                         (ModbusFunction::GetHoldings, a)
@@ -171,10 +170,10 @@ impl Registers {
                             inputs[(a - HOLDING_MIRROR) as usize]
                         }
                         _ => return Err(ErrorKind::IllegalDataAddress),
-                    });
-                }
-                for (chunk, value) in words.buf.chunks_exact_mut(2).zip(values) {
-                    chunk.copy_from_slice(&value.to_be_bytes());
+                    };
+                    if let Some(word) = words.buf.get_mut(2 * i..2 * i + 2) {
+                        word.copy_from_slice(&value.to_be_bytes());
+                    }
                 }
             }
             FrameRead::Bits(bits) => {

@@ -300,7 +300,7 @@ fn counters_json(board: &StatusBoard) -> Vec<u8> {
         "self_test_failures": c.self_test_failures,
         "drift_warnings": c.drift_warnings,
         "results_waiting": board.waiting(),
-        "results_dropped": status.results_dropped,
+        "results_dropped": c.mqtt_dropped,
         "ready": status.ready,
         "busy": status.busy,
     });

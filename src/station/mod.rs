@@ -335,7 +335,7 @@ impl Station {
         }
         self.outlets.tell_plant(|s| (s.ready, s.busy) = (false, false));
         if let Some(plant) = &self.outlets.plant {
-            self.outlets.summary.mqtt_dropped = plant.board().status().results_dropped;
+            self.outlets.summary.mqtt_dropped = plant.board().status().counters.mqtt_dropped;
         }
         Ok(self.outlets.summary)
     }

@@ -241,10 +241,7 @@ impl Recipes {
         if index >= self.list.len() || self.select.is_some() {
             return;
         }
-        if self.pending.is_full() {
-            self.pending.pop_front();
-        }
-        let _ = self.pending.push_back((index, asked));
+        super::status::push_dropping_oldest(&mut self.pending, (index, asked));
     }
 
     /// How many recipes the plant may choose from by number (none when the select inputs

@@ -122,8 +122,6 @@ pub struct StationStatus {
     pub self_test_fault: bool,
     /// A drift warning is raised.
     pub drift_warning: bool,
-    /// Results dropped from the MQTT queue (the broker was away too long).
-    pub results_dropped: u64,
 }
 
 /// A result line waiting for the MQTT publisher, numbered in the order results came.
@@ -155,6 +153,15 @@ pub struct StatusBoard {
     requests: Mutex<heapless::Deque<RecipeRequest, RECIPE_REQUESTS>>,
 }
 
+/// Puts `request` at the back of `queue`, dropping the oldest when it is full (a later recipe
+/// request overrides an earlier one).
+pub fn push_dropping_oldest<T, const N: usize>(queue: &mut heapless::Deque<T, N>, request: T) {
+    if queue.is_full() {
+        queue.pop_front();
+    }
+    let _ = queue.push_back(request);
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -176,10 +183,10 @@ impl StatusBoard {
         }
     }
 
-    /// The status now (a copy).
+    /// The status now (a copy), its counters with the results dropped from the queue.
     pub fn status(&self) -> StationStatus {
         let mut status = *lock(&self.status);
-        status.results_dropped = self.results.as_ref().map_or(0, |q| q.dropped.load(Ordering::Relaxed));
+        status.counters.mqtt_dropped = self.results.as_ref().map_or(0, |q| q.dropped.load(Ordering::Relaxed));
         status
     }
 
@@ -255,11 +262,7 @@ impl StatusBoard {
     /// Asks for recipe `index` for the parts triggered after `asked`; a full queue drops its
     /// oldest request.
     pub fn request_recipe(&self, index: usize, asked: Instant) {
-        let mut requests = lock(&self.requests);
-        if requests.is_full() {
-            requests.pop_front();
-        }
-        let _ = requests.push_back((index, asked));
+        push_dropping_oldest(&mut lock(&self.requests), (index, asked));
     }
 
     /// The recipe requests waiting, oldest first, each given to `take`.
@@ -287,7 +290,7 @@ mod tests {
             board.publish(result(Verdict::Pass), RunSummary::default(), Some(&[b'0' + i]));
         }
         let status = board.status();
-        assert_eq!((status.sequence, status.results_dropped), (5, 2));
+        assert_eq!((status.sequence, status.counters.mqtt_dropped), (5, 2));
         // Results 1 and 2 were dropped; 3, 4 and 5 wait, in order.
         let first = board.next_result(0, Duration::ZERO).unwrap();
         assert_eq!((first.number, &*first.json), (3, &b"2"[..]));
