@@ -225,6 +225,12 @@ impl Registers {
     fn answer(&self, request: &[u8], response: &mut Vec<u8>) -> bool {
         // Every unit ID is this station's (a gateway's unit 255 or 1 alike): no broadcasts.
         let unit = request.get(6).copied().unwrap_or(0);
+        // A function this server does not know is answered 01 whatever its length (the codec
+        // would call a short one broken).
+        if request.get(7).is_none_or(|&code| ModbusFunction::try_from(code).is_err()) {
+            exception(request, ErrorKind::IllegalFunction, response);
+            return true;
+        }
         let mut frame = ModbusFrame::new(unit, request, ModbusProto::TcpUdp, response).with_broadcast_units(&[]);
         if frame.parse().is_err() {
             // A sound header around a broken PDU: answered, the stream stays in step.
@@ -262,8 +268,8 @@ fn exception(request: &[u8], error: ErrorKind, response: &mut Vec<u8>) {
         ErrorKind::SlaveDeviceBusy => 6,
         _ => 4,
     };
-    response.extend_from_slice(&request[..4]);
-    response.extend_from_slice(&[0, 3, request[6], request[7] | 0x80, code]);
+    let byte = |at: usize| request.get(at).copied().unwrap_or(0);
+    response.extend_from_slice(&[byte(0), byte(1), byte(2), byte(3), 0, 3, byte(6), byte(7) | 0x80, code]);
 }
 
 /// The running server: its listening thread, which serves each client on a thread of its own;
@@ -408,5 +414,181 @@ fn serve(mut stream: TcpStream, registers: &Registers, idle: Duration, stop: &At
             }
             Err(e) => return Err(format!("read: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::station::status::{ErrorCause, LastResult};
+    use crate::station::trigger::{EdgeSource, InputEvent, RemoteInput};
+    use crate::station::RunSummary;
+
+    /// A server on a free loopback port with one client allowed and a 300 ms idle timeout.
+    fn server(trigger: Option<RemoteTrigger>, recipes: Option<usize>) -> (ModbusServer, Arc<StatusBoard>) {
+        let settings =
+            ModbusSettings { bind: "127.0.0.1:0".into(), max_clients: 1, idle_timeout: Duration::from_millis(300) };
+        let board = Arc::new(StatusBoard::new(None));
+        let server = ModbusServer::start(&settings, board.clone(), trigger, RecipeChoices(recipes)).unwrap();
+        (server, board)
+    }
+
+    fn connect(server: &ModbusServer) -> TcpStream {
+        let stream = TcpStream::connect(server.address()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        stream
+    }
+
+    /// Sends one request (function and data after an MBAP header for unit 1) and reads the
+    /// whole response, header included.
+    fn ask(stream: &mut TcpStream, pdu: &[u8]) -> Vec<u8> {
+        let length = (pdu.len() + 1) as u16;
+        let mut frame = vec![0x12, 0x34, 0, 0];
+        frame.extend_from_slice(&length.to_be_bytes());
+        frame.push(1);
+        frame.extend_from_slice(pdu);
+        stream.write_all(&frame).unwrap();
+        let mut header = [0u8; 6];
+        stream.read_exact(&mut header).unwrap();
+        let mut rest = vec![0u8; usize::from(u16::from_be_bytes([header[4], header[5]]))];
+        stream.read_exact(&mut rest).unwrap();
+        assert_eq!(header[..4], [0x12, 0x34, 0, 0], "the transaction ID is echoed");
+        [&header[..], &rest].concat()
+    }
+
+    /// The exception code of a response, or none when it is not one.
+    fn exception_code(response: &[u8]) -> Option<u8> {
+        (response[7] & 0x80 != 0).then(|| response[8])
+    }
+
+    /// Whether the server closed `stream` (within its read timeout).
+    fn closed(stream: &mut TcpStream) -> bool {
+        matches!(stream.read(&mut [0u8; 16]), Ok(0) | Err(_))
+    }
+
+    #[test]
+    fn the_registers_hold_the_last_result_and_the_counters() {
+        let (server, board) = server(None, None);
+        let mut client = connect(&server);
+        // Nothing judged yet: no verdict, no score, no threshold.
+        let fresh = ask(&mut client, &[4, 0, 0, 0, INPUT_REGISTERS as u8]);
+        assert_eq!(fresh[8], 2 * INPUT_REGISTERS as u8);
+        let word_at = |response: &[u8], at: usize| u16::from_be_bytes([response[9 + 2 * at], response[10 + 2 * at]]);
+        let word = |response: &[u8], at: InputRegister| word_at(response, at as usize);
+        assert_eq!(word(&fresh, InputRegister::Verdict), 0);
+        assert_eq!([InputRegister::Score, InputRegister::Threshold].map(|at| word(&fresh, at)), [0x8000, 0x8000]);
+
+        let last = LastResult {
+            verdict: Verdict::Error,
+            score: Some(-1.2345),
+            threshold: 2.5,
+            part_id: Some(0x1_2345_6789),
+            cause: ErrorCause::None,
+            recipe: 2,
+            latency_ms: 70_000.0,
+        };
+        let counters =
+            RunSummary { frames: 70_000, passed: 3, failed: 4, errors: 5, missed_triggers: 6, ..RunSummary::default() };
+        board.publish(last, counters, None);
+        board.update(|s| (s.ready, s.busy, s.recipe) = (true, true, 2));
+        let read = ask(&mut client, &[4, 0, 0, 0, INPUT_REGISTERS as u8]);
+        let pair = |at: InputRegister| u32::from(word(&read, at)) << 16 | u32::from(word_at(&read, at as usize + 1));
+        assert_eq!(pair(InputRegister::Sequence), 1);
+        assert_eq!(word(&read, InputRegister::Verdict), 3);
+        assert_eq!(pair(InputRegister::PartId), 0x2345_6789, "the part ID's low 32 bits");
+        assert_eq!(pair(InputRegister::Score) as i32, -1235, "score × 1000, rounded");
+        assert_eq!(pair(InputRegister::Threshold) as i32, 2500);
+        assert_eq!(word(&read, InputRegister::ResultRecipe), 2);
+        assert_eq!(word(&read, InputRegister::LatencyMs), 65535, "latency saturates");
+        assert_eq!(word(&read, InputRegister::State), 0b11);
+        assert_eq!(word(&read, InputRegister::NextRecipe), 2);
+        assert_eq!(pair(InputRegister::Parts), 70_000, "a u32 beyond 16 bits");
+        assert_eq!(
+            [InputRegister::Passed, InputRegister::Failed, InputRegister::Errors, InputRegister::MissedTriggers]
+                .map(pair),
+            [3, 4, 5, 6]
+        );
+        // The holding mirror, the recipe register and the discrete inputs agree.
+        let mirror = ask(&mut client, &[3, 0, HOLDING_MIRROR as u8, 0, INPUT_REGISTERS as u8]);
+        assert_eq!(mirror[9..], read[9..]);
+        assert_eq!(ask(&mut client, &[3, 0, 0, 0, 1])[9..], [0, 2]);
+        assert_eq!(ask(&mut client, &[2, 0, 0, 0, DISCRETE_INPUTS as u8])[9..], [0b0011]);
+        assert_eq!(ask(&mut client, &[1, 0, 0, 0, 1])[9..], [0], "the trigger coil reads OFF");
+    }
+
+    #[test]
+    fn what_the_server_cannot_do_gets_the_modbus_exception_for_it() {
+        let (server, _board) = server(None, Some(2));
+        let mut client = connect(&server);
+        assert_eq!(exception_code(&ask(&mut client, &[0x2B, 0x0E, 1, 0])), Some(1), "unknown function");
+        assert_eq!(exception_code(&ask(&mut client, &[7])), Some(1), "unknown function");
+        assert_eq!(exception_code(&ask(&mut client, &[4, 0, 25, 0, 2])), Some(2), "past the last input register");
+        assert_eq!(exception_code(&ask(&mut client, &[3, 0, 1, 0, 1])), Some(2), "between recipe and mirror");
+        assert_eq!(exception_code(&ask(&mut client, &[4, 0xFF, 0xFF, 0, 2])), Some(2), "addresses wrap");
+        assert_eq!(
+            exception_code(&ask(&mut client, &[4, 0, 0, 0, 0])).map(|c| c == 2 || c == 3),
+            Some(true),
+            "count 0"
+        );
+        assert_eq!(
+            exception_code(&ask(&mut client, &[5, 0, 0, 0xFF, 0])),
+            Some(2),
+            "no trigger coil without modbus triggers"
+        );
+        assert_eq!(exception_code(&ask(&mut client, &[5, 0, 0, 0x12, 0x34])), Some(3), "a coil is 0xFF00 or 0");
+        assert_eq!(exception_code(&ask(&mut client, &[6, 0, 0, 0, 3])), Some(3), "recipe 3 of 2");
+        assert_eq!(exception_code(&ask(&mut client, &[6, 0, 0, 0, 0])), Some(3), "recipe 0");
+        assert_eq!(exception_code(&ask(&mut client, &[6, 0, 7, 0, 1])), Some(2), "a read-only register");
+        assert_eq!(exception_code(&ask(&mut client, &[4, 0, 0])), Some(3), "a truncated request");
+        // After all of that the connection still answers.
+        assert_eq!(exception_code(&ask(&mut client, &[4, 0, 0, 0, 1])), None);
+    }
+
+    #[test]
+    fn the_plc_selects_a_recipe_and_triggers_through_registers() {
+        let (trigger, mut input) = RemoteInput::new();
+        let (server, board) = server(Some(trigger), Some(2));
+        let mut client = connect(&server);
+        let before = Instant::now();
+        assert_eq!(ask(&mut client, &[6, 0, 0, 0, 2])[7..], [6, 0, 0, 0, 2], "write echoed");
+        let mut taken = Vec::new();
+        board.take_recipe_requests(|(index, at)| taken.push((index, at >= before)));
+        assert_eq!(taken, [(1, true)], "recipe 2 is index 1, asked after the write was sent");
+
+        assert_eq!(ask(&mut client, &[5, 0, 0, 0xFF, 0])[7..], [5, 0, 0, 0xFF, 0]);
+        match input.next(Duration::from_secs(1)).unwrap() {
+            InputEvent::Change { change, .. } => assert!(change.high && change.at >= before),
+            other => panic!("no trigger: {other:?}"),
+        }
+        // OFF does nothing.
+        assert_eq!(ask(&mut client, &[5, 0, 0, 0, 0])[7..], [5, 0, 0, 0, 0]);
+        let _falling = input.next(Duration::ZERO).unwrap();
+        assert!(matches!(input.next(Duration::from_millis(100)).unwrap(), InputEvent::Quiet));
+    }
+
+    #[test]
+    fn broken_headers_silent_clients_and_one_client_too_many_are_disconnected() {
+        let (server, _board) = server(None, None);
+        // A protocol ID that is not Modbus: the stream cannot be trusted, it is closed.
+        let mut client = connect(&server);
+        client.write_all(&[0, 1, 0, 9, 0, 6, 1, 4, 0, 0, 0, 1]).unwrap();
+        assert!(closed(&mut client));
+        // A length beyond what Modbus allows.
+        let mut client = connect(&server);
+        client.write_all(&[0, 1, 0, 0, 0x10, 0, 1, 4]).unwrap();
+        assert!(closed(&mut client));
+        // A client that says nothing is dropped after the idle timeout, and then there is room
+        // for another.
+        let mut silent = connect(&server);
+        let connected = Instant::now();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut second = connect(&server);
+        assert!(closed(&mut second), "one client allowed: the second is closed at once");
+        assert!(closed(&mut silent));
+        let waited = connected.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "dropped after {waited:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        let mut third = connect(&server);
+        assert_eq!(exception_code(&ask(&mut third, &[4, 0, 0, 0, 1])), None);
     }
 }

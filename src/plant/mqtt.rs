@@ -4,24 +4,24 @@
 //! `counters_every_s`.
 //!
 //! Results wait on the station's [`StatusBoard`] (bounded, the oldest dropped and counted)
-//! until the broker acknowledges them: a result leaves the queue only at its PUBACK, which
-//! brokers send in the order they received (MQTT 3.1.1, 4.6). After a broken connection every
-//! unacknowledged result is published again from the oldest, so none is lost within the queue
-//! bound; a result the broker got just before the break may arrive twice (QoS 1 is "at least
-//! once": a consumer tells them apart by `part_id` or `frame`).
+//! until the broker acknowledges them: a result leaves the queue only at its own PUBACK, matched
+//! by packet ID (publishes left over from a break are fenced off, see `drive`). After a broken
+//! connection every unacknowledged result is published again from the oldest, so none is lost
+//! within the queue bound; a result the broker got just before the break may arrive twice (QoS
+//! 1 is "at least once": a consumer tells them apart by `part_id` or `frame`).
 //!
 //! Two threads: the connection's (it runs rumqttc's event loop, reconnecting after a pause
 //! that grows from 200 ms to 2 s) and the publisher's (it hands results to the client while
 //! the broker is there). Neither is ever waited on by the inspection loop.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 
 use super::{MqttSettings, TlsFiles};
 use crate::station::status::StatusBoard;
@@ -40,14 +40,40 @@ const STOP_WAIT: Duration = Duration::from_millis(300);
 /// Largest certificate, key or password file.
 const MAX_SECRET_BYTES: u64 = 1 << 20;
 
-/// What the connection thread tells the publisher.
-enum Link {
-    /// The broker accepted the connection.
-    Connected,
-    /// The broker acknowledged the oldest result in flight.
-    Acknowledged,
-    /// The connection broke (why, for the log).
-    Lost(String),
+/// What the publisher and the connection thread share: whether results may be handed to the
+/// client, and the results in flight.
+#[derive(Default)]
+struct Flight {
+    /// Results may be handed to the client: the broker is connected and every publish left
+    /// over from before the last break has been written.
+    open: bool,
+    /// How many times the link has opened: at each opening the publisher starts again from
+    /// the oldest waiting result.
+    openings: u64,
+    /// Results handed to the client and not yet written, oldest first.
+    handed: VecDeque<u64>,
+    /// Results written and waiting for their PUBACK: packet ID and result number, oldest first.
+    written: VecDeque<(u16, u64)>,
+}
+
+impl Flight {
+    /// Results handed to the client and not yet acknowledged.
+    fn in_flight(&self) -> usize {
+        self.handed.len() + self.written.len()
+    }
+
+    /// The link is up: results may be handed again, from the oldest waiting.
+    fn open(&mut self) {
+        self.open = true;
+        self.openings += 1;
+    }
+
+    /// The link broke: nothing in flight will be acknowledged.
+    fn close(&mut self) {
+        self.open = false;
+        self.handed.clear();
+        self.written.clear();
+    }
 }
 
 /// The running publisher; dropped, it says `offline` and disconnects (within about 300 ms,
@@ -76,19 +102,33 @@ impl MqttPublisher {
         };
         let options = options(settings, &topics.status)?;
         let (client, connection) = Client::new(options, 2 * IN_FLIGHT);
-        let (events, link) = std::sync::mpsc::channel();
+        let flight = Arc::new(Mutex::new(Flight::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let theirs = stop.clone();
-        let driver = std::thread::Builder::new()
-            .name("mqtt-connection".into())
-            .spawn(move || drive(connection, &events, &theirs))
-            .context("mqtt: cannot start its thread")?;
-        let theirs = stop.clone();
-        let every = settings.counters_every;
         let broker = format!("{}:{}", settings.host, settings.port);
+        let driver = {
+            let (client, flight, board, stop, broker) =
+                (client.clone(), flight.clone(), board.clone(), stop.clone(), broker.clone());
+            let fence = format!("{prefix}fence");
+            std::thread::Builder::new()
+                .name("mqtt-connection".into())
+                .spawn(move || drive(connection, &client, &flight, &board, &fence, &broker, &stop))
+                .context("mqtt: cannot start its thread")?
+        };
+        let every = settings.counters_every;
+        let theirs = stop.clone();
         let publisher = std::thread::Builder::new()
             .name("mqtt".into())
-            .spawn(move || publish(&client, &link, &board, &topics, every, &broker, &theirs, driver))
+            .spawn(move || {
+                publish(&client, &flight, &board, &topics, every, &broker, &theirs);
+                // Give `offline` and the disconnect a moment to be written.
+                let until = Instant::now() + STOP_WAIT;
+                while !driver.is_finished() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if driver.is_finished() {
+                    let _ = driver.join();
+                }
+            })
             .context("mqtt: cannot start its thread")?;
         Ok(MqttPublisher { stop, publisher: Some(publisher) })
     }
@@ -174,98 +214,134 @@ fn tls_config(tls: &TlsFiles) -> anyhow::Result<rustls::ClientConfig> {
     })
 }
 
-/// The connection thread: runs the client's event loop, tells the publisher what happens, and
-/// pauses before each reconnect; ends when stopped or when the client is gone.
-fn drive(mut connection: Connection, events: &Sender<Link>, stop: &AtomicBool) {
+/// The connection thread: runs the client's event loop, matches each PUBACK to its result by
+/// packet ID (the result then leaves the board), and pauses before each reconnect; ends when
+/// stopped or when the client is gone.
+///
+/// A break makes the event loop drop the requests it holds, but a publish handed to the client
+/// just before the publisher learns of the break stays queued and is written after the
+/// reconnect, ahead of the publisher's own republication. So that such a stale publish's
+/// PUBACK is not taken for a fresh one's, a fence (an UNSUBSCRIBE from `fence_topic`) is queued
+/// behind it, and the link opens only once the fence has been written.
+fn drive(
+    mut connection: Connection,
+    client: &Client,
+    flight: &Mutex<Flight>,
+    board: &StatusBoard,
+    fence_topic: &str,
+    broker: &str,
+    stop: &AtomicBool,
+) {
     let mut pause = RECONNECT;
+    // Connected since the last error (so the next error empties the event loop's queue).
+    let mut connected = false;
+    // A fence is queued and the link opens when it is written.
+    let mut fencing = false;
+    let mut losses = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let told = match connection.recv() {
+        match connection.recv() {
             Err(_) => return, // every client is gone
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 pause = RECONNECT;
-                events.send(Link::Connected)
+                connected = true;
+                tracing::info!("mqtt: connected to {broker}");
+                if !fencing {
+                    lock(flight).open();
+                }
             }
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => events.send(Link::Acknowledged),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(Event::Outgoing(Outgoing::Unsubscribe(_)))) if fencing => {
+                fencing = false;
+                lock(flight).open();
+            }
+            Ok(Ok(Event::Outgoing(Outgoing::Publish(packet)))) if packet != 0 => {
+                let mut flight = lock(flight);
+                if flight.open {
+                    if let Some(number) = flight.handed.pop_front() {
+                        flight.written.push_back((packet, number));
+                    }
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                let mut flight = lock(flight);
+                let Some(at) = flight.written.iter().position(|&(packet, _)| packet == ack.pkid) else { continue };
+                let number = flight.written[at].1;
+                flight.written.drain(..=at);
+                drop(flight);
+                board.delivered(number);
+            }
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                let told = events.send(Link::Lost(e.to_string()));
+                lock(flight).close();
+                losses += 1;
+                if connected || losses.is_power_of_two() {
+                    tracing::warn!("mqtt: {broker}: {e} ({} results wait; reconnecting)", board.waiting());
+                }
+                if connected {
+                    fencing = client.try_unsubscribe(fence_topic).is_ok();
+                    if !fencing {
+                        tracing::warn!(
+                            "mqtt: no room to queue the reconnect fence: a result may be counted delivered early"
+                        );
+                    }
+                }
+                connected = false;
                 let until = Instant::now() + pause;
                 while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(POLL);
                 }
                 pause = (pause * 2).min(RECONNECT_MAX);
-                told
             }
-        };
-        if told.is_err() {
-            return;
         }
     }
 }
 
-/// The publisher thread: hands waiting results to the client while the broker is there (at
-/// most [`IN_FLIGHT`] unacknowledged), drops each from the board at its PUBACK, publishes the
-/// counters every `every`; at stop, `offline` and a disconnect.
-#[allow(clippy::too_many_arguments)]
+/// The publisher thread: hands waiting results to the client while the link is open (at
+/// most [`IN_FLIGHT`] unacknowledged), publishes the counters every `every`; at stop,
+/// `offline` and a disconnect.
 fn publish(
     client: &Client,
-    link: &Receiver<Link>,
+    flight: &Mutex<Flight>,
     board: &StatusBoard,
     topics: &Topics,
     every: Duration,
     broker: &str,
     stop: &AtomicBool,
-    driver: JoinHandle<()>,
 ) {
-    let mut connected = false;
-    // Result numbers handed to the client, oldest first, and the newest of them.
-    let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+    let mut opening = 0u64;
     let mut last_sent = 0u64;
     let mut counters_due = Instant::now();
-    let mut losses = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        loop {
-            match link.try_recv() {
-                Ok(Link::Connected) => {
-                    connected = true;
-                    tracing::info!("mqtt: connected to {broker}");
-                    let _ = client.try_publish(&topics.status, QoS::AtMostOnce, true, "online");
-                    // Everything still waiting again, from the oldest.
-                    in_flight.clear();
-                    last_sent = board.oldest_waiting().map_or(last_sent, |n| n - 1);
-                    counters_due = Instant::now();
-                }
-                Ok(Link::Acknowledged) => {
-                    if let Some(number) = in_flight.pop_front() {
-                        board.delivered(number);
-                    }
-                }
-                Ok(Link::Lost(why)) => {
-                    losses += 1;
-                    if connected || losses.is_power_of_two() {
-                        tracing::warn!("mqtt: {broker}: {why} ({} results wait; reconnecting)", board.waiting());
-                    }
-                    connected = false;
-                    in_flight.clear();
-                }
-                Err(_) => break,
-            }
-        }
-        if !connected {
+        let (open, openings, room) = {
+            let flight = lock(flight);
+            (flight.open, flight.openings, flight.in_flight() < IN_FLIGHT)
+        };
+        if !open {
             std::thread::sleep(POLL);
             continue;
+        }
+        if openings != opening {
+            opening = openings;
+            let _ = client.try_publish(&topics.status, QoS::AtMostOnce, true, "online");
+            // Everything still waiting again, from the oldest.
+            last_sent = board.oldest_waiting().map_or(last_sent, |n| n - 1);
+            counters_due = Instant::now();
         }
         if Instant::now() >= counters_due {
             counters_due = Instant::now() + every;
             let _ = client.try_publish(&topics.counters, QoS::AtMostOnce, true, counters_json(board));
         }
-        if in_flight.len() >= IN_FLIGHT {
+        if !room {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
         let Some(result) = board.next_result(last_sent, POLL) else { continue };
-        if client.try_publish(&topics.result, QoS::AtLeastOnce, false, result.json.to_vec()).is_ok() {
-            in_flight.push_back(result.number);
+        // Handed under the lock, so a break cannot come between the check and the handing.
+        let mut flight = lock(flight);
+        if flight.open
+            && flight.openings == opening
+            && client.try_publish(&topics.result, QoS::AtLeastOnce, false, result.json.to_vec()).is_ok()
+        {
+            flight.handed.push_back(result.number);
             last_sent = result.number;
         }
     }
@@ -275,13 +351,10 @@ fn publish(
     if waiting > 0 {
         tracing::warn!("mqtt: {waiting} results not delivered to {broker} at stop");
     }
-    let until = Instant::now() + STOP_WAIT;
-    while !driver.is_finished() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if driver.is_finished() {
-        let _ = driver.join();
-    }
+}
+
+fn lock(flight: &Mutex<Flight>) -> MutexGuard<'_, Flight> {
+    flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The counters as JSON, from the board's status.
