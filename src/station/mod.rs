@@ -668,12 +668,18 @@ fn answer(request: Request, recipes: &mut Recipes, summary: &RunSummary) -> Opti
 }
 
 /// Hands the recipe switches the plant asked for to the recipes (each applies to the parts
-/// triggered after it was asked for).
+/// triggered after it was asked for); the board shows the next part's recipe at once.
 fn take_plant_requests(plant: &Plant, recipes: &mut Recipes) {
+    let mut taken = false;
     plant.board().take_recipe_requests(|(index, asked)| {
         tracing::info!("plant: recipe {} from the next part", recipes.get(index).tag.name);
         recipes.switch_at(index, asked);
+        taken = true;
     });
+    if taken {
+        let next = recipes.get(recipes.next_index()).tag.number;
+        plant.board().update(|s| s.recipe = next);
+    }
 }
 
 /// What [`Station::fresh_frame`] got.

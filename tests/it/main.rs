@@ -13,6 +13,8 @@ mod memory_eval;
 mod metrics;
 mod ort_engine;
 mod overlay;
+#[cfg(feature = "plant")]
+mod plant;
 mod quantized;
 mod station_alloc;
 mod station_board;

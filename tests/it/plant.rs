@@ -1,0 +1,432 @@
+//! The plant networks against real peers started here: a Mosquitto broker (Debian's
+//! `mosquitto`) with `mosquitto_sub` as the plant's subscriber, and a Modbus client (`pymodbus`
+//! in the project's venv: `tests/modbus_client.py`). A missing peer fails the test: the test
+//! command installs them.
+
+use crate::common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clipada::station::assemble::run_in_process;
+use clipada::station::plan::StationPlan;
+use clipada::station::RunSummary;
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `done`, at most `seconds`.
+fn wait_until(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Mosquitto broker on a loopback port, its sessions and queued messages saved in its folder
+/// every second and when stopped (so a subscriber misses nothing across a restart).
+struct Broker {
+    port: u16,
+    config: PathBuf,
+    process: Option<Child>,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let port = free_port();
+        let store = dir.join("broker");
+        std::fs::create_dir_all(&store).unwrap();
+        let config = dir.join("mosquitto.conf");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nuser root\n",
+            store.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut broker = Broker { port, config, process: None };
+        broker.run();
+        broker
+    }
+
+    /// Starts (again) and waits until it accepts connections.
+    fn run(&mut self) {
+        let process = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian's `mosquitto`; tests/run-all.sh installs it)");
+        self.process = Some(process);
+        let port = self.port;
+        wait_until("the broker", 10, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open, nothing is read or acknowledged.
+    fn freeze(&self) {
+        signal(self.process.as_ref().unwrap(), "STOP");
+    }
+
+    /// Ends it with `signal` (TERM: it saves its sessions; KILL: as at a power cut, whatever it
+    /// had not acknowledged is gone).
+    fn end(&mut self, name: &str) {
+        if let Some(mut process) = self.process.take() {
+            signal(&process, name);
+            process.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+fn signal(process: &Child, name: &str) {
+    let sent = Command::new("kill").arg(format!("-{name}")).arg(process.id().to_string()).status().unwrap();
+    assert!(sent.success());
+}
+
+/// One message as `mosquitto_sub` printed it.
+#[derive(Debug, Clone)]
+struct Message {
+    topic: String,
+    qos: u8,
+    retained: bool,
+    payload: String,
+}
+
+/// `mosquitto_sub` on every topic under `prefix`, QoS 1, with a session the broker keeps
+/// across reconnects and restarts; what it receives, in order.
+struct Subscriber {
+    process: Child,
+    messages: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Subscriber {
+    fn start(broker: &Broker, prefix: &str) -> Subscriber {
+        let mut process = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-c", "-i", "plant-test"])
+            .args(["-t", &format!("{prefix}#"), "-F", "%t %q %r %p"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (Debian's `mosquitto-clients`; tests/run-all.sh installs it)");
+        let stdout = process.stdout.take().unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let theirs = messages.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut fields = line.splitn(4, ' ');
+                let (Some(topic), Some(qos), Some(retained), payload) =
+                    (fields.next(), fields.next(), fields.next(), fields.next().unwrap_or_default())
+                else {
+                    continue;
+                };
+                let message = Message {
+                    topic: topic.to_string(),
+                    qos: qos.parse().unwrap_or(9),
+                    retained: retained == "1",
+                    payload: payload.to_string(),
+                };
+                theirs.lock().unwrap().push(message);
+            }
+        });
+        let subscriber = Subscriber { process, messages };
+        // Subscribed once a message of our own comes back.
+        let probe = format!("{prefix}probe");
+        wait_until("the subscription", 10, || {
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", &probe, "-m", "x"])
+                .status();
+            subscriber.on(&probe).next().is_some()
+        });
+        subscriber
+    }
+
+    /// The messages received on `topic` so far.
+    fn on(&self, topic: &str) -> std::vec::IntoIter<Message> {
+        let messages = self.messages.lock().unwrap();
+        messages.iter().filter(|m| m.topic == topic).cloned().collect::<Vec<_>>().into_iter()
+    }
+}
+
+/// The message the broker retains on `topic` (what a new subscriber gets first), if any.
+fn retained(broker: &Broker, topic: &str) -> Option<String> {
+    let output = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", topic, "-C", "1", "-W", "3", "-F", "%r %p"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&output.stdout).trim_end().to_string();
+    line.strip_prefix("1 ").map(str::to_string)
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A station over the sample test parts in a loop, one part every 20 ms, on the tiny model,
+/// with `extra` appended.
+fn config(dir: &Path, trigger: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+state_dir = {state:?}
+
+[model]
+backend = "tract"
+path = {model:?}
+
+[source]
+kind = "directory"
+path = {test:?}
+loop = true
+
+[trigger]
+{trigger}
+
+[gpio]
+kind = "recording"
+record = {gpio:?}
+
+[log]
+results = {results:?}
+{extra}"#,
+        state = dir.join("state"),
+        model = common::tiny_model(),
+        test = common::sample("test"),
+        gpio = dir.join("gpio.log"),
+        results = dir.join("results.jsonl"),
+    );
+    let path = dir.join("station.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn records(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A station running in this process until [`Running::stop`].
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<RunSummary>>,
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        let plan = StationPlan::load(config).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let theirs = stop.clone();
+        let thread = std::thread::spawn(move || run_in_process(&plan, theirs, &mut |_| {}));
+        Running { stop, thread }
+    }
+
+    fn stop(self) -> RunSummary {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap().unwrap()
+    }
+}
+
+const INTERVAL: &str = "mode = \"interval\"\ninterval_ms = 20";
+
+fn mqtt(broker: &Broker, prefix: &str, extra: &str) -> String {
+    format!(
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntopic_prefix = {prefix:?}\nclient_id = \"station\"\ncounters_every_s = 1\n{extra}\n",
+        broker.port
+    )
+}
+
+/// Runs a station publishing to a broker that `outage` takes down (it returns stopped), waits
+/// while results pile up, starts the broker again, and checks that every result the station
+/// recorded up to well after the restart arrived, in order, with QoS 1.
+fn every_result_arrives_in_order_across(prefix: &str, outage: impl FnOnce(&mut Broker, &dyn Fn() -> usize)) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let subscriber = Subscriber::start(&broker, prefix);
+    let result_topic = format!("{prefix}result");
+    let config = config(dir.path(), INTERVAL, &mqtt(&broker, prefix, "queue = 2000"));
+    let station = Running::start(&config);
+    let count = || records(dir.path()).len();
+    wait_until("20 results delivered", 120, || subscriber.on(&result_topic).count() >= 20);
+    // (The broker saves the subscriber's session within a second.)
+    std::thread::sleep(Duration::from_millis(1200));
+    outage(&mut broker, &count);
+    let at_down = count();
+    // Results while the broker is away wait in the station.
+    wait_until("20 results while the broker is down", 120, || count() >= at_down + 20);
+    broker.run();
+    let at_restart = count();
+    let frame = |m: &Message| json(&m.payload)["frame"].as_u64().unwrap();
+    wait_until("the results of the outage delivered", 120, || {
+        let frames: std::collections::BTreeSet<u64> = subscriber.on(&result_topic).map(|m| frame(&m)).collect();
+        frames.len() >= at_restart + 20
+    });
+    let summary = station.stop();
+
+    let records = records(dir.path());
+    let received: Vec<Message> = subscriber.on(&result_topic).collect();
+    assert!(received.iter().all(|m| m.qos == 1 && !m.retained), "results are QoS 1, not retained");
+    // QoS 1 may repeat a result around the break; the first arrival of each is in order and
+    // is the station's record, byte for byte.
+    let mut seen = std::collections::BTreeSet::new();
+    let firsts: Vec<&Message> = received.iter().filter(|m| seen.insert(frame(m))).collect();
+    assert!(firsts.len() >= at_restart + 20, "{} of {} records arrived", firsts.len(), records.len());
+    for (i, message) in firsts.iter().enumerate() {
+        assert_eq!(
+            message.payload,
+            records[i],
+            "result {} (in arrival order) is the station's record {}",
+            i + 1,
+            i + 1
+        );
+    }
+    assert_eq!(summary.mqtt_dropped, 0);
+    // The counters, retained, say so too.
+    let counters = retained(&broker, &format!("{prefix}counters")).expect("no counters retained");
+    assert_eq!(json(&counters)["results_dropped"], 0, "{counters}");
+    assert!(json(&counters)["parts"].as_u64().unwrap() > 0, "{counters}");
+    assert_eq!(retained(&broker, &result_topic), None, "results are not retained");
+}
+
+#[test]
+fn every_result_reaches_the_broker_in_order_across_a_broker_restart() {
+    // Stopped as a service manager stops it.
+    every_result_arrives_in_order_across("line1/", |broker, _| broker.end("TERM"));
+}
+
+#[test]
+fn results_in_flight_when_the_broker_hangs_and_dies_are_published_again() {
+    every_result_arrives_in_order_across("line2/", |broker, count| {
+        // It hangs with results in flight, then dies: none of those was acknowledged.
+        broker.freeze();
+        let at_freeze = count();
+        wait_until("20 results while the broker hangs", 120, || count() >= at_freeze + 20);
+        broker.end("KILL");
+    });
+}
+
+#[test]
+fn the_station_says_online_and_its_last_will_says_offline_when_it_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let subscriber = Subscriber::start(&broker, "cell/");
+    // The station as its own process, killed without a chance to say goodbye.
+    let config = config(dir.path(), INTERVAL, &mqtt(&broker, "cell/", "keep_alive_s = 5"));
+    let mut station = Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("online and a result", 120, || {
+        subscriber.on("cell/status").any(|m| m.payload == "online") && subscriber.on("cell/result").next().is_some()
+    });
+    assert_eq!(retained(&broker, "cell/status").as_deref(), Some("online"));
+    signal(&station, "KILL");
+    station.wait().unwrap();
+    let killed = Instant::now();
+    wait_until("the last will", 15, || subscriber.on("cell/status").last().is_some_and(|m| m.payload == "offline"));
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    assert_eq!(retained(&broker, "cell/status").as_deref(), Some("offline"), "the will is retained");
+}
+
+#[test]
+fn with_the_broker_away_the_oldest_results_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody listens on this port: every result waits, 5 at most.
+    let extra = format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nqueue = 5\n", free_port());
+    let config = config(dir.path(), INTERVAL, &extra);
+    let station = Running::start(&config);
+    wait_until("12 results", 120, || records(dir.path()).len() >= 12);
+    let summary = station.stop();
+    // Every result recorded was published to the queue; all but the last 5 were dropped.
+    let results = records(dir.path()).len() as u64;
+    assert!(results >= 12);
+    assert_eq!(summary.mqtt_dropped, results - 5, "{summary:?}");
+}
+
+#[test]
+fn a_plc_reads_the_register_map_triggers_parts_and_switches_recipes_through_modbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // `lo` fails every part, `hi` passes every part: a result's verdict says whose it is.
+    let extra = format!(
+        "[modbus]\nbind = \"127.0.0.1:{port}\"\n\n[[recipe]]\nname = \"lo\"\nthreshold = 0.000001\n\n[[recipe]]\nname = \"hi\"\nthreshold = 1.0\n"
+    );
+    let config = config(dir.path(), "mode = \"modbus\"", &extra);
+    let station = Running::start(&config);
+    let python = common::root().join("models/.venv/bin/python");
+    let output = Command::new(&python)
+        .arg(common::root().join("tests/modbus_client.py"))
+        .arg(port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (tests/run-all.sh makes the venv)", python.display()));
+    let summary = station.stop();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let report = json(&stdout);
+
+    // Two parts, each triggered by the coil: PASS/FAIL by the recipe the register selected.
+    assert_eq!(summary.frames, 2, "{summary:?}");
+    let records: Vec<serde_json::Value> = records(dir.path()).iter().map(|r| json(r)).collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!((&records[0]["recipe"], &records[0]["verdict"]), (&"lo".into(), &"fail".into()));
+    assert_eq!((&records[1]["recipe"], &records[1]["verdict"]), (&"hi".into(), &"pass".into()));
+    assert_eq!(report["recipe_register"], 2);
+    // The refusals are Modbus exceptions: address 02, value 03.
+    let refusals = &report["refusals"];
+    assert_eq!(refusals["input register 26"], 2, "{refusals}");
+    assert_eq!(refusals["recipe 3 of 2"], 3, "{refusals}");
+    assert_eq!(refusals["holding register 7"], 2, "{refusals}");
+    assert_eq!(refusals["coil 1"], 2, "{refusals}");
+
+    // What the PLC read after each result is that result, as the README's map says.
+    let snapshots: Vec<Vec<u32>> = serde_json::from_value(report["snapshots"].clone()).unwrap();
+    let pair = |words: &[u32], at: usize| words[at] << 16 | words[at + 1];
+    for (number, record) in records.iter().enumerate() {
+        let number = number as u32 + 1;
+        let words = snapshots
+            .iter()
+            .find(|w| pair(w, 0) == number && w[12] & 2 == 0)
+            .unwrap_or_else(|| panic!("no read of result {number}: {snapshots:?}"));
+        let verdict = match record["verdict"].as_str().unwrap() {
+            "pass" => 1,
+            "fail" => 2,
+            _ => 3,
+        };
+        let scaled = |v: &serde_json::Value| (v.as_f64().unwrap() * 1000.0).round() as i32;
+        assert_eq!(words[2], verdict, "verdict of {record}");
+        assert_eq!(words[3], 0, "no error cause");
+        assert_eq!(u64::from(pair(words, 4)), record["part_id"].as_u64().unwrap_or(0), "part ID");
+        assert_eq!(pair(words, 6) as i32, scaled(&record["score"]), "score × 1000");
+        assert_eq!(pair(words, 8) as i32, scaled(&record["threshold"]), "threshold × 1000");
+        assert_eq!(words[10], number, "the result's recipe: lo is 1, hi is 2");
+        assert_eq!(words[12] & 1, 1, "ready");
+        assert_eq!(pair(words, 14), number, "parts");
+        assert_eq!(pair(words, 16) + pair(words, 18) + pair(words, 20), number, "verdict counters");
+    }
+    // Before any part: no verdict, no score.
+    let first = &snapshots[0];
+    assert_eq!((pair(first, 0), first[2], pair(first, 6)), (0, 0, 0x8000_0000));
+}
