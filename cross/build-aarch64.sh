@@ -81,7 +81,8 @@ fi
 # replays with the default model and the tests that calibrate it first (fail-safe items 2, 9,
 # 13, the fresh-frame test, the scripted-trigger and reject-gate timings, which assume a part is
 # judged within about a second, and the part-ID records); and tests of logic with no arithmetic that depends on the
-# processor (log levels, the full-disk and failing-source station runs). The
+# processor (log levels, the full-disk and failing-source station runs, the plant networks
+# against their real peers: the Modbus server's own unit tests do run). The
 # architecture-specific code they run (tract's kernels, the NEON nearest-patch kernel,
 # calibration, zune-jpeg's NEON paths) is covered by the goldens, the unit tests, the property
 # tests (which calibrate the tiny fixture and decode edited JPEGs), and the comparison with the
@@ -92,7 +93,9 @@ skip=(--skip memory_eval:: --skip quantized:: --skip replay
   --skip station_run::a_frame_exposed_before_its_trigger --skip station_run::triggers_while_busy
   --skip station_run::results_go_on_the_lines --skip station_run::every_record_names --skip station_run::the_shipped_line_config
   --skip cli::log_lines_name_their_level --skip station_run::a_full_disk
-  --skip station_run::a_source_failing_mid_run --skip station_run::a_part_triggered_after_the_source_ended)
+  --skip station_run::a_source_failing_mid_run --skip station_run::a_part_triggered_after_the_source_ended
+  --skip plant::every_result --skip plant::results_in_flight --skip plant::the_station_says --skip plant::with_the_broker_away
+  --skip plant::a_plc_reads)
 if ! "$out/clipada" --version >/dev/null 2>&1; then
   echo "(no binfmt_misc for aarch64: the tests that start the binary are skipped)"
   skip+=(--skip infer_cli:: --skip cli_exits_1 --skip under_systemd --skip control_from_the_command_line

@@ -17,7 +17,7 @@ from pymodbus.client import ModbusTcpClient
 
 INPUT_REGISTERS = 26
 SEQUENCE, STATE, NEXT_RECIPE = 0, 12, 13
-READY = 1
+READY, BUSY = 1, 2
 
 
 def sequence(words):
@@ -30,7 +30,7 @@ def main():
     deadline = time.monotonic() + 60
     while not client.connect():
         if time.monotonic() > deadline:
-            sys.exit("no Modbus server on port %d" % port)
+            sys.exit(f"no Modbus server on port {port}")
         time.sleep(0.05)
 
     snapshots = []
@@ -38,7 +38,7 @@ def main():
     def read():
         reply = client.read_input_registers(0, count=INPUT_REGISTERS)
         if reply.isError():
-            sys.exit("reading the input registers: %s" % reply)
+            sys.exit(f"reading the input registers: {reply}")
         words = list(reply.registers)
         if not snapshots or snapshots[-1] != words:
             snapshots.append(words)
@@ -51,7 +51,7 @@ def main():
             if done(words):
                 return words
             if time.monotonic() > until:
-                sys.exit("timed out waiting for %s; last read %s" % (what, words))
+                sys.exit(f"timed out waiting for {what}; last read {words}")
             time.sleep(0.01)
 
     poll_until("ready", lambda w: w[STATE] & READY)
@@ -59,12 +59,12 @@ def main():
         if recipe != 1:
             reply = client.write_register(0, recipe)
             if reply.isError():
-                sys.exit("selecting recipe %d: %s" % (recipe, reply))
-            poll_until("recipe %d next" % recipe, lambda w: w[NEXT_RECIPE] == recipe)
+                sys.exit(f"selecting recipe {recipe}: {reply}")
+            poll_until(f"recipe {recipe} next", lambda w, r=recipe: w[NEXT_RECIPE] == r)
         reply = client.write_coil(0, True)
         if reply.isError():
-            sys.exit("triggering part %d: %s" % (part, reply))
-        poll_until("result %d" % part, lambda w: sequence(w) == part and not w[STATE] & 2)
+            sys.exit(f"triggering part {part}: {reply}")
+        poll_until(f"result {part}", lambda w, p=part: sequence(w) == p and not w[STATE] & BUSY)
 
     recipe_register = client.read_holding_registers(0, count=1).registers[0]
 

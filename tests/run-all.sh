@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what it needs, then checks that the
-# default build needs no libclang and the shipped V4L2 bindings are a fresh bindgen run's, runs
+# default build needs no libclang and the shipped V4L2 bindings are a fresh bindgen run's,
+# installs the real peers the plant-network tests start (Mosquitto; pymodbus in the venv), runs
 # the Python tooling's lint and the numpy reference's own tests, checks that the committed
 # fixture and goldens are what the scripts make, Rust formatting, lint (both feature sets),
 # documentation and the minimum supported Rust version, cargo's tests (both feature sets), the
@@ -24,9 +25,12 @@ step "Python tooling (models/requirements-test.txt into models/.venv)"
 [ -x models/.venv/bin/python ] || python3 -m venv models/.venv
 models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-test.txt
 
+step "real peers of the plant-network tests: Debian's Mosquitto broker and clients"
+apt_install mosquitto mosquitto-clients
+
 step "Python lint and format (ruff, models/pyproject.toml)"
-models/.venv/bin/ruff check --config models/pyproject.toml models benches
-models/.venv/bin/ruff format --check --config models/pyproject.toml models benches
+models/.venv/bin/ruff check --config models/pyproject.toml models benches tests
+models/.venv/bin/ruff format --check --config models/pyproject.toml models benches tests
 
 step "reference scoring, fixture and goldens"
 (cd models && .venv/bin/python -m unittest test_reference test_efficientnet)

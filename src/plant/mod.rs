@@ -80,6 +80,25 @@ impl PlantPlan {
     }
 }
 
+/// Where the service's drop-in that opens its sandbox to the network is installed from.
+pub const NETWORK_DROP_IN: &str = "/usr/share/clipada/network.conf";
+
+/// Whether this process may open network sockets: the service's sandbox forbids them unless
+/// its network drop-in is installed, and then the station is refused at start, not left to
+/// run with a PLC and a broker it can never reach.
+#[cfg(feature = "plant")]
+fn network_sockets() -> anyhow::Result<()> {
+    match std::net::UdpSocket::bind(("127.0.0.1", 0)) {
+        Ok(_) => Ok(()),
+        Err(e) => anyhow::bail!(
+            "[modbus] and [mqtt] need network sockets, and this process may not open one ({e}): \
+             under the clipada service, install its network drop-in (sudo install -D -m 0644 \
+             {NETWORK_DROP_IN} /etc/systemd/system/clipada.service.d/network.conf; then \
+             systemctl daemon-reload and restart clipada)"
+        ),
+    }
+}
+
 /// What the plant may ask of the recipes: how many there are to choose from by number (none
 /// when the select inputs choose each part's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +130,9 @@ impl Plant {
         trigger: Option<RemoteTrigger>,
         choices: RecipeChoices,
     ) -> anyhow::Result<Plant> {
+        if plan.any() {
+            network_sockets()?;
+        }
         let modbus = match &plan.modbus {
             Some(settings) => Some(modbus::ModbusServer::start(settings, board.clone(), trigger, choices)?),
             None => None,

@@ -289,8 +289,14 @@ impl ModbusServer {
         trigger: Option<RemoteTrigger>,
         choices: RecipeChoices,
     ) -> anyhow::Result<ModbusServer> {
-        let listener =
-            TcpListener::bind(&settings.bind).with_context(|| format!("modbus: cannot listen on {}", settings.bind))?;
+        let listener = TcpListener::bind(&settings.bind).map_err(|e| {
+            let hint = if e.kind() == IoErrorKind::PermissionDenied {
+                " (a port below 1024 needs CAP_NET_BIND_SERVICE, which the service's network drop-in grants)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("modbus.bind: cannot listen on {}: {e}{hint}", settings.bind)
+        })?;
         listener.set_nonblocking(true).context("modbus: listening socket")?;
         let address = listener.local_addr().context("modbus: listening socket")?;
         let stop = Arc::new(AtomicBool::new(false));

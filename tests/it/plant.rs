@@ -41,7 +41,10 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path) -> Broker {
-        let port = free_port();
+        Broker::start_on(dir, free_port())
+    }
+
+    fn start_on(dir: &Path, port: u16) -> Broker {
         let store = dir.join("broker");
         std::fs::create_dir_all(&store).unwrap();
         let config = dir.join("mosquitto.conf");
@@ -116,8 +119,13 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(broker: &Broker, prefix: &str) -> Subscriber {
+        Subscriber::start_on(broker.port, prefix)
+    }
+
+    fn start_on(port: u16, prefix: &str) -> Subscriber {
+        let id = format!("plant-test-{}", std::process::id());
         let mut process = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-c", "-i", "plant-test"])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-c", "-i", &id])
             .args(["-t", &format!("{prefix}#"), "-F", "%t %q %r %p"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -149,7 +157,7 @@ impl Subscriber {
         let probe = format!("{prefix}probe");
         wait_until("the subscription", 10, || {
             let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", &probe, "-m", "x"])
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", &probe, "-m", "x"])
                 .status();
             subscriber.on(&probe).next().is_some()
         });
@@ -164,9 +172,9 @@ impl Subscriber {
 }
 
 /// The message the broker retains on `topic` (what a new subscriber gets first), if any.
-fn retained(broker: &Broker, topic: &str) -> Option<String> {
+fn retained(port: u16, topic: &str) -> Option<String> {
     let output = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", topic, "-C", "1", "-W", "3", "-F", "%r %p"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-C", "1", "-W", "3", "-F", "%r %p"])
         .output()
         .unwrap();
     let line = String::from_utf8_lossy(&output.stdout).trim_end().to_string();
@@ -301,10 +309,10 @@ fn every_result_arrives_in_order_across(prefix: &str, outage: impl FnOnce(&mut B
     }
     assert_eq!(summary.mqtt_dropped, 0);
     // The counters, retained, say so too.
-    let counters = retained(&broker, &format!("{prefix}counters")).expect("no counters retained");
+    let counters = retained(broker.port, &format!("{prefix}counters")).expect("no counters retained");
     assert_eq!(json(&counters)["results_dropped"], 0, "{counters}");
     assert!(json(&counters)["parts"].as_u64().unwrap() > 0, "{counters}");
-    assert_eq!(retained(&broker, &result_topic), None, "results are not retained");
+    assert_eq!(retained(broker.port, &result_topic), None, "results are not retained");
 }
 
 #[test]
@@ -342,13 +350,13 @@ fn the_station_says_online_and_its_last_will_says_offline_when_it_is_killed() {
     wait_until("online and a result", 120, || {
         subscriber.on("cell/status").any(|m| m.payload == "online") && subscriber.on("cell/result").next().is_some()
     });
-    assert_eq!(retained(&broker, "cell/status").as_deref(), Some("online"));
+    assert_eq!(retained(broker.port, "cell/status").as_deref(), Some("online"));
     signal(&station, "KILL");
     station.wait().unwrap();
     let killed = Instant::now();
     wait_until("the last will", 15, || subscriber.on("cell/status").last().is_some_and(|m| m.payload == "offline"));
     assert!(killed.elapsed() < Duration::from_secs(10));
-    assert_eq!(retained(&broker, "cell/status").as_deref(), Some("offline"), "the will is retained");
+    assert_eq!(retained(broker.port, "cell/status").as_deref(), Some("offline"), "the will is retained");
 }
 
 #[test]
@@ -429,4 +437,52 @@ fn a_plc_reads_the_register_map_triggers_parts_and_switches_recipes_through_modb
     // Before any part: no verdict, no score.
     let first = &snapshots[0];
     assert_eq!((pair(first, 0), first[2], pair(first, 6)), (0, 0, 0x8000_0000));
+}
+
+/// Reads the 26 input registers over a plain socket: the MBAP request of a PLC.
+fn read_input_registers(port: u16) -> Vec<u16> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(&[0, 7, 0, 0, 0, 6, 1, 4, 0, 0, 0, 26]).unwrap();
+    let mut response = [0u8; 9 + 52];
+    stream.read_exact(&mut response).unwrap();
+    assert_eq!(response[..9], [0, 7, 0, 0, 0, 55, 1, 4, 52]);
+    response[9..].chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]])).collect()
+}
+
+#[test]
+fn the_shipped_plant_config_serves_modbus_publishes_to_mqtt_and_stops_on_sigterm() {
+    let config = common::root().join("board/examples/plant.toml");
+    // The README's first command made the memory it uses.
+    let demo = Command::new(env!("CARGO_BIN_EXE_clipada")).arg("demo").output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    // A real Mosquitto on 1883: this machine's own if it runs one, else one started here.
+    let dir = tempfile::tempdir().unwrap();
+    let _broker = TcpStream::connect(("127.0.0.1", 1883)).is_err().then(|| Broker::start_on(dir.path(), 1883));
+    let subscriber = Subscriber::start_on(1883, "clipada/");
+    let mut station = Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("3 results on clipada/result", 120, || subscriber.on("clipada/result").count() >= 3);
+    assert_eq!(retained(1883, "clipada/status").as_deref(), Some("online"));
+    let words = read_input_registers(5020);
+    let sequence = u32::from(words[0]) << 16 | u32::from(words[1]);
+    assert!(sequence >= 3 && (1..=3).contains(&words[2]), "{words:?}");
+
+    signal(&station, "TERM");
+    let asked = Instant::now();
+    let status = station.wait().unwrap();
+    let took = asked.elapsed();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut station.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} to stop it");
+    // Said offline (retained), and nothing listens on 5020 any more.
+    assert_eq!(retained(1883, "clipada/status").as_deref(), Some("offline"));
+    assert!(TcpStream::connect(("127.0.0.1", 5020)).is_err());
 }
