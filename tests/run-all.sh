@@ -25,8 +25,8 @@ step "Python tooling (models/requirements-test.txt into models/.venv)"
 [ -x models/.venv/bin/python ] || python3 -m venv models/.venv
 models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-test.txt
 
-step "real peers of the plant-network tests: Debian's Mosquitto broker and clients"
-apt_install mosquitto mosquitto-clients
+step "real peers of the plant-network tests: Debian's Mosquitto broker and clients (openssl: their TLS)"
+apt_install mosquitto mosquitto-clients openssl
 
 step "Python lint and format (ruff, models/pyproject.toml)"
 models/.venv/bin/ruff check --config models/pyproject.toml models benches tests

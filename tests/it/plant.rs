@@ -37,6 +37,13 @@ struct Broker {
     port: u16,
     config: PathBuf,
     process: Option<Child>,
+    /// How Mosquitto's clients reach it (`mosquitto_sub`'s options).
+    access: Vec<String>,
+}
+
+/// `mosquitto_sub`'s options for a plain broker on a loopback port.
+fn plain(port: u16) -> Vec<String> {
+    ["-h", "127.0.0.1", "-p", &port.to_string()].map(String::from).to_vec()
 }
 
 impl Broker {
@@ -45,15 +52,78 @@ impl Broker {
     }
 
     fn start_on(dir: &Path, port: u16) -> Broker {
+        Broker::start_with(dir, port, "allow_anonymous true\n", plain(port))
+    }
+
+    /// A broker that takes only TLS (a certificate of a CA made here) and a user name and
+    /// password; the station may log in as `station` with `station-password`.
+    fn start_secured(dir: &Path) -> Broker {
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl").args(args).current_dir(dir).stderr(Stdio::null()).status();
+            assert!(status.expect("openssl (tests/run-all.sh installs it)").success(), "openssl {args:?}");
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=plant test CA"],
+            ]
+            .concat(),
+        );
+        openssl(&[&["req"][..], &ec, &["-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=broker"]].concat());
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let passwords = dir.join("passwords");
+        for (user, password) in [("station", "station-password"), ("watcher", "watcher-password")] {
+            let mut add = Command::new("mosquitto_passwd");
+            if !passwords.exists() {
+                add.arg("-c");
+            }
+            assert!(add.arg("-b").arg(&passwords).args([user, password]).status().unwrap().success());
+        }
+        let port = free_port();
+        let settings = format!(
+            "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            passwords.display(),
+            dir.join("ca.pem").display(),
+            dir.join("broker.pem").display(),
+            dir.join("broker.key").display()
+        );
+        let mut access = plain(port);
+        access.extend(
+            ["--cafile", dir.join("ca.pem").to_str().unwrap(), "-u", "watcher", "-P", "watcher-password"]
+                .map(String::from),
+        );
+        Broker::start_with(dir, port, &settings, access)
+    }
+
+    fn start_with(dir: &Path, port: u16, settings: &str, access: Vec<String>) -> Broker {
         let store = dir.join("broker");
         std::fs::create_dir_all(&store).unwrap();
         let config = dir.join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nuser root\n",
+            "listener {port} 127.0.0.1\n{settings}persistence true\npersistence_location {}/\nautosave_interval 1\nuser root\n",
             store.display()
         );
         std::fs::write(&config, text).unwrap();
-        let mut broker = Broker { port, config, process: None };
+        let mut broker = Broker { port, config, process: None, access };
         broker.run();
         broker
     }
@@ -119,13 +189,14 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(broker: &Broker, prefix: &str) -> Subscriber {
-        Subscriber::start_on(broker.port, prefix)
+        Subscriber::start_with(&broker.access, prefix)
     }
 
-    fn start_on(port: u16, prefix: &str) -> Subscriber {
+    fn start_with(access: &[String], prefix: &str) -> Subscriber {
         let id = format!("plant-test-{}", std::process::id());
         let mut process = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-c", "-i", &id])
+            .args(access)
+            .args(["-q", "1", "-c", "-i", &id])
             .args(["-t", &format!("{prefix}#"), "-F", "%t %q %r %p"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -156,9 +227,7 @@ impl Subscriber {
         // Subscribed once a message of our own comes back.
         let probe = format!("{prefix}probe");
         wait_until("the subscription", 10, || {
-            let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", &probe, "-m", "x"])
-                .status();
+            let _ = Command::new("mosquitto_pub").args(access).args(["-q", "1", "-t", &probe, "-m", "x"]).status();
             subscriber.on(&probe).next().is_some()
         });
         subscriber
@@ -172,9 +241,10 @@ impl Subscriber {
 }
 
 /// The message the broker retains on `topic` (what a new subscriber gets first), if any.
-fn retained(port: u16, topic: &str) -> Option<String> {
+fn retained(access: &[String], topic: &str) -> Option<String> {
     let output = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-C", "1", "-W", "3", "-F", "%r %p"])
+        .args(access)
+        .args(["-t", topic, "-C", "1", "-W", "3", "-F", "%r %p"])
         .output()
         .unwrap();
     let line = String::from_utf8_lossy(&output.stdout).trim_end().to_string();
@@ -309,10 +379,10 @@ fn every_result_arrives_in_order_across(prefix: &str, outage: impl FnOnce(&mut B
     }
     assert_eq!(summary.mqtt_dropped, 0);
     // The counters, retained, say so too.
-    let counters = retained(broker.port, &format!("{prefix}counters")).expect("no counters retained");
+    let counters = retained(&broker.access, &format!("{prefix}counters")).expect("no counters retained");
     assert_eq!(json(&counters)["results_dropped"], 0, "{counters}");
     assert!(json(&counters)["parts"].as_u64().unwrap() > 0, "{counters}");
-    assert_eq!(retained(broker.port, &result_topic), None, "results are not retained");
+    assert_eq!(retained(&broker.access, &result_topic), None, "results are not retained");
 }
 
 #[test]
@@ -350,13 +420,13 @@ fn the_station_says_online_and_its_last_will_says_offline_when_it_is_killed() {
     wait_until("online and a result", 120, || {
         subscriber.on("cell/status").any(|m| m.payload == "online") && subscriber.on("cell/result").next().is_some()
     });
-    assert_eq!(retained(broker.port, "cell/status").as_deref(), Some("online"));
+    assert_eq!(retained(&broker.access, "cell/status").as_deref(), Some("online"));
     signal(&station, "KILL");
     station.wait().unwrap();
     let killed = Instant::now();
     wait_until("the last will", 15, || subscriber.on("cell/status").last().is_some_and(|m| m.payload == "offline"));
     assert!(killed.elapsed() < Duration::from_secs(10));
-    assert_eq!(retained(broker.port, "cell/status").as_deref(), Some("offline"), "the will is retained");
+    assert_eq!(retained(&broker.access, "cell/status").as_deref(), Some("offline"), "the will is retained");
 }
 
 #[test]
@@ -460,7 +530,7 @@ fn the_shipped_plant_config_serves_modbus_publishes_to_mqtt_and_stops_on_sigterm
     // A real Mosquitto on 1883: this machine's own if it runs one, else one started here.
     let dir = tempfile::tempdir().unwrap();
     let _broker = TcpStream::connect(("127.0.0.1", 1883)).is_err().then(|| Broker::start_on(dir.path(), 1883));
-    let subscriber = Subscriber::start_on(1883, "clipada/");
+    let subscriber = Subscriber::start_with(&plain(1883), "clipada/");
     let mut station = Command::new(env!("CARGO_BIN_EXE_clipada"))
         .args(["run", "--config"])
         .arg(&config)
@@ -469,7 +539,7 @@ fn the_shipped_plant_config_serves_modbus_publishes_to_mqtt_and_stops_on_sigterm
         .spawn()
         .unwrap();
     wait_until("3 results on clipada/result", 120, || subscriber.on("clipada/result").count() >= 3);
-    assert_eq!(retained(1883, "clipada/status").as_deref(), Some("online"));
+    assert_eq!(retained(&plain(1883), "clipada/status").as_deref(), Some("online"));
     let words = read_input_registers(5020);
     let sequence = u32::from(words[0]) << 16 | u32::from(words[1]);
     assert!(sequence >= 3 && (1..=3).contains(&words[2]), "{words:?}");
@@ -483,6 +553,50 @@ fn the_shipped_plant_config_serves_modbus_publishes_to_mqtt_and_stops_on_sigterm
     assert!(status.success(), "{status}: {log}");
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} to stop it");
     // Said offline (retained), and nothing listens on 5020 any more.
-    assert_eq!(retained(1883, "clipada/status").as_deref(), Some("offline"));
+    assert_eq!(retained(&plain(1883), "clipada/status").as_deref(), Some("offline"));
     assert!(TcpStream::connect(("127.0.0.1", 5020)).is_err());
+}
+
+#[test]
+fn results_reach_a_broker_that_takes_only_tls_and_a_password_and_a_wrong_password_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_secured(dir.path());
+    let subscriber = Subscriber::start(&broker, "secure/");
+    let password = dir.path().join("mqtt-password");
+    std::fs::write(&password, "station-password\n").unwrap();
+    std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let tls = |password_file: &Path| {
+        format!(
+            "username = \"station\"\npassword_file = {password_file:?}\n[mqtt.tls]\nca = {:?}\n",
+            dir.path().join("ca.pem")
+        )
+    };
+    let station_dir = dir.path().join("station");
+    std::fs::create_dir(&station_dir).unwrap();
+    let secure = config(&station_dir, INTERVAL, &mqtt(&broker, "secure/", &tls(&password)));
+    let station = Running::start(&secure);
+    wait_until("5 results over TLS", 120, || subscriber.on("secure/result").count() >= 5);
+    station.stop();
+    assert_eq!(retained(&broker.access, "secure/status").as_deref(), Some("offline"));
+
+    // The wrong password: the broker refuses the station, which says so and keeps judging.
+    std::fs::write(&password, "not-the-password\n").unwrap();
+    let wrong_dir = dir.path().join("wrong");
+    std::fs::create_dir(&wrong_dir).unwrap();
+    let wrong = config(&wrong_dir, INTERVAL, &mqtt(&broker, "wrong/", &tls(&password)));
+    // (As its own process: the MQTT threads log to the process's log, not to a test's capture.)
+    let mut station = Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["run", "--config"])
+        .arg(&wrong)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("20 results with the broker refusing", 120, || records(&wrong_dir).len() >= 20);
+    signal(&station, "TERM");
+    assert!(station.wait().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut station.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("mqtt: 127.0.0.1:") && log.contains("refused"), "{log}");
+    assert_eq!(retained(&broker.access, "wrong/status"), None, "never connected, never online");
 }
