@@ -3,16 +3,20 @@
 //! map is [`InputRegister`] and the constants below, and the README's table.
 //!
 //! Frames are decoded and answered by `rmodbus` (a codec); the server loop is ours: a thread
-//! accepts at most `max_clients` connections, each served by a thread of its own that reads
-//! whole MBAP frames, disconnects a client silent for `idle_timeout_ms`, and answers what it
-//! cannot do with a Modbus exception (unknown function 01, address 02, value 03, busy 06). A
-//! frame whose header is broken closes the connection (the stream cannot be resynchronised).
-//! Every read is answered from one copy of the board's status, so the registers of one
-//! request always belong to one result.
+//! accepts connections, at most `max_clients` served at once (a new one disconnects the client
+//! silent the longest), each served by a thread of its own that reads whole MBAP frames,
+//! disconnects a client that completes no request for `idle_timeout_ms` or trickles one frame
+//! over more than a second, answers one request per 2 ms at most, and answers what it cannot
+//! do with a Modbus exception (unknown function 01, address 02, value 03, busy 06). A frame
+//! whose header is broken closes the connection (the stream cannot be resynchronised). Every
+//! read is answered from one copy of the board's status, so the registers of one request
+//! always belong to one result. The trigger coil takes one part at a time: it reads ON from
+//! the trigger until that part's result is out, and a trigger meanwhile (or while the station
+//! is not ready or is judging) is answered busy (06), never turned into a missed trigger.
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -71,7 +75,8 @@ pub enum InputRegister {
 pub const INPUT_REGISTERS: u16 = 26;
 /// The first holding register of the copy of the input registers.
 pub const HOLDING_MIRROR: u16 = 100;
-/// Coil 0: writing ON triggers one inspection (with `trigger.mode = "modbus"`); it reads OFF.
+/// Coil 0: writing ON triggers one inspection (with `trigger.mode = "modbus"`); it reads ON
+/// until that part's result is out.
 pub const TRIGGER_COIL: u16 = 0;
 /// Holding register 0: writing a recipe's number (1-based place in the file) selects it from
 /// the next part triggered on; it reads the next part's recipe.
@@ -85,6 +90,10 @@ const MAX_PDU: usize = 254;
 const POLL: Duration = Duration::from_millis(50);
 /// How long a response may take to be written before the client is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A frame begun must be whole within this (a client trickling bytes is dropped).
+const FRAME_DEADLINE: Duration = Duration::from_secs(1);
+/// The shortest time between two answers to one client (500 requests a second at most).
+const REQUEST_GAP: Duration = Duration::from_millis(2);
 
 /// The input registers of `status`.
 pub fn input_registers(status: &StationStatus) -> [u16; INPUT_REGISTERS as usize] {
@@ -143,9 +152,18 @@ struct Registers {
     board: Arc<StatusBoard>,
     trigger: Option<RemoteTrigger>,
     choices: RecipeChoices,
+    /// The result sequence number when the last trigger was taken: the coil reads ON, and
+    /// takes no other trigger, until a result after it is out.
+    triggered_at: std::sync::Mutex<Option<u64>>,
 }
 
 impl Registers {
+    /// Whether a trigger taken from the coil still waits for its result.
+    fn trigger_pending(&self, status: &StationStatus) -> bool {
+        let triggered_at = *self.triggered_at.lock().unwrap_or_else(|p| p.into_inner());
+        triggered_at.is_some_and(|at| status.sequence <= at)
+    }
+
     /// Fills the read that `function` asks for from one copy of the status.
     fn read(&self, function: ModbusFunction, read: FrameRead<'_>) -> Result<(), ErrorKind> {
         let status = self.board.status();
@@ -180,7 +198,7 @@ impl Registers {
                 let state = state_bits(&status);
                 for (i, address) in addresses.enumerate() {
                     let on = match (function, address) {
-                        (ModbusFunction::GetCoils, TRIGGER_COIL) => false,
+                        (ModbusFunction::GetCoils, TRIGGER_COIL) => self.trigger_pending(&status),
                         (ModbusFunction::GetDiscretes, a) if a < DISCRETE_INPUTS => state >> a & 1 == 1,
                         _ => return Err(ErrorKind::IllegalDataAddress),
                     };
@@ -198,12 +216,23 @@ impl Registers {
                 if bits.address != TRIGGER_COIL || bits.count != 1 {
                     return Err(ErrorKind::IllegalDataAddress);
                 }
-                // OFF does nothing: the coil reads OFF once its trigger is taken.
+                // OFF does nothing: the coil falls by itself when its part's result is out.
                 if bits.data.first().is_none_or(|b| b & 1 == 0) {
                     return Ok(());
                 }
                 let trigger = self.trigger.as_ref().ok_or(ErrorKind::IllegalDataAddress)?;
-                trigger.try_send(Instant::now()).map_err(|_| ErrorKind::SlaveDeviceBusy)
+                // One part at a time: a trigger while the station is not ready, is judging,
+                // or has not put out the last coil trigger's result is refused (busy, 06), so
+                // the PLC knows it was not taken and never gets a missed-trigger ERROR for it.
+                let mut triggered_at = self.triggered_at.lock().unwrap_or_else(|p| p.into_inner());
+                let status = self.board.status();
+                let pending = triggered_at.is_some_and(|at| status.sequence <= at);
+                if !status.ready || status.busy || pending {
+                    return Err(ErrorKind::SlaveDeviceBusy);
+                }
+                trigger.try_send(Instant::now()).map_err(|_| ErrorKind::SlaveDeviceBusy)?;
+                *triggered_at = Some(status.sequence);
+                Ok(())
             }
             FrameWrite::Words(words) => {
                 if words.address != RECIPE_REGISTER || words.count != 1 || words.data.len() != 2 {
@@ -229,6 +258,10 @@ impl Registers {
         // would call a short one broken).
         if request.get(7).is_none_or(|&code| ModbusFunction::try_from(code).is_err()) {
             exception(request, ErrorKind::IllegalFunction, response);
+            return true;
+        }
+        if !bulk_write_consistent(request) {
+            exception(request, ErrorKind::IllegalDataValue, response);
             return true;
         }
         let mut frame = ModbusFrame::new(unit, request, ModbusProto::TcpUdp, response).with_broadcast_units(&[]);
@@ -257,6 +290,21 @@ impl Registers {
         }
         frame.response_required && frame.finalize_response().is_ok()
     }
+}
+
+/// Whether a write of several coils (15) or registers (16) is whole: a count within the
+/// protocol's bounds, the byte count that count needs, and exactly that many data bytes
+/// (other functions: true). The codec trusts the byte count, so this is checked first.
+fn bulk_write_consistent(request: &[u8]) -> bool {
+    let (function, pdu) = (request[7], &request[8..]);
+    let (max_count, bytes_for): (u16, fn(u16) -> usize) = match function {
+        15 => (1968, |count| usize::from(count).div_ceil(8)),
+        16 => (123, |count| 2 * usize::from(count)),
+        _ => return true,
+    };
+    let [_, _, count_high, count_low, byte_count, data @ ..] = pdu else { return false };
+    let count = u16::from_be_bytes([*count_high, *count_low]);
+    (1..=max_count).contains(&count) && usize::from(*byte_count) == bytes_for(count) && data.len() == bytes_for(count)
 }
 
 /// An exception response to `request` (its header echoed).
@@ -300,7 +348,7 @@ impl ModbusServer {
         listener.set_nonblocking(true).context("modbus: listening socket")?;
         let address = listener.local_addr().context("modbus: listening socket")?;
         let stop = Arc::new(AtomicBool::new(false));
-        let registers = Arc::new(Registers { board, trigger, choices });
+        let registers = Arc::new(Registers { board, trigger, choices, triggered_at: Default::default() });
         let (limit, idle, theirs) = (settings.max_clients, settings.idle_timeout, stop.clone());
         let thread = std::thread::Builder::new()
             .name("modbus".into())
@@ -325,55 +373,90 @@ impl Drop for ModbusServer {
     }
 }
 
-/// Accepts clients until stopped: at most `limit` at once (more are closed at once, logged
-/// at the first, second, fourth… refusal).
+/// A connected client, as the listening thread keeps it.
+struct Client {
+    thread: JoinHandle<()>,
+    /// Set to disconnect it (to make room for a new client).
+    evict: Arc<AtomicBool>,
+    /// When it last completed a request (or connected), ms since the server started.
+    heard_ms: Arc<AtomicU64>,
+}
+
+/// Accepts clients until stopped. At most `limit` are served: when a new one comes, the
+/// client silent the longest is disconnected to make room (a PLC that lost its link and
+/// reconnects must not find its own dead connections holding every place).
 fn accept(listener: &TcpListener, registers: &Arc<Registers>, limit: usize, idle: Duration, stop: &Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut clients: Vec<JoinHandle<()>> = Vec::new();
-    let mut refused = 0u64;
+    let started = Instant::now();
+    let mut clients: Vec<Client> = Vec::new();
+    let mut evicted = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        clients.retain(|c| !c.is_finished());
-        match listener.accept() {
-            Ok((stream, peer)) if active.load(Ordering::Relaxed) >= limit => {
-                refused += 1;
-                if refused.is_power_of_two() {
-                    tracing::warn!("modbus: {peer} refused: {limit} clients already (`modbus.max_clients`; {refused} refused so far)");
-                }
-                drop(stream);
+        // A client's thread that ended in any way (a panic included) frees its place.
+        clients.retain(|c| !c.thread.is_finished());
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == IoErrorKind::WouldBlock => {
+                std::thread::sleep(POLL);
+                continue;
             }
-            Ok((stream, peer)) => {
-                active.fetch_add(1, Ordering::Relaxed);
-                let (registers, serving, stop) = (registers.clone(), active.clone(), stop.clone());
-                let spawned = std::thread::Builder::new().name("modbus-client".into()).spawn(move || {
-                    match serve(stream, &registers, idle, &stop) {
-                        Ok(()) => tracing::debug!("modbus: {peer} disconnected"),
-                        Err(why) => tracing::info!("modbus: {peer} disconnected: {why}"),
-                    }
-                    serving.fetch_sub(1, Ordering::Relaxed);
-                });
-                match spawned {
-                    Ok(thread) => clients.push(thread),
-                    Err(e) => {
-                        active.fetch_sub(1, Ordering::Relaxed);
-                        tracing::warn!("modbus: {peer} refused: cannot start its thread: {e}");
-                    }
-                }
-            }
-            Err(e) if e.kind() == IoErrorKind::WouldBlock => std::thread::sleep(POLL),
             Err(e) => {
                 tracing::warn!("modbus: accept: {e}");
                 std::thread::sleep(POLL);
+                continue;
             }
+        };
+        let live: Vec<&Client> = clients.iter().filter(|c| !c.evict.load(Ordering::Relaxed)).collect();
+        if live.len() >= limit {
+            if let Some(quietest) = live.iter().min_by_key(|c| c.heard_ms.load(Ordering::Relaxed)) {
+                quietest.evict.store(true, Ordering::Relaxed);
+                evicted += 1;
+                if evicted.is_power_of_two() {
+                    tracing::warn!("modbus: {limit} clients already (`modbus.max_clients`): the one silent the longest disconnected for {peer} ({evicted} so far)");
+                }
+            }
+        }
+        let evict = Arc::new(AtomicBool::new(false));
+        let heard_ms = Arc::new(AtomicU64::new(started.elapsed().as_millis() as u64));
+        let (registers, stop, theirs_evict, theirs_heard) =
+            (registers.clone(), stop.clone(), evict.clone(), heard_ms.clone());
+        let spawned = std::thread::Builder::new().name("modbus-client".into()).spawn(move || {
+            let heard = Heard { started, ms: &theirs_heard };
+            match serve(stream, &registers, idle, &heard, &[&stop, &theirs_evict]) {
+                Ok(()) => tracing::debug!("modbus: {peer} disconnected"),
+                Err(why) => tracing::info!("modbus: {peer} disconnected: {why}"),
+            }
+        });
+        match spawned {
+            Ok(thread) => clients.push(Client { thread, evict, heard_ms }),
+            Err(e) => tracing::warn!("modbus: {peer} refused: cannot start its thread: {e}"),
         }
     }
     for client in clients {
-        let _ = client.join();
+        let _ = client.thread.join();
     }
 }
 
-/// Serves one client until it leaves, falls silent for `idle`, breaks the framing, or the
-/// server stops; why it ended, for the log.
-fn serve(mut stream: TcpStream, registers: &Registers, idle: Duration, stop: &AtomicBool) -> Result<(), String> {
+/// Where a client's thread notes when its client last completed a request.
+struct Heard<'a> {
+    started: Instant,
+    ms: &'a AtomicU64,
+}
+
+impl Heard<'_> {
+    fn now(&self) {
+        self.ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Serves one client until it leaves, completes no request for `idle`, takes longer than
+/// [`FRAME_DEADLINE`] over one frame, breaks the framing, or one of `stops` is set; why it
+/// ended, for the log. Requests are answered at most one per [`REQUEST_GAP`].
+fn serve(
+    mut stream: TcpStream,
+    registers: &Registers,
+    idle: Duration,
+    heard: &Heard<'_>,
+    stops: &[&AtomicBool],
+) -> Result<(), String> {
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(POLL)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(|e| e.to_string())?;
@@ -381,7 +464,8 @@ fn serve(mut stream: TcpStream, registers: &Registers, idle: Duration, stop: &At
     let mut request = [0u8; 6 + MAX_PDU];
     let mut have = 0usize;
     let mut response = Vec::with_capacity(6 + MAX_PDU);
-    let mut heard = Instant::now();
+    let mut last_request = Instant::now();
+    let mut frame_started = Instant::now();
     loop {
         // A whole frame: the 6-byte MBAP header says how much follows.
         let want = if have < 6 { 6 } else { 6 + usize::from(u16::from_be_bytes([request[4], request[5]])) };
@@ -395,30 +479,46 @@ fn serve(mut stream: TcpStream, registers: &Registers, idle: Duration, stop: &At
             }
         }
         if have == want && have > 6 {
+            // At most one request per REQUEST_GAP: a flood costs the client time, not the loop.
+            std::thread::sleep(REQUEST_GAP.saturating_sub(last_request.elapsed()));
             response.clear();
-            if registers.answer(&request[..have], &mut response) {
+            let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                registers.answer(&request[..have], &mut response)
+            }));
+            let Ok(send) = answered else {
+                response.clear();
+                exception(&request[..have], ErrorKind::SlaveDeviceFailure, &mut response);
+                let _ = stream.write_all(&response);
+                return Err("a request the server could not handle (answered 04)".into());
+            };
+            if send {
                 stream.write_all(&response).map_err(|e| format!("write: {e}"))?;
             }
             have = 0;
+            last_request = Instant::now();
+            heard.now();
             continue;
         }
-        if stop.load(Ordering::Relaxed) {
+        if stops.iter().any(|stop| stop.load(Ordering::Relaxed)) {
             return Ok(());
         }
         match stream.read(&mut request[have..want]) {
             Ok(0) => return Ok(()),
             Ok(n) => {
+                if have == 0 {
+                    frame_started = Instant::now();
+                }
                 have += n;
-                heard = Instant::now();
             }
             Err(e)
-                if matches!(e.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut | IoErrorKind::Interrupted) =>
-            {
-                if heard.elapsed() >= idle {
-                    return Err(format!("silent for {} ms (`modbus.idle_timeout_ms`)", idle.as_millis()));
-                }
-            }
+                if matches!(e.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut | IoErrorKind::Interrupted) => {}
             Err(e) => return Err(format!("read: {e}")),
+        }
+        if have > 0 && frame_started.elapsed() >= FRAME_DEADLINE {
+            return Err(format!("a frame not whole within {} ms", FRAME_DEADLINE.as_millis()));
+        }
+        if have == 0 && last_request.elapsed() >= idle {
+            return Err(format!("no request for {} ms (`modbus.idle_timeout_ms`)", idle.as_millis()));
         }
     }
 }
@@ -551,29 +651,74 @@ mod tests {
     }
 
     #[test]
-    fn the_plc_selects_a_recipe_and_triggers_through_registers() {
+    fn the_plc_selects_a_recipe_and_triggers_one_part_at_a_time_through_registers() {
         let (trigger, mut input) = RemoteInput::new();
         let (server, board) = server(Some(trigger), Some(2));
         let mut client = connect(&server);
         let before = Instant::now();
         assert_eq!(ask(&mut client, &[6, 0, 0, 0, 2])[7..], [6, 0, 0, 0, 2], "write echoed");
+        // Read back at once, before the loop has taken the request: the next part's recipe.
+        assert_eq!(ask(&mut client, &[3, 0, 0, 0, 1])[9..], [0, 2]);
         let mut taken = Vec::new();
         board.take_recipe_requests(|(index, at)| taken.push((index, at >= before)));
         assert_eq!(taken, [(1, true)], "recipe 2 is index 1, asked after the write was sent");
 
-        assert_eq!(ask(&mut client, &[5, 0, 0, 0xFF, 0])[7..], [5, 0, 0, 0xFF, 0]);
+        let trigger = [5, 0, 0, 0xFF, 0];
+        assert_eq!(exception_code(&ask(&mut client, &trigger)), Some(6), "not ready yet: busy");
+        board.update(|s| s.ready = true);
+        assert_eq!(ask(&mut client, &trigger)[7..], trigger, "taken");
         match input.next(Duration::from_secs(1)).unwrap() {
             InputEvent::Change { change, .. } => assert!(change.high && change.at >= before),
             other => panic!("no trigger: {other:?}"),
         }
-        // OFF does nothing.
-        assert_eq!(ask(&mut client, &[5, 0, 0, 0, 0])[7..], [5, 0, 0, 0, 0]);
         let _falling = input.next(Duration::ZERO).unwrap();
+        // Until that part's result is out the coil reads ON and takes no other trigger.
+        assert_eq!(ask(&mut client, &[1, 0, 0, 0, 1])[9..], [1]);
+        assert_eq!(exception_code(&ask(&mut client, &trigger)), Some(6), "its result is not out");
+        board.update(|s| s.busy = true);
+        let result = LastResult {
+            verdict: Verdict::Pass,
+            score: Some(0.1),
+            threshold: 0.5,
+            part_id: None,
+            cause: ErrorCause::None,
+            recipe: 2,
+            latency_ms: 1.0,
+        };
+        board.publish(result, RunSummary::default(), None);
+        assert_eq!(ask(&mut client, &[1, 0, 0, 0, 1])[9..], [0], "OFF once the result is out");
+        assert_eq!(exception_code(&ask(&mut client, &trigger)), Some(6), "judging the next part: busy");
+        board.update(|s| s.busy = false);
+        // OFF does nothing; ON is taken again.
+        assert_eq!(ask(&mut client, &[5, 0, 0, 0, 0])[7..], [5, 0, 0, 0, 0]);
         assert!(matches!(input.next(Duration::from_millis(100)).unwrap(), InputEvent::Quiet));
+        assert_eq!(ask(&mut client, &trigger)[7..], trigger);
+        assert!(matches!(input.next(Duration::from_secs(1)).unwrap(), InputEvent::Change { .. }));
     }
 
     #[test]
-    fn broken_headers_silent_clients_and_one_client_too_many_are_disconnected() {
+    fn bulk_writes_whose_byte_count_disagrees_are_refused_and_the_client_stays() {
+        let (trigger, _input) = RemoteInput::new();
+        let (server, _board) = server(Some(trigger), Some(2));
+        let mut client = connect(&server);
+        for (what, pdu) in [
+            ("coils: byte count 5, one byte sent", &[15, 0, 0, 0, 1, 5, 1][..]),
+            ("coils: no data", &[15, 0, 0, 0, 1, 0]),
+            ("coils: count 0", &[15, 0, 0, 0, 0, 0]),
+            ("registers: byte count 4, two sent", &[16, 0, 0, 0, 1, 4, 0, 1]),
+            ("registers: byte count 200, none sent", &[16, 0, 0, 0, 1, 200]),
+            ("registers: byte count 1 for one register", &[16, 0, 0, 0, 1, 1, 2]),
+            ("registers: count 124", &[16, 0, 0, 0, 124, 248]),
+        ] {
+            assert_eq!(exception_code(&ask(&mut client, pdu)), Some(3), "{what}");
+        }
+        // Whole ones are carried out: recipe 2 by FC 16.
+        assert_eq!(ask(&mut client, &[16, 0, 0, 0, 1, 2, 0, 2])[7..], [16, 0, 0, 0, 1]);
+        assert_eq!(exception_code(&ask(&mut client, &[4, 0, 0, 0, 1])), None, "still served");
+    }
+
+    #[test]
+    fn broken_headers_and_trickling_clients_are_disconnected_and_a_new_client_displaces_the_quietest() {
         let (server, _board) = server(None, None);
         // A protocol ID that is not Modbus: the stream cannot be trusted, it is closed.
         let mut client = connect(&server);
@@ -583,18 +728,29 @@ mod tests {
         let mut client = connect(&server);
         client.write_all(&[0, 1, 0, 0, 0x10, 0, 1, 4]).unwrap();
         assert!(closed(&mut client));
-        // A client that says nothing is dropped after the idle timeout, and then there is room
-        // for another.
+        // A client that says nothing is dropped after the idle timeout (300 ms here).
         let mut silent = connect(&server);
         let connected = Instant::now();
-        std::thread::sleep(Duration::from_millis(100));
-        let mut second = connect(&server);
-        assert!(closed(&mut second), "one client allowed: the second is closed at once");
         assert!(closed(&mut silent));
         let waited = connected.elapsed();
         assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "dropped after {waited:?}");
-        std::thread::sleep(Duration::from_millis(100));
-        let mut third = connect(&server);
-        assert_eq!(exception_code(&ask(&mut third, &[4, 0, 0, 0, 1])), None);
+        // One trickling a frame byte by byte is dropped within the frame deadline, however
+        // often it sends.
+        let mut trickling = connect(&server);
+        let began = Instant::now();
+        for byte in [0u8, 1, 0, 0, 0, 6, 1, 4, 0, 0, 0] {
+            if trickling.write_all(&[byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        assert!(closed(&mut trickling));
+        assert!(began.elapsed() < FRAME_DEADLINE + Duration::from_secs(1));
+        // One client allowed: a new one displaces the one silent the longest.
+        let mut first = connect(&server);
+        assert_eq!(exception_code(&ask(&mut first, &[4, 0, 0, 0, 1])), None);
+        let mut second = connect(&server);
+        assert_eq!(exception_code(&ask(&mut second, &[4, 0, 0, 0, 1])), None);
+        assert!(closed(&mut first), "displaced");
     }
 }

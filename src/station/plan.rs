@@ -886,8 +886,16 @@ fn mqtt_plan(m: &MqttSection) -> Checked<MqttSettings> {
         return Err(("mqtt.host", format!("{:?}: give the broker's host name or address", m.host)));
     }
     let prefix = &m.topic_prefix;
-    if !limits::MQTT_PREFIX.contains(&prefix.len()) || prefix.chars().any(|c| matches!(c, '+' | '#' | '\0')) {
-        return Err(("mqtt.topic_prefix", format!("{prefix:?}: at most 200 bytes, no `+`, `#` or NUL")));
+    // Brokers keep topics starting with `$` to themselves ($SYS): a result published there
+    // would be dropped without a word.
+    if !limits::MQTT_PREFIX.contains(&prefix.len())
+        || prefix.starts_with('$')
+        || prefix.chars().any(|c| matches!(c, '+' | '#') || c.is_control())
+    {
+        return Err((
+            "mqtt.topic_prefix",
+            format!("{prefix:?}: at most 200 bytes, not starting with `$`, no `+`, `#` or control characters"),
+        ));
     }
     let client_id = match &m.client_id {
         Some(id) => id.clone(),
@@ -1026,6 +1034,43 @@ path = "frames"
         assert_eq!(plan.recipes.list.len(), 1);
         assert_eq!(plan.recipes.list[0].name, "default");
         assert_eq!(plan.recipes.list[0].model.path, Path::new("m.onnx"));
+    }
+
+    #[cfg(feature = "plant")]
+    #[test]
+    fn plant_network_mistakes_are_refused_naming_the_key() {
+        let modbus = |keys: &str| format!("{MINIMAL}[modbus]\n{keys}");
+        let mqtt = |keys: &str| format!("{MINIMAL}[mqtt]\nhost = \"broker\"\n{keys}");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (modbus("bind = \"localhost\"\n"), "modbus.bind", "address and port"),
+            (modbus("max_clients = 0\n"), "modbus.max_clients", "1..=16"),
+            (modbus("max_clients = 17\n"), "modbus.max_clients", "1..=16"),
+            (modbus("idle_timeout_ms = 99\n"), "modbus.idle_timeout_ms", "100..="),
+            (format!("{MINIMAL}[mqtt]\nhost = \"\"\n"), "mqtt.host", "host name"),
+            (mqtt("topic_prefix = \"$SYS/x/\"\n"), "mqtt.topic_prefix", "`$`"),
+            (mqtt("topic_prefix = \"a/#/\"\n"), "mqtt.topic_prefix", "`#`"),
+            (mqtt("topic_prefix = \"a\\u0001b/\"\n"), "mqtt.topic_prefix", "control"),
+            (mqtt(&format!("topic_prefix = \"{}\"\n", "t".repeat(201))), "mqtt.topic_prefix", "200 bytes"),
+            (mqtt("client_id = \"\"\n"), "mqtt.client_id", "1 to 64"),
+            (mqtt("password_file = \"p\"\n"), "mqtt.password_file", "username"),
+            (mqtt("queue = 0\n"), "mqtt.queue", "1..=100000"),
+            (mqtt("keep_alive_s = 4\n"), "mqtt.keep_alive_s", "5..=3600"),
+            (mqtt("port = 0\n"), "mqtt.port", "no port"),
+            (mqtt("[mqtt.tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\n"), "mqtt.tls.cert", "both"),
+            (format!("{MINIMAL}[trigger]\nmode = \"modbus\"\n"), "trigger.mode", "[modbus]"),
+        ];
+        for (text, key, reason_part) in cases {
+            let (got_key, reason) = invalid(&text);
+            assert_eq!(got_key, key, "{text}");
+            assert!(reason.contains(reason_part), "{key}: {reason}");
+        }
+        let plan = parse(&mqtt("[mqtt.tls]\nca = \"ca.pem\"\n")).unwrap();
+        let settings = plan.plant.mqtt.unwrap();
+        assert_eq!(
+            (settings.port, settings.topic_prefix.as_str()),
+            (8883, "clipada/"),
+            "TLS's port; the default prefix"
+        );
     }
 
     #[test]

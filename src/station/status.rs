@@ -260,9 +260,11 @@ impl StatusBoard {
     }
 
     /// Asks for recipe `index` for the parts triggered after `asked`; a full queue drops its
-    /// oldest request.
+    /// oldest request. The status shows it as the next part's recipe at once.
     pub fn request_recipe(&self, index: usize, asked: Instant) {
         push_dropping_oldest(&mut lock(&self.requests), (index, asked));
+        let number = u16::try_from(index + 1).unwrap_or(u16::MAX);
+        self.update(|status| status.recipe = number);
     }
 
     /// The recipe requests waiting, oldest first, each given to `take`.
