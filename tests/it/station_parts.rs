@@ -103,6 +103,7 @@ fn every_shipped_station_config_parses() {
             if path.extension().is_some_and(|e| e == "toml") {
                 StationPlan::load(&path).unwrap_or_else(|e| panic!("{e}"));
                 checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+                plant_settings_parse(&path);
             }
         }
     }
@@ -113,9 +114,34 @@ fn every_shipped_station_config_parses() {
             "jetson-orin-nano.toml",
             "jetson-xavier-nx.toml",
             "line.toml",
+            "plant.toml",
             "raspberry-pi-5.toml",
             "replay.toml",
             "station.toml"
         ]
     );
+}
+
+/// A board profile's commented plant-network settings, uncommented, parse too (and there are
+/// some in every profile under `board/`).
+fn plant_settings_parse(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let Some((before, block)) = text.find("# Plant networks").map(|at| text.split_at(at)) else {
+        assert!(path.parent().unwrap().ends_with("examples"), "{}: no plant-network settings shown", path.display());
+        return;
+    };
+    let uncommented: String = block
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if !rest.starts_with(' ') && !rest.is_empty() => rest,
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(uncommented.contains("[modbus]") && uncommented.contains("[mqtt]"), "{}", path.display());
+    let copy = tempfile::tempdir().unwrap();
+    let edited = copy.path().join(path.file_name().unwrap());
+    std::fs::write(&edited, format!("{before}{uncommented}")).unwrap();
+    let plan = StationPlan::load(&edited).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(plan.plant.modbus.is_some() && plan.plant.mqtt.is_some(), "{}", path.display());
 }
