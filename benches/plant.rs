@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
 use clipada::station::assemble::run_in_process;
 use clipada::station::plan::StationPlan;
 
@@ -109,22 +112,8 @@ fn run(root: &Path, backend: &str, condition: &str, broker: &Broker) -> Vec<f64>
         "modbus_100hz" => format!("[modbus]\nbind = \"127.0.0.1:{modbus_port}\"\n"),
         _ => String::new(),
     };
-    let config = format!(
-        "state_dir = {state:?}\n\
-         [model]\npath = {model:?}\nbackend = {backend:?}\nmemory = {memory:?}\n\
-         [source]\nkind = \"directory\"\npath = {parts:?}\nloop = true\n\
-         [trigger]\nmode = \"interval\"\ninterval_ms = {INTERVAL_MS}\n\
-         [gpio]\nkind = \"recording\"\nrecord = {gpio:?}\n\
-         [log]\nresults = {results:?}\n{plant}",
-        state = dir.path().join("state"),
-        model = root.join("models/default/efficientnet-lite0.onnx"),
-        memory = root.join("target/demo/part.memory"),
-        parts = root.join("models/samples/part/test"),
-        gpio = dir.path().join("gpio.log"),
-        results = dir.path().join("results.jsonl"),
-    );
-    let config_path = dir.path().join("station.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let trigger = format!("mode = \"interval\"\ninterval_ms = {INTERVAL_MS}");
+    let config_path = support::default_station(root, dir.path(), backend, &trigger, "", &plant);
     let plan = StationPlan::load(&config_path).unwrap();
     let results = dir.path().join("results.jsonl");
     let count = || std::fs::read_to_string(&results).map_or(0, |t| t.lines().count() as u64);

@@ -16,6 +16,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use clipada::station::assemble::run_in_process;
 use clipada::station::plan::StationPlan;
 
@@ -40,22 +43,9 @@ fn run(root: &Path, backend: &str, rate: u64) -> Run {
         (0..TRIGGERS).map(|i| 300 + i * period_ms).map(|at| format!("{at} 1\n{} 0\n", at + 2)).collect();
     let script_path = dir.path().join("trigger.txt");
     std::fs::write(&script_path, script).unwrap();
-    let config = format!(
-        "state_dir = {state:?}\n\
-         [model]\npath = {model:?}\nbackend = {backend:?}\nmemory = {memory:?}\n\
-         [source]\nkind = \"directory\"\npath = {parts:?}\nloop = true\n\
-         [trigger]\nmode = \"gpio\"\ndebounce_ms = 1\n\
-         [gpio]\nkind = \"recording\"\nrecord = {gpio:?}\ntrigger_script = {script_path:?}\n\
-         [log]\nresults = {results:?}\n",
-        state = dir.path().join("state"),
-        model = root.join("models/default/efficientnet-lite0.onnx"),
-        memory = root.join("target/demo/part.memory"),
-        parts = root.join("models/samples/part/test"),
-        gpio = dir.path().join("gpio.log"),
-        results = dir.path().join("results.jsonl"),
-    );
-    let config_path = dir.path().join("station.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let gpio = format!("trigger_script = {script_path:?}");
+    let config_path =
+        support::default_station(root, dir.path(), backend, "mode = \"gpio\"\ndebounce_ms = 1", &gpio, "");
     let plan = StationPlan::load(&config_path).unwrap();
     let summary = run_in_process(&plan, Arc::new(AtomicBool::new(false)), &mut |_| {}).unwrap();
     assert_eq!(summary.frames, TRIGGERS, "every trigger has its result");

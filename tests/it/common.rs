@@ -33,6 +33,25 @@ pub fn sample(relative: &str) -> PathBuf {
     samples_root().join("part").join(relative)
 }
 
+/// Writes `dir/station.toml`: a station over the sample test parts (in a loop or once) on the
+/// tiny model (tract), its state, recorded lines (`gpio.log`, with `gpio_keys`) and result log
+/// (`results.jsonl`) in `dir`, then `extra`; its path.
+pub fn tiny_station(dir: &Path, looping: bool, gpio_keys: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "state_dir = {state:?}\n\n[model]\nbackend = \"tract\"\npath = {model:?}\n\n\
+         [source]\nkind = \"directory\"\npath = {test:?}\nloop = {looping}\n\n\
+         [gpio]\nkind = \"recording\"\nrecord = {gpio:?}\n{gpio_keys}\n[log]\nresults = {results:?}\n{extra}",
+        state = dir.join("state"),
+        model = tiny_model(),
+        test = sample("test"),
+        gpio = dir.join("gpio.log"),
+        results = dir.join("results.jsonl"),
+    );
+    let path = dir.join("station.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// The tiny-model goldens (models/make_goldens.py, TINY_GOLDENS).
 pub const GOLDEN_SAMPLES: [&str; 4] = ["good", "scratch", "contamination", "small_scratch"];
 

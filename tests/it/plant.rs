@@ -292,41 +292,10 @@ impl Drop for Subscriber {
     }
 }
 
-/// A station over the sample test parts in a loop, one part every 20 ms, on the tiny model,
-/// with `extra` appended.
+/// A station over the sample test parts in a loop on the tiny model, triggered as `trigger`
+/// says, with `extra` appended.
 fn config(dir: &Path, trigger: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-state_dir = {state:?}
-
-[model]
-backend = "tract"
-path = {model:?}
-
-[source]
-kind = "directory"
-path = {test:?}
-loop = true
-
-[trigger]
-{trigger}
-
-[gpio]
-kind = "recording"
-record = {gpio:?}
-
-[log]
-results = {results:?}
-{extra}"#,
-        state = dir.join("state"),
-        model = common::tiny_model(),
-        test = common::sample("test"),
-        gpio = dir.join("gpio.log"),
-        results = dir.join("results.jsonl"),
-    );
-    let path = dir.join("station.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::tiny_station(dir, true, "", &format!("\n[trigger]\n{trigger}\n\n{extra}"))
 }
 
 fn records(dir: &Path) -> Vec<String> {
@@ -452,14 +421,7 @@ fn the_station_says_online_and_its_last_will_says_offline_when_it_is_killed() {
     let subscriber = Subscriber::start(&broker, "cell/");
     // The station as its own process, killed without a chance to say goodbye.
     let config = config(dir.path(), INTERVAL, &mqtt(&broker, "cell/", "keep_alive_s = 5"));
-    let mut station = Command::new(env!("CARGO_BIN_EXE_clipada"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut station = station_process(&config);
     wait_until("online and a result", 120, || {
         subscriber.on("cell/status").any(|m| m.payload == "online") && subscriber.on("cell/result").next().is_some()
     });
@@ -552,6 +514,13 @@ fn a_plc_reads_the_register_map_triggers_parts_and_switches_recipes_through_modb
     assert_eq!((pair(first, 0), first[2], pair(first, 6)), (0, 0, 0x8000_0000));
 }
 
+/// `clipada run --config config` as a process of its own, its log on a pipe.
+fn station_process(config: &Path) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clipada"));
+    command.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped());
+    command.spawn().unwrap()
+}
+
 /// Reads the 26 input registers over a plain socket: the MBAP request of a PLC.
 fn read_input_registers(port: u16) -> Vec<u16> {
     use std::io::{Read, Write};
@@ -574,13 +543,7 @@ fn the_shipped_plant_config_serves_modbus_publishes_to_mqtt_and_stops_on_sigterm
     let dir = tempfile::tempdir().unwrap();
     let _broker = TcpStream::connect(("127.0.0.1", 1883)).is_err().then(|| Broker::start_on(dir.path(), 1883));
     let subscriber = Subscriber::start_with(&plain(1883), "clipada/");
-    let mut station = Command::new(env!("CARGO_BIN_EXE_clipada"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut station = station_process(&config);
     wait_until("3 results on clipada/result", 120, || subscriber.on("clipada/result").count() >= 3);
     assert_eq!(retained(&plain(1883), "clipada/status").as_deref(), Some("online"));
     let words = read_input_registers(5020);
@@ -628,13 +591,7 @@ fn results_reach_a_broker_that_takes_only_tls_and_a_password_and_a_wrong_passwor
     std::fs::create_dir(&wrong_dir).unwrap();
     let wrong = config(&wrong_dir, INTERVAL, &mqtt(&broker, "wrong/", &tls(&password)));
     // (As its own process: the MQTT threads log to the process's log, not to a test's capture.)
-    let mut station = Command::new(env!("CARGO_BIN_EXE_clipada"))
-        .args(["run", "--config"])
-        .arg(&wrong)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut station = station_process(&wrong);
     wait_until("20 results with the broker refusing", 120, || records(&wrong_dir).len() >= 20);
     signal(&station, "TERM");
     assert!(station.wait().unwrap().success());

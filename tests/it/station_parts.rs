@@ -101,7 +101,14 @@ fn every_shipped_station_config_parses() {
         for entry in std::fs::read_dir(common::root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                StationPlan::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                let networked =
+                    std::fs::read_to_string(&path).unwrap().lines().any(|l| l == "[modbus]" || l == "[mqtt]");
+                match StationPlan::load(&path) {
+                    Err(e) if networked && !cfg!(feature = "plant") => {
+                        assert!(e.to_string().contains("without the `plant` feature"), "{e}")
+                    }
+                    loaded => drop(loaded.unwrap_or_else(|e| panic!("{e}"))),
+                }
                 checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
                 plant_settings_parse(&path);
             }
@@ -122,8 +129,8 @@ fn every_shipped_station_config_parses() {
     );
 }
 
-/// A board profile's commented plant-network settings, uncommented, parse too (and there are
-/// some in every profile under `board/`).
+/// A board profile's commented plant-network settings, uncommented, parse too (refused by
+/// name in a build without them; there are some in every profile under `board/`).
 fn plant_settings_parse(path: &std::path::Path) {
     let text = std::fs::read_to_string(path).unwrap();
     let Some((before, block)) = text.find("# Plant networks").map(|at| text.split_at(at)) else {
@@ -142,6 +149,13 @@ fn plant_settings_parse(path: &std::path::Path) {
     let copy = tempfile::tempdir().unwrap();
     let edited = copy.path().join(path.file_name().unwrap());
     std::fs::write(&edited, format!("{before}{uncommented}")).unwrap();
-    let plan = StationPlan::load(&edited).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(plan.plant.modbus.is_some() && plan.plant.mqtt.is_some(), "{}", path.display());
+    let loaded = StationPlan::load(&edited);
+    if cfg!(feature = "plant") {
+        let plan = loaded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(plan.plant.modbus.is_some() && plan.plant.mqtt.is_some(), "{}", path.display());
+    } else {
+        // A build without the networks refuses them by name.
+        let refusal = loaded.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refusal.contains("`modbus`") && refusal.contains("without the `plant` feature"), "{refusal}");
+    }
 }

@@ -22,45 +22,11 @@ use clipada::station::RunSummary;
 /// A station over the sample test parts (looping or not) with recipes `lo` and `hi`; `extra`
 /// is appended (recipe keys go in `lo_keys`/`hi_keys`).
 fn config(dir: &Path, looping: bool, lo_keys: &str, hi_keys: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-state_dir = {state:?}
-
-[model]
-backend = "tract"
-path = {model:?}
-
-[source]
-kind = "directory"
-path = {test:?}
-loop = {looping}
-
-[gpio]
-kind = "recording"
-record = {gpio:?}
-loop_deadline_ms = 60000
-
-[log]
-results = {results:?}
-
-[[recipe]]
-name = "lo"
-threshold = 0.000001
-{lo_keys}
-[[recipe]]
-name = "hi"
-threshold = 1.0
-{hi_keys}
-{extra}"#,
-        state = dir.join("state"),
-        model = common::tiny_model(),
-        test = common::sample("test"),
-        gpio = dir.join("gpio.log"),
-        results = dir.join("results.jsonl"),
+    let recipes = format!(
+        "\n[[recipe]]\nname = \"lo\"\nthreshold = 0.000001\n{lo_keys}\n\
+         [[recipe]]\nname = \"hi\"\nthreshold = 1.0\n{hi_keys}\n{extra}"
     );
-    let path = dir.join("station.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::tiny_station(dir, looping, "loop_deadline_ms = 60000\n", &recipes)
 }
 
 fn records(dir: &Path) -> Vec<serde_json::Value> {
