@@ -1,4 +1,4 @@
-"""A PLC's side of clipada's Modbus TCP server, for tests/it/plant.rs: a real client (pymodbus).
+"""A PLC's side of clipada's Modbus TCP server, for tests/it/plant_networks.rs: a real client (pymodbus).
 
 Usage: modbus_client.py PORT
 

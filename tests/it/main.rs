@@ -14,7 +14,7 @@ mod metrics;
 mod ort_engine;
 mod overlay;
 #[cfg(feature = "plant")]
-mod plant;
+mod plant_networks;
 mod quantized;
 mod station_alloc;
 mod station_board;

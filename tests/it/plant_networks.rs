@@ -421,13 +421,12 @@ fn the_station_says_online_and_its_last_will_says_offline_when_it_is_killed() {
     let subscriber = Subscriber::start(&broker, "cell/");
     // The station as its own process, killed without a chance to say goodbye.
     let config = config(dir.path(), INTERVAL, &mqtt(&broker, "cell/", "keep_alive_s = 5"));
-    let mut station = station_process(&config);
+    let mut station = StationProcess::start(&config);
     wait_until("online and a result", 120, || {
         subscriber.on("cell/status").any(|m| m.payload == "online") && subscriber.on("cell/result").next().is_some()
     });
     assert_eq!(retained(&broker.access, "cell/status").as_deref(), Some("online"));
-    signal(&station, "KILL");
-    station.wait().unwrap();
+    station.end("KILL");
     let killed = Instant::now();
     wait_until("the last will", 15, || subscriber.on("cell/status").last().is_some_and(|m| m.payload == "offline"));
     assert!(killed.elapsed() < Duration::from_secs(10));
@@ -514,11 +513,34 @@ fn a_plc_reads_the_register_map_triggers_parts_and_switches_recipes_through_modb
     assert_eq!((pair(first, 0), first[2], pair(first, 6)), (0, 0, 0x8000_0000));
 }
 
-/// `clipada run --config config` as a process of its own, its log on a pipe.
-fn station_process(config: &Path) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clipada"));
-    command.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped());
-    command.spawn().unwrap()
+/// `clipada run --config …` as a process of its own, its log on a pipe; killed if a failing
+/// test drops it still running.
+struct StationProcess(Child);
+
+impl StationProcess {
+    fn start(config: &Path) -> StationProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clipada"));
+        command.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped());
+        StationProcess(command.spawn().unwrap())
+    }
+
+    /// Sends it `signal` and waits: how it ended, its log, and how long it took.
+    fn end(&mut self, name: &str) -> (std::process::ExitStatus, String, Duration) {
+        signal(&self.0, name);
+        let asked = Instant::now();
+        let status = self.0.wait().unwrap();
+        let took = asked.elapsed();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut self.0.stderr.take().unwrap(), &mut log).unwrap();
+        (status, log, took)
+    }
+}
+
+impl Drop for StationProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Reads the 26 input registers over a plain socket: the MBAP request of a PLC.
@@ -543,19 +565,14 @@ fn the_shipped_plant_config_serves_modbus_publishes_to_mqtt_and_stops_on_sigterm
     let dir = tempfile::tempdir().unwrap();
     let _broker = TcpStream::connect(("127.0.0.1", 1883)).is_err().then(|| Broker::start_on(dir.path(), 1883));
     let subscriber = Subscriber::start_with(&plain(1883), "clipada/");
-    let mut station = station_process(&config);
+    let mut station = StationProcess::start(&config);
     wait_until("3 results on clipada/result", 120, || subscriber.on("clipada/result").count() >= 3);
     assert_eq!(retained(&plain(1883), "clipada/status").as_deref(), Some("online"));
     let words = read_input_registers(5020);
     let sequence = u32::from(words[0]) << 16 | u32::from(words[1]);
     assert!(sequence >= 3 && (1..=3).contains(&words[2]), "{words:?}");
 
-    signal(&station, "TERM");
-    let asked = Instant::now();
-    let status = station.wait().unwrap();
-    let took = asked.elapsed();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut station.stderr.take().unwrap(), &mut log).unwrap();
+    let (status, log, took) = station.end("TERM");
     assert!(status.success(), "{status}: {log}");
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} to stop it");
     // Said offline (retained), and nothing listens on 5020 any more.
@@ -591,12 +608,10 @@ fn results_reach_a_broker_that_takes_only_tls_and_a_password_and_a_wrong_passwor
     std::fs::create_dir(&wrong_dir).unwrap();
     let wrong = config(&wrong_dir, INTERVAL, &mqtt(&broker, "wrong/", &tls(&password)));
     // (As its own process: the MQTT threads log to the process's log, not to a test's capture.)
-    let mut station = station_process(&wrong);
+    let mut station = StationProcess::start(&wrong);
     wait_until("20 results with the broker refusing", 120, || records(&wrong_dir).len() >= 20);
-    signal(&station, "TERM");
-    assert!(station.wait().unwrap().success());
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut station.stderr.take().unwrap(), &mut log).unwrap();
+    let (status, log, _) = station.end("TERM");
+    assert!(status.success(), "{status}: {log}");
     assert!(log.contains("mqtt: 127.0.0.1:") && log.contains("refused"), "{log}");
     assert_eq!(retained(&broker.access, "wrong/status"), None, "never connected, never online");
 }
