@@ -133,12 +133,13 @@ impl Plant {
         if plan.any() {
             network_sockets()?;
         }
-        let modbus = match &plan.modbus {
-            Some(settings) => Some(modbus::ModbusServer::start(settings, board.clone(), trigger, choices)?),
-            None => None,
-        };
+        // MQTT first: its secrets are read (and refused) before any port opens.
         let mqtt = match &plan.mqtt {
             Some(settings) => Some(mqtt::MqttPublisher::start(settings, board.clone())?),
+            None => None,
+        };
+        let modbus = match &plan.modbus {
+            Some(settings) => Some(modbus::ModbusServer::start(settings, board.clone(), trigger, choices)?),
             None => None,
         };
         Ok(Plant { board, modbus, _mqtt: mqtt })

@@ -378,13 +378,19 @@ struct Client {
     thread: JoinHandle<()>,
     /// Set to disconnect it (to make room for a new client).
     evict: Arc<AtomicBool>,
-    /// When it last completed a request (or connected), ms since the server started.
+    /// When it last completed a request, ms since the server started, with [`SERVED`] set;
+    /// until its first, when it connected, without.
     heard_ms: Arc<AtomicU64>,
 }
 
-/// Accepts clients until stopped. At most `limit` are served: when a new one comes, the
-/// client silent the longest is disconnected to make room (a PLC that lost its link and
-/// reconnects must not find its own dead connections holding every place).
+/// Marks a [`Client`]'s `heard_ms` once it has completed a request.
+const SERVED: u64 = 1 << 63;
+
+/// Accepts clients until stopped. At most `limit` are served: when a new one comes, a client
+/// is disconnected to make room (a PLC that lost its link and reconnects must not find its own
+/// dead connections holding every place): the one connected the longest without completing a
+/// request, else the one silent the longest (a burst of new connections never displaces a
+/// client that is polling while one of them still waits for its first request).
 fn accept(listener: &TcpListener, registers: &Arc<Registers>, limit: usize, idle: Duration, stop: &Arc<AtomicBool>) {
     let started = Instant::now();
     let mut clients: Vec<Client> = Vec::new();
@@ -443,7 +449,7 @@ struct Heard<'a> {
 
 impl Heard<'_> {
     fn now(&self) {
-        self.ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.ms.store(SERVED | self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
@@ -532,8 +538,17 @@ mod tests {
 
     /// A server on a free loopback port with one client allowed and a 300 ms idle timeout.
     fn server(trigger: Option<RemoteTrigger>, recipes: Option<usize>) -> (ModbusServer, Arc<StatusBoard>) {
+        server_for(1, trigger, recipes)
+    }
+
+    /// The same with `max_clients` clients.
+    fn server_for(
+        max_clients: usize,
+        trigger: Option<RemoteTrigger>,
+        recipes: Option<usize>,
+    ) -> (ModbusServer, Arc<StatusBoard>) {
         let settings =
-            ModbusSettings { bind: "127.0.0.1:0".into(), max_clients: 1, idle_timeout: Duration::from_millis(300) };
+            ModbusSettings { bind: "127.0.0.1:0".into(), max_clients, idle_timeout: Duration::from_millis(300) };
         let board = Arc::new(StatusBoard::new(None));
         let server = ModbusServer::start(&settings, board.clone(), trigger, RecipeChoices(recipes)).unwrap();
         (server, board)
@@ -752,5 +767,19 @@ mod tests {
         let mut second = connect(&server);
         assert_eq!(exception_code(&ask(&mut second, &[4, 0, 0, 0, 1])), None);
         assert!(closed(&mut first), "displaced");
+    }
+
+    #[test]
+    fn a_burst_of_new_connections_never_displaces_a_polling_client() {
+        let (server, _board) = server_for(2, None, None);
+        let mut plc = connect(&server);
+        assert_eq!(exception_code(&ask(&mut plc, &[4, 0, 0, 0, 1])), None);
+        // New connections that never complete a request displace each other, oldest first.
+        let mut first = connect(&server);
+        std::thread::sleep(Duration::from_millis(20));
+        let burst: Vec<TcpStream> = (0..5).map(|_| connect(&server)).collect();
+        assert!(closed(&mut first), "the idle one connected the longest goes first");
+        assert_eq!(exception_code(&ask(&mut plc, &[4, 0, 0, 0, 1])), None, "the PLC stays");
+        drop(burst);
     }
 }

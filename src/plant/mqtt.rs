@@ -168,7 +168,7 @@ fn secret_text(path: &std::path::Path) -> anyhow::Result<String> {
     let bytes = secret(path)?;
     let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     let line = text.lines().next().unwrap_or_default();
-    anyhow::ensure!(!line.is_empty(), "{}: its first line is empty", path.display());
+    anyhow::ensure!(!line.trim().is_empty(), "{}: its first line is empty", path.display());
     Ok(line.to_string())
 }
 
@@ -179,6 +179,12 @@ fn secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
+    // Not through a link anywhere on the way: the folders named are the ones that hold it.
+    for ancestor in path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!("{shown}: {} is a symbolic link: name the file by its real folders", ancestor.display());
+        }
+    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let descriptor = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
         rustix::io::Errno::LOOP => anyhow::anyhow!("{shown}: a symbolic link: name the file itself"),
@@ -426,10 +432,14 @@ mod tests {
         std::os::unix::fs::symlink(&private, &link).unwrap();
         let refused = |path: &std::path::Path| secret_text(path).unwrap_err().to_string();
         assert!(refused(&link).contains("a symbolic link"), "{}", refused(&link));
+        let folder_link = dir.path().join("folder");
+        std::os::unix::fs::symlink(dir.path(), &folder_link).unwrap();
+        let through = folder_link.join("password");
+        assert!(refused(&through).contains("folder is a symbolic link"), "{}", refused(&through));
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(refused(&private).contains("readable by others (mode 644)"), "{}", refused(&private));
         let empty = dir.path().join("empty");
-        std::fs::write(&empty, "\nsecond line\n").unwrap();
+        std::fs::write(&empty, "  \nsecond line\n").unwrap();
         std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(refused(&empty).contains("first line is empty"), "{}", refused(&empty));
         assert!(refused(dir.path()).contains("not a regular file"), "{}", refused(dir.path()));

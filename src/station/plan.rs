@@ -904,6 +904,9 @@ fn mqtt_plan(m: &MqttSection) -> Checked<MqttSettings> {
     if !limits::MQTT_CLIENT_ID.contains(&client_id.len()) || client_id.chars().any(|c| c.is_control()) {
         return Err(("mqtt.client_id", format!("{client_id:?}: 1 to 64 bytes, no control characters")));
     }
+    if m.username.as_ref().is_some_and(|u| u.is_empty() || u.chars().any(|c| c.is_control())) {
+        return Err(("mqtt.username", "give a user name without control characters".into()));
+    }
     let credentials = match (&m.username, &m.password_file) {
         (Some(user), file) => Some((user.clone(), file.clone())),
         (None, Some(_)) => return Err(("mqtt.password_file", "a password needs `mqtt.username`".into())),
@@ -1053,6 +1056,7 @@ path = "frames"
             (mqtt(&format!("topic_prefix = \"{}\"\n", "t".repeat(201))), "mqtt.topic_prefix", "200 bytes"),
             (mqtt("client_id = \"\"\n"), "mqtt.client_id", "1 to 64"),
             (mqtt("password_file = \"p\"\n"), "mqtt.password_file", "username"),
+            (mqtt("username = \"a\\u0007\"\n"), "mqtt.username", "control"),
             (mqtt("queue = 0\n"), "mqtt.queue", "1..=100000"),
             (mqtt("keep_alive_s = 4\n"), "mqtt.keep_alive_s", "5..=3600"),
             (mqtt("port = 0\n"), "mqtt.port", "no port"),
