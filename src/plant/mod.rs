@@ -109,7 +109,8 @@ pub struct RecipeChoices(pub Option<usize>);
 pub struct Plant {
     board: Arc<StatusBoard>,
     #[cfg(feature = "plant")]
-    modbus: Option<modbus::ModbusServer>,
+    /// Held for its Drop: it stops listening and disconnects every client.
+    _modbus: Option<modbus::ModbusServer>,
     #[cfg(feature = "plant")]
     /// Held for its Drop: it says `offline` and disconnects.
     _mqtt: Option<mqtt::MqttPublisher>,
@@ -142,7 +143,7 @@ impl Plant {
             Some(settings) => Some(modbus::ModbusServer::start(settings, board.clone(), trigger, choices)?),
             None => None,
         };
-        Ok(Plant { board, modbus, _mqtt: mqtt })
+        Ok(Plant { board, _modbus: modbus, _mqtt: mqtt })
     }
 
     /// Without the feature the plan refuses `[modbus]` and `[mqtt]`: there is nothing to start.
@@ -159,13 +160,5 @@ impl Plant {
     /// The board the loop publishes to.
     pub fn board(&self) -> &StatusBoard {
         &self.board
-    }
-
-    /// The address the Modbus server listens on, if it runs.
-    pub fn modbus_address(&self) -> Option<std::net::SocketAddr> {
-        #[cfg(feature = "plant")]
-        return self.modbus.as_ref().map(modbus::ModbusServer::address);
-        #[cfg(not(feature = "plant"))]
-        None
     }
 }

@@ -27,7 +27,7 @@ use rmodbus::server::{ModbusFrame, Read as FrameRead, Write as FrameWrite};
 use rmodbus::{ErrorKind, ModbusProto};
 
 use super::{ModbusSettings, RecipeChoices};
-use crate::station::status::{StationStatus, StatusBoard};
+use crate::station::status::{lock, StationStatus, StatusBoard};
 use crate::station::trigger::RemoteTrigger;
 use crate::verdict::Verdict;
 
@@ -158,9 +158,8 @@ struct Registers {
 }
 
 impl Registers {
-    /// Whether a trigger taken from the coil still waits for its result.
-    fn trigger_pending(&self, status: &StationStatus) -> bool {
-        let triggered_at = *self.triggered_at.lock().unwrap_or_else(|p| p.into_inner());
+    /// Whether a trigger taken from the coil at `triggered_at` still waits for its result.
+    fn trigger_pending(triggered_at: Option<u64>, status: &StationStatus) -> bool {
         triggered_at.is_some_and(|at| status.sequence <= at)
     }
 
@@ -198,7 +197,9 @@ impl Registers {
                 let state = state_bits(&status);
                 for (i, address) in addresses.enumerate() {
                     let on = match (function, address) {
-                        (ModbusFunction::GetCoils, TRIGGER_COIL) => self.trigger_pending(&status),
+                        (ModbusFunction::GetCoils, TRIGGER_COIL) => {
+                            Registers::trigger_pending(*lock(&self.triggered_at), &status)
+                        }
                         (ModbusFunction::GetDiscretes, a) if a < DISCRETE_INPUTS => state >> a & 1 == 1,
                         _ => return Err(ErrorKind::IllegalDataAddress),
                     };
@@ -224,10 +225,9 @@ impl Registers {
                 // One part at a time: a trigger while the station is not ready, is judging,
                 // or has not put out the last coil trigger's result is refused (busy, 06), so
                 // the PLC knows it was not taken and never gets a missed-trigger ERROR for it.
-                let mut triggered_at = self.triggered_at.lock().unwrap_or_else(|p| p.into_inner());
+                let mut triggered_at = lock(&self.triggered_at);
                 let status = self.board.status();
-                let pending = triggered_at.is_some_and(|at| status.sequence <= at);
-                if !status.ready || status.busy || pending {
+                if !status.ready || status.busy || Registers::trigger_pending(*triggered_at, &status) {
                     return Err(ErrorKind::SlaveDeviceBusy);
                 }
                 trigger.try_send(Instant::now()).map_err(|_| ErrorKind::SlaveDeviceBusy)?;

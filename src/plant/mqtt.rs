@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use anyhow::Context;
 use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 
 use super::{MqttSettings, TlsFiles};
-use crate::station::status::StatusBoard;
+use crate::station::status::{lock, StatusBoard};
 use crate::storage::read::read_regular;
 
 /// Results handed to the client and not yet acknowledged, at most.
@@ -386,10 +386,6 @@ fn publish(
     if waiting > 0 {
         tracing::warn!("mqtt: {waiting} results not delivered to {broker} at stop");
     }
-}
-
-fn lock(flight: &Mutex<Flight>) -> MutexGuard<'_, Flight> {
-    flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The counters as JSON, from the board's status.

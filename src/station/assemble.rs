@@ -239,17 +239,17 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
     let trigger = match &plan.trigger {
         TriggerPlan::FreeRun => Trigger::FreeRun,
         TriggerPlan::Interval(period) => Trigger::Interval { period: *period, next: None },
-        TriggerPlan::Input { input: InputPlan::Modbus, edge, debounce, on_busy } => {
-            let (sender, input) = RemoteInput::new();
-            remote = Some(sender);
-            let listener = TriggerListener::start(Box::new(input), *edge, *debounce, *on_busy)
-                .with_context(|| format!("{file}: `trigger.mode`"))?;
-            Trigger::Input(listener)
-        }
         TriggerPlan::Input { input, edge, debounce, on_busy } => {
-            let source = input_source(plan, input, *debounce, "trigger")?;
+            let (source, key): (Box<dyn EdgeSource>, _) = match input {
+                InputPlan::Modbus => {
+                    let (sender, input) = RemoteInput::new();
+                    remote = Some(sender);
+                    (Box::new(input), "trigger.mode")
+                }
+                input => (input_source(plan, input, *debounce, "trigger")?, "gpio.trigger_line"),
+            };
             let listener = TriggerListener::start(source, *edge, *debounce, *on_busy)
-                .with_context(|| format!("{file}: `gpio.trigger_line`"))?;
+                .with_context(|| format!("{file}: `{key}`"))?;
             Trigger::Input(listener)
         }
     };

@@ -79,6 +79,15 @@ pub struct ResultRecord<'a> {
     pub judged_by: &'a Provenance,
 }
 
+impl ResultRecord<'_> {
+    /// The record as one line of JSON (no newline) in `line`, replacing what it held: the
+    /// result log's line and the MQTT result's payload alike.
+    pub fn write_json(&self, line: &mut Vec<u8>) -> serde_json::Result<()> {
+        line.clear();
+        serde_json::to_writer(line, self)
+    }
+}
+
 /// When the result log is rotated, and how many rotated files are kept: at most
 /// `max_bytes` × (`keep` + 1) bytes on disk in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,11 +143,11 @@ impl ResultLog {
         })
     }
 
-    /// Appends `record`, rotating first when the line would take the file past its size or the
-    /// file is past its age.
-    pub fn append(&mut self, record: &ResultRecord<'_>) -> anyhow::Result<()> {
+    /// Appends a record's JSON (from [`ResultRecord::write_json`]) as a line, rotating first
+    /// when the line would take the file past its size or the file is past its age.
+    pub fn append(&mut self, json: &[u8]) -> anyhow::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, record)?;
+        self.line.extend_from_slice(json);
         self.line.push(b'\n');
         let full = self.size > 0 && self.size.saturating_add(self.line.len() as u64) > self.rotation.max_bytes;
         let old = self.size > 0 && self.begun.elapsed().is_ok_and(|age| age >= self.rotation.max_age);
@@ -445,6 +454,7 @@ mod tests {
     fn log_lines(path: &Path, rotation: Rotation, count: u64) -> anyhow::Result<()> {
         let provenance = Provenance::default();
         let mut log = ResultLog::open(path, rotation)?;
+        let mut json = Vec::new();
         for frame in 1..=count {
             let record = ResultRecord {
                 time: "2026-12-03T00:00:00.000Z",
@@ -459,7 +469,8 @@ mod tests {
                 threshold: 0.6,
                 judged_by: &provenance,
             };
-            log.append(&record)?;
+            record.write_json(&mut json)?;
+            log.append(&json)?;
         }
         Ok(())
     }

@@ -259,7 +259,7 @@ struct Outlets {
     archive: Option<FailureArchive>,
     part_ids: Option<PartIds>,
     plant: Option<Plant>,
-    /// A result record as JSON, for the plant (reused).
+    /// The last result record as JSON, for the result log and the plant (reused).
     json: Vec<u8>,
     overlay: OverlayRenderer,
     screen: StationScreen,
@@ -300,7 +300,7 @@ impl Station {
                 archive: parts.archive,
                 part_ids: parts.part_ids,
                 plant: parts.plant,
-                json: Vec::new(),
+                json: Vec::with_capacity(512),
                 overlay: OverlayRenderer::default(),
                 screen: StationScreen::default(),
                 status: Status::default(),
@@ -348,7 +348,7 @@ impl Station {
             self.self_test("at start", stop)?;
             self.outlets.link.ready()?;
             self.started = true;
-            let next = self.recipes.get(self.recipes.next_index()).tag.number;
+            let next = self.recipes.next_tag().number;
             self.outlets.tell_plant(|s| (s.ready, s.recipe) = (true, next));
             self.self_test_due = self.self_test_every.map(|every| Instant::now() + every);
             for index in 0..self.recipes.len() {
@@ -419,7 +419,7 @@ impl Station {
         if let Some(plant) = &self.outlets.plant {
             take_plant_requests(plant, &mut self.recipes);
         }
-        let next = self.recipes.get(self.recipes.next_index()).tag.number;
+        let next = self.recipes.next_tag().number;
         self.outlets.tell_plant(|s| (s.busy, s.recipe) = (true, next));
         let sequence = self.outlets.summary.frames + 1;
         let triggered = match fired {
@@ -652,7 +652,7 @@ fn answer(request: Request, recipes: &mut Recipes, summary: &RunSummary) -> Opti
                 .collect();
             Ok(format!(
                 "recipe {}; {} parts: {} pass, {} fail, {} error; {} missed triggers; self-test faults: {}; drift: {}",
-                recipes.next_name(),
+                &*recipes.next_tag().name,
                 summary.frames,
                 summary.passed,
                 summary.failed,
@@ -677,7 +677,7 @@ fn take_plant_requests(plant: &Plant, recipes: &mut Recipes) {
         taken = true;
     });
     if taken {
-        let next = recipes.get(recipes.next_index()).tag.number;
+        let next = recipes.next_tag().number;
         plant.board().update(|s| s.recipe = next);
     }
 }
@@ -836,8 +836,14 @@ impl Outlets {
                 threshold: recipe.threshold,
                 judged_by: &recipe.provenance,
             };
+            // Encoded once for the result log and the plant.
+            let encoded = record.write_json(&mut self.json);
             if let Some(results) = &mut self.results {
-                if let Err(e) = results.append(&record) {
+                let appended = match &encoded {
+                    Ok(()) => results.append(&self.json),
+                    Err(e) => Err(anyhow::anyhow!("cannot encode the record: {e}")),
+                };
+                if let Err(e) = appended {
                     self.summary.log_failures += 1;
                     if self.summary.log_failures == 1 {
                         tracing::warn!("result log: {e:#} (inspection goes on)");
@@ -846,9 +852,7 @@ impl Outlets {
             }
             if let Some(plant) = &self.plant {
                 let board = plant.board();
-                self.json.clear();
-                let json = (board.wants_results() && serde_json::to_writer(&mut self.json, &record).is_ok())
-                    .then_some(self.json.as_slice());
+                let json = (board.wants_results() && encoded.is_ok()).then_some(self.json.as_slice());
                 let last = LastResult {
                     verdict,
                     score,

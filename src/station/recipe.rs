@@ -283,14 +283,9 @@ impl Recipes {
         self.active
     }
 
-    /// The name of the recipe the next part gets, as far as is known now.
-    pub fn next_name(&self) -> &str {
-        &self.list[self.next_index()].tag.name
-    }
-
-    /// The index of the recipe the next part gets, as far as is known now.
-    pub fn next_index(&self) -> usize {
-        self.pending.back().map_or(self.active, |(index, _)| *index)
+    /// The recipe the next part gets, as far as is known now.
+    pub fn next_tag(&self) -> &RecipeTag {
+        &self.list[self.pending.back().map_or(self.active, |(index, _)| *index)].tag
     }
 
     /// Whether a recipe's failed self-test waits for an operator.

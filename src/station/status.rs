@@ -162,7 +162,9 @@ pub fn push_dropping_oldest<T, const N: usize>(queue: &mut heapless::Deque<T, N>
     let _ = queue.push_back(request);
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, taking its value as it is when a holder panicked (every holder here leaves
+/// it consistent at each step).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
