@@ -94,7 +94,7 @@ skip=(--skip memory_eval:: --skip quantized:: --skip replay
   --skip station_run::results_go_on_the_lines --skip station_run::every_record_names --skip station_run::the_shipped_line_config
   --skip cli::log_lines_name_their_level --skip station_run::a_full_disk
   --skip station_run::a_source_failing_mid_run --skip station_run::a_part_triggered_after_the_source_ended
-  --skip plant_networks::)
+  --skip plant_networks:: --skip operator_interface::)
 if ! "$out/clipada" --version >/dev/null 2>&1; then
   echo "(no binfmt_misc for aarch64: the tests that start the binary are skipped)"
   skip+=(--skip infer_cli:: --skip cli_exits_1 --skip under_systemd --skip control_from_the_command_line

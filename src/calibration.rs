@@ -233,6 +233,83 @@ pub fn calibrate(
     Ok(Calibration { bank, candidates: good.len() * patches, outliers: left_out })
 }
 
+/// What adding a wrongly rejected part to a memory did ([`add_good_part`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GoodPartAdded {
+    /// The part's score against the memory before.
+    pub score_before: f32,
+    /// Its leave-one-out score (against the other good parts), now among the good scores.
+    pub leave_one_out: f32,
+    /// The threshold before.
+    pub threshold_before: f32,
+    /// The threshold the good scores now give.
+    pub threshold_after: f32,
+    /// Patches added.
+    pub patches_added: usize,
+}
+
+/// Adds `image`, a part an operator says is good (`name` for messages), to `bank` as one more
+/// good image: as many of its patches as the bank holds per good image (its own greedy
+/// coreset), its leave-one-out score among the good scores, and the threshold those give
+/// (calibration's rule, so the memory file stays consistent). The bank must have a threshold
+/// (two or more good images) and room for the patches.
+pub fn add_good_part(
+    extractor: &mut Extractor,
+    bank: &mut MemoryBank,
+    image: &image::RgbImage,
+    name: &Path,
+    stop: &AtomicBool,
+) -> Result<GoodPartAdded, CalibrationError> {
+    let setting = |reason: String| Err(CalibrationError::Setting(reason));
+    let Some(threshold_before) = bank.threshold else {
+        return setting("the memory has no threshold (fewer than 2 good images): calibrate it first".into());
+    };
+    if bank.good_images >= memory_limits::GOOD_IMAGES {
+        return setting(format!("the memory holds {} good images already", bank.good_images));
+    }
+    let spec = extractor.spec().clone();
+    let model_error = |error: InspectError| CalibrationError::Model { path: name.to_path_buf(), error };
+    let (layers, patches, dim) = (bank.layers, spec.patch_count(), bank.dim);
+    let width = bank.width();
+    let per_image = (bank.len() / bank.good_images.max(1)).clamp(1, patches);
+    if bank.len() + per_image > memory_limits::PATCHES {
+        return setting(format!("the memory is full ({} patches)", bank.len()));
+    }
+    let refine = bank.made_for.refine;
+    let raw = extractor.extract(image).map_err(model_error)?;
+    let score_before = Scorer::new(&spec, refine, Some(bank))
+        .and_then(|mut scorer| scorer.score(raw).map(|s| s.score))
+        .map_err(|e| model_error(e.into()))?;
+    let features = raw
+        .patch_features
+        .as_deref()
+        .ok_or_else(|| CalibrationError::Setting("the model has no patch features".into()))?;
+    if features.len() != layers * patches * dim {
+        return setting("the model's features do not fit the memory".into());
+    }
+    let mut rows = vec![0.0f32; patches * width];
+    for i in 0..patches {
+        for layer in 0..layers {
+            rows[i * width + layer * dim..][..dim].copy_from_slice(&features[(layer * patches + i) * dim..][..dim]);
+        }
+    }
+    let chosen = greedy_coreset(&rows, width, per_image, stop).ok_or(CalibrationError::Stopped)?;
+    let source = bank.good_images as u32;
+    for &c in &chosen {
+        bank.features.extend_from_slice(&rows[c * width..][..width]);
+        bank.sources.push(source);
+    }
+    bank.good_images += 1;
+    let raw = extractor.extract(image).map_err(model_error)?;
+    let leave_one_out = Scorer::new(&spec, refine, Some(bank))
+        .and_then(|mut scorer| scorer.score_excluding(raw, Some(source)).map(|s| s.score))
+        .map_err(|e| model_error(e.into()))?;
+    bank.good_scores.push(leave_one_out);
+    let threshold_after = threshold_from_good_scores(&bank.good_scores);
+    bank.threshold = Some(threshold_after);
+    Ok(GoodPartAdded { score_before, leave_one_out, threshold_before, threshold_after, patches_added: chosen.len() })
+}
+
 /// Reads one good image and runs the model on it.
 fn run<'a>(extractor: &'a mut Extractor, path: &Path) -> Result<&'a crate::model::RawOutputs, CalibrationError> {
     let frame = read_image(path)?;

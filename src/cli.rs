@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::calibration::DEFAULT_MEMORY_SIZE;
-use crate::commands::{bench, calibrate, check, control, demo, eval, infer, run};
+use crate::commands::{bench, calibrate, capture, check, control, demo, eval, infer, run};
 use crate::eval::EvalOptions;
 use crate::model::backend::{Backend, EngineConfig};
 use crate::pipeline::InspectOptions;
@@ -242,6 +242,22 @@ enum Command {
         #[arg(long, hide = true)]
         worker: bool,
     },
+    /// Take good images for calibration from a station's own source (its camera), cropped to
+    /// the recipe's region as the station judges them, while the station is not running.
+    Capture {
+        /// The station's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The recipe whose region is cropped (default: the one active at start).
+        #[arg(long)]
+        recipe: Option<String>,
+        /// Images to take (1 to 1000).
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// The folder they go to (new, empty, or an earlier capture's).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Send a request to a running station (its control socket, in its state folder): `recipe
     /// NAME` (from the next part), `self-test`, `acknowledge` (a failed self-test) or `status`.
     Control {
@@ -408,6 +424,10 @@ fn dispatch(command: Command) -> anyhow::Result<bool> {
         }
         Command::Run { config, recipe, worker: true } => {
             run::worker(&config, recipe.as_deref(), stop_on_signals()?, &mut out).map(|_| true)
+        }
+        Command::Capture { config, recipe, count, out: folder } => {
+            let options = capture::CaptureOptions { config, recipe, count, out: folder };
+            capture::capture(&options, stop_on_signals()?, &mut out).map(|_| true)
         }
         Command::Control { config, request } => control::control(&config, &request.join(" "), &mut out).map(|()| true),
     }

@@ -11,6 +11,7 @@ pub mod calibration;
 pub mod cli;
 pub mod commands;
 pub mod eval;
+pub mod hmi;
 pub mod logging;
 pub mod memory;
 pub mod model;

@@ -87,7 +87,7 @@ pub enum InspectError {
 
 /// How long each stage of the last frame took.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub(crate) struct StageTimes {
+pub struct StageTimes {
     /// Resize and normalise.
     pub preprocess: Duration,
     /// The engine's run.
@@ -263,6 +263,20 @@ impl Judge {
                 .map_err(|e| LoadError::Threshold(format!("the model's `score.threshold`: {e}")))?,
         };
         Ok(Judge { scorer, threshold, made_for })
+    }
+
+    /// Judges against `memory` from now on (with `threshold`, or the memory's calibrated one),
+    /// keeping the scoring mode and the ignore mask; unchanged when refused.
+    pub fn replace_memory(
+        &mut self,
+        extractor: &Extractor,
+        memory: &Memory,
+        threshold: Option<f32>,
+    ) -> Result<(), LoadError> {
+        let mut judge = Judge::new(extractor, self.made_for.refine, Some(memory), threshold)?;
+        judge.scorer.set_inspected(self.scorer.inspected().map(<[bool]>::to_vec));
+        *self = judge;
+        Ok(())
     }
 
     /// Judges one frame on `extractor`, which must be the one this judge was made with (its

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod capture;
 pub mod check;
 pub mod control;
 pub mod demo;

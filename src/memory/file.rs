@@ -96,7 +96,7 @@ pub struct Header {
 }
 
 /// Serialises `bank` to bytes in the memory file format.
-pub(crate) fn to_bytes(bank: &MemoryBank) -> Vec<u8> {
+pub fn to_bytes(bank: &MemoryBank) -> Vec<u8> {
     let header = Header {
         made_for: bank.made_for.clone(),
         layers: bank.layers,

@@ -78,6 +78,11 @@ impl PlantPlan {
     pub fn any(&self) -> bool {
         self.modbus.is_some() || self.mqtt.is_some()
     }
+
+    /// How many results the status board keeps for the MQTT publisher (none without MQTT).
+    pub fn queue(&self) -> Option<usize> {
+        self.mqtt.as_ref().map(|m| m.queue)
+    }
 }
 
 /// Where the service's drop-in that opens its sandbox to the network is installed from.
@@ -86,12 +91,12 @@ pub const NETWORK_DROP_IN: &str = "/usr/share/clipada/network.conf";
 /// Whether this process may open network sockets: the service's sandbox forbids them unless
 /// its network drop-in is installed, and then the station is refused at start, not left to
 /// run with a PLC and a broker it can never reach.
-#[cfg(feature = "plant")]
-fn network_sockets() -> anyhow::Result<()> {
+#[cfg(any(feature = "plant", feature = "hmi"))]
+pub(crate) fn network_sockets() -> anyhow::Result<()> {
     match std::net::UdpSocket::bind(("127.0.0.1", 0)) {
         Ok(_) => Ok(()),
         Err(e) => anyhow::bail!(
-            "[modbus] and [mqtt] need network sockets, and this process may not open one ({e}): \
+            "[modbus], [mqtt] and [http] need network sockets, and this process may not open one ({e}): \
              under the clipada service, install its network drop-in (sudo install -D -m 0644 \
              {NETWORK_DROP_IN} /etc/systemd/system/clipada.service.d/network.conf; then \
              systemctl daemon-reload and restart clipada)"
@@ -104,10 +109,9 @@ fn network_sockets() -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecipeChoices(pub Option<usize>);
 
-/// The running plant networks and the board they read; stopped when dropped (the MQTT
-/// publisher says `offline` and disconnects; results not yet delivered are logged).
+/// The running plant networks; stopped when dropped (the MQTT publisher says `offline` and
+/// disconnects; results not yet delivered are logged).
 pub struct Plant {
-    board: Arc<StatusBoard>,
     #[cfg(feature = "plant")]
     /// Held for its Drop: it stops listening and disconnects every client.
     _modbus: Option<modbus::ModbusServer>,
@@ -117,15 +121,11 @@ pub struct Plant {
 }
 
 impl Plant {
-    /// Starts what `plan` asks for: `trigger` takes the PLC's triggers (with
-    /// `trigger.mode = "modbus"`), `choices` says which recipes the PLC may select.
-    pub fn start(plan: &PlantPlan, trigger: Option<RemoteTrigger>, choices: RecipeChoices) -> anyhow::Result<Plant> {
-        let board = Arc::new(StatusBoard::new(plan.mqtt.as_ref().map(|m| m.queue)));
-        Plant::start_services(plan, board, trigger, choices)
-    }
-
+    /// Starts what `plan` asks for, reading `board` (made with the MQTT queue, [`PlantPlan::queue`]):
+    /// `trigger` takes the PLC's triggers (with `trigger.mode = "modbus"`), `choices` says which
+    /// recipes the PLC may select.
     #[cfg(feature = "plant")]
-    fn start_services(
+    pub fn start(
         plan: &PlantPlan,
         board: Arc<StatusBoard>,
         trigger: Option<RemoteTrigger>,
@@ -143,22 +143,17 @@ impl Plant {
             Some(settings) => Some(modbus::ModbusServer::start(settings, board.clone(), trigger, choices)?),
             None => None,
         };
-        Ok(Plant { board, _modbus: modbus, _mqtt: mqtt })
+        Ok(Plant { _modbus: modbus, _mqtt: mqtt })
     }
 
     /// Without the feature the plan refuses `[modbus]` and `[mqtt]`: there is nothing to start.
     #[cfg(not(feature = "plant"))]
-    fn start_services(
+    pub fn start(
         _: &PlantPlan,
-        board: Arc<StatusBoard>,
+        _: Arc<StatusBoard>,
         _: Option<RemoteTrigger>,
         _: RecipeChoices,
     ) -> anyhow::Result<Plant> {
-        Ok(Plant { board })
-    }
-
-    /// The board the loop publishes to.
-    pub fn board(&self) -> &StatusBoard {
-        &self.board
+        Ok(Plant {})
     }
 }

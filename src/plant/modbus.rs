@@ -549,7 +549,7 @@ mod tests {
     ) -> (ModbusServer, Arc<StatusBoard>) {
         let settings =
             ModbusSettings { bind: "127.0.0.1:0".into(), max_clients, idle_timeout: Duration::from_millis(300) };
-        let board = Arc::new(StatusBoard::new(None));
+        let board = Arc::new(StatusBoard::new(None, false));
         let server = ModbusServer::start(&settings, board.clone(), trigger, RecipeChoices(recipes)).unwrap();
         (server, board)
     }
@@ -607,6 +607,9 @@ mod tests {
             cause: ErrorCause::None,
             recipe: 2,
             latency_ms: 70_000.0,
+            frame: 70_000,
+            unix_ms: 0,
+            stages_ms: [f32::NAN; 4],
         };
         let counters =
             RunSummary { frames: 70_000, passed: 3, failed: 4, errors: 5, missed_triggers: 6, ..RunSummary::default() };
@@ -699,6 +702,9 @@ mod tests {
             cause: ErrorCause::None,
             recipe: 2,
             latency_ms: 1.0,
+            frame: 1,
+            unix_ms: 0,
+            stages_ms: [f32::NAN; 4],
         };
         board.publish(result, RunSummary::default(), None);
         assert_eq!(ask(&mut client, &[1, 0, 0, 0, 1])[9..], [0], "OFF once the result is out");

@@ -178,6 +178,11 @@ impl Scorer {
         self.inspected = inspected.filter(|m| m.len() == self.map.len());
     }
 
+    /// The inspected pixels, when a mask is set.
+    pub fn inspected(&self) -> Option<&[bool]> {
+        self.inspected.as_deref()
+    }
+
     /// Scores one frame's outputs.
     pub fn score(&mut self, raw: &RawOutputs) -> Result<Scored<'_>, ScoreError> {
         self.score_excluding(raw, None)

@@ -16,9 +16,11 @@ use super::monitor::DriftWatch;
 use super::plan::{InputPlan, InputsPlan, OutputsPlan, SourcePlan, StationPlan, TriggerPlan};
 use super::recipe::{Recipe, RecipeName, RecipeTag, Recipes, Reference, ScriptedSelect, SelectInput};
 use super::reject::{EncoderCounter, Gate};
+use super::status::StatusBoard;
 use super::supervisor;
 use super::trigger::{EdgeSource, RemoteInput, ScriptedInput, Trigger, TriggerListener};
 use super::{RunSummary, Station, StationParts};
+use crate::hmi::{Hmi, StationFacts};
 use crate::model::ModelFile;
 use crate::pipeline::{Extractor, Judge, Memory};
 use crate::plant::{Plant, RecipeChoices};
@@ -205,6 +207,7 @@ pub fn recipes(plan: &StationPlan) -> anyhow::Result<Recipes> {
             references,
             drift,
             fault: None,
+            good_scores: memory.as_ref().map_or_else(Vec::new, |m| m.bank.good_scores.clone()),
         });
     }
     let select: Option<Box<dyn SelectInput>> = match &plan.recipes.select {
@@ -228,12 +231,7 @@ pub fn recipes(plan: &StationPlan) -> anyhow::Result<Recipes> {
 pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<StationParts> {
     let file = plan.file.display();
     let recipes = recipes(plan)?;
-    let source: Box<dyn FrameSource> = match &plan.source {
-        SourcePlan::Directory { path, looping } => {
-            Box::new(DirectorySource::open(path, *looping).with_context(|| format!("{file}: `source.path`"))?)
-        }
-        SourcePlan::Camera(settings) => camera(settings.clone(), stop).with_context(|| format!("{file}: `source`"))?,
-    };
+    let source = source(plan, stop)?;
     // The PLC's trigger coil sends to the listener through `remote`.
     let mut remote = None;
     let trigger = match &plan.trigger {
@@ -273,16 +271,30 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         .map(|f| FailureArchive::open(&f.dir, f.max_images, f.max_bytes))
         .transpose()
         .with_context(|| format!("{file}: `log.failures_dir`"))?;
-    let plant = match plan.plant.any() {
-        false => None,
-        true => Some(
-            Plant::start(&plan.plant, remote, RecipeChoices(recipes.plant_choices()))
+    let board = (plan.plant.any() || plan.http.is_some())
+        .then(|| Arc::new(StatusBoard::new(plan.plant.queue(), plan.http.is_some())));
+    let plant = match (&board, plan.plant.any()) {
+        (Some(board), true) => Some(
+            Plant::start(&plan.plant, board.clone(), remote, RecipeChoices(recipes.plant_choices()))
                 .with_context(|| format!("{file}: `[modbus]`, `[mqtt]`"))?,
         ),
+        _ => None,
+    };
+    let hmi = match (&board, &plan.http) {
+        (Some(board), Some(settings)) => {
+            let facts = StationFacts::of(plan, |i| {
+                let info = recipes.engine(i).info();
+                [info.engine, info.provider, info.precision.name()]
+            });
+            Some(Hmi::start(settings, board.clone(), facts).with_context(|| format!("{file}: `[http]`"))?)
+        }
+        _ => None,
     };
     Ok(StationParts {
         recipes,
         plant,
+        hmi,
+        board,
         source,
         trigger,
         freshness: plan.freshness,
@@ -292,6 +304,17 @@ pub fn parts(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Statio
         part_ids: Some(part_ids),
         control: Some(control),
         self_test_every: plan.self_test_every,
+    })
+}
+
+/// The frame source of `plan`; `stop` cuts short a camera's reconnect waits.
+pub fn source(plan: &StationPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Box<dyn FrameSource>> {
+    let file = plan.file.display();
+    Ok(match &plan.source {
+        SourcePlan::Directory { path, looping } => {
+            Box::new(DirectorySource::open(path, *looping).with_context(|| format!("{file}: `source.path`"))?)
+        }
+        SourcePlan::Camera(settings) => camera(settings.clone(), stop).with_context(|| format!("{file}: `source`"))?,
     })
 }
 

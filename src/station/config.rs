@@ -63,6 +63,59 @@ pub struct StationConfig {
     /// An MQTT publisher of results, status and counters; absent: none.
     #[serde(default)]
     pub mqtt: Option<MqttSection>,
+    /// The operator interface (web page, HTTP API, metrics); absent: none.
+    #[serde(default)]
+    pub http: Option<HttpSection>,
+}
+
+/// `[http]`: the operator interface (README, "Operator interface").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// The address and port it listens on (default `127.0.0.1:8080`; `0.0.0.0:8080` for every
+    /// interface).
+    #[serde(default = "default_http_bind")]
+    pub bind: String,
+    /// A file holding the token that changes need (its first line, at least 16 characters;
+    /// owned by root or the station's user, not readable by others); absent: read-only.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Connections served at once, 1 to 64; more are answered 503.
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
+    /// How long a client has for a request's head, and for its body, 100 to 60000 ms.
+    #[serde(default = "default_http_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// The live view's most frames per second, 1 to 30.
+    #[serde(default = "default_http_fps")]
+    pub stream_fps: u32,
+    /// HTTPS; absent: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<HttpTlsSection>,
+}
+
+/// `[http.tls]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsSection {
+    /// The server's certificate chain (PEM). Required.
+    pub cert: PathBuf,
+    /// Its private key (PEM; owned by root or the station's user, not readable by others).
+    /// Required.
+    pub key: PathBuf,
+}
+
+fn default_http_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_http_connections() -> usize {
+    16
+}
+fn default_http_timeout_ms() -> u64 {
+    10_000
+}
+fn default_http_fps() -> u32 {
+    10
 }
 
 /// `[modbus]`: a Modbus TCP server (register map in the README).

@@ -34,11 +34,12 @@ pub mod trigger;
 pub mod watchdog;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use image::RgbImage;
 
-use crate::pipeline::{InspectError, Judged};
+use crate::pipeline::{InspectError, Judged, StageTimes};
 use crate::plant::Plant;
 use crate::sink::display::{Alert, StationScreen, Status};
 use crate::sink::framebuffer::Framebuffer;
@@ -50,7 +51,7 @@ use lines::GpioError;
 use log::{rfc3339, FailureArchive, PartIds, ResultLog, ResultRecord};
 use monitor::DriftChange;
 use recipe::{RecipeError, RecipeTag, Recipes};
-use status::{ErrorCause, LastResult, StationStatus};
+use status::{ErrorCause, LastResult, RecipeCalibration, StationStatus, StatusBoard};
 use supervisor::{LinkError, SupervisorLink};
 use trigger::{Fired, Missed, Trigger};
 
@@ -183,8 +184,12 @@ pub struct StationParts {
     pub control: Option<ControlServer>,
     /// How often the reference parts are judged again (they are at start, and on request).
     pub self_test_every: Option<Duration>,
-    /// The plant networks (Modbus TCP, MQTT) and the board they read; none: no network.
+    /// The plant networks (Modbus TCP, MQTT); none: no plant network.
     pub plant: Option<Plant>,
+    /// The operator interface (the HTTP server); none: no server.
+    pub hmi: Option<crate::hmi::Hmi>,
+    /// The board the plant networks and the operator interface read; none: neither runs.
+    pub board: Option<Arc<StatusBoard>>,
 }
 
 /// Counters since start.
@@ -258,7 +263,11 @@ struct Outlets {
     results: Option<ResultLog>,
     archive: Option<FailureArchive>,
     part_ids: Option<PartIds>,
-    plant: Option<Plant>,
+    /// Held for its Drop (it stops the networks).
+    _plant: Option<Plant>,
+    /// Held for its Drop (it stops the server).
+    _hmi: Option<crate::hmi::Hmi>,
+    board: Option<Arc<StatusBoard>>,
     /// The last result record as JSON, for the result log and the plant (reused).
     json: Vec<u8>,
     overlay: OverlayRenderer,
@@ -299,7 +308,9 @@ impl Station {
                 results: parts.results,
                 archive: parts.archive,
                 part_ids: parts.part_ids,
-                plant: parts.plant,
+                _plant: parts.plant,
+                _hmi: parts.hmi,
+                board: parts.board,
                 json: Vec::with_capacity(512),
                 overlay: OverlayRenderer::default(),
                 screen: StationScreen::default(),
@@ -334,8 +345,8 @@ impl Station {
             );
         }
         self.outlets.tell_plant(|s| (s.ready, s.busy) = (false, false));
-        if let Some(plant) = &self.outlets.plant {
-            self.outlets.summary.mqtt_dropped = plant.board().status().counters.mqtt_dropped;
+        if let Some(board) = &self.outlets.board {
+            self.outlets.summary.mqtt_dropped = board.status().counters.mqtt_dropped;
         }
         Ok(self.outlets.summary)
     }
@@ -350,6 +361,11 @@ impl Station {
             self.started = true;
             let next = self.recipes.next_tag().number;
             self.outlets.tell_plant(|s| (s.ready, s.recipe) = (true, next));
+            if let Some(board) = &self.outlets.board {
+                for index in 0..self.recipes.len() {
+                    board.set_calibration(index, calibration_of(&self.recipes, index));
+                }
+            }
             self.self_test_due = self.self_test_every.map(|every| Instant::now() + every);
             for index in 0..self.recipes.len() {
                 let tag = &self.recipes.get(index).tag;
@@ -387,13 +403,13 @@ impl Station {
             let mut lost: Option<LinkError> = None;
             let (control, recipes, summary) = (&self.control, &mut self.recipes, &self.outlets.summary);
             let (asked, due) = (&mut self.self_test_asked, self.self_test_due);
-            let plant = self.outlets.plant.as_ref();
+            let board = self.outlets.board.as_deref();
             let fired = self.trigger.wait(stop, &mut || {
                 if let Err(e) = link.alive() {
                     lost = Some(e);
                 }
-                if let Some(plant) = plant {
-                    take_plant_requests(plant, recipes);
+                if let Some(board) = board {
+                    take_board_requests(board, recipes);
                 }
                 if let Some(request) = control.as_ref().and_then(ControlServer::poll) {
                     if let Some(self_test) = answer(request, recipes, summary) {
@@ -416,8 +432,8 @@ impl Station {
             self.outlets.status.alert = None;
         }
         // Switches the plant asked for before this part's trigger apply to it (`choose`).
-        if let Some(plant) = &self.outlets.plant {
-            take_plant_requests(plant, &mut self.recipes);
+        if let Some(board) = &self.outlets.board {
+            take_board_requests(board, &mut self.recipes);
         }
         let next = self.recipes.next_tag().number;
         self.outlets.tell_plant(|s| (s.busy, s.recipe) = (true, next));
@@ -431,7 +447,7 @@ impl Station {
                 let tag = index.map_or(self.recipes.unchosen(), |i| &self.recipes.get(i).tag);
                 self.outlets.link.triggered(sequence, at, slot)?;
                 self.outlets.summary.missed_triggers += 1;
-                let step = self.outlets.conclude(at, Err(why.into()), None, tag, stop);
+                let step = self.outlets.conclude(at, Err(why.into()), None, tag, StageTimes::default(), stop);
                 return step.map(|v| self.after(v));
             }
             Ok(Fired::Ended) => return Ok(Step::Exhausted),
@@ -439,7 +455,7 @@ impl Station {
             Ok(Fired::Interrupted) => unreachable!("the wait goes on after an interruption"),
             Err(e) => {
                 let tag = &self.recipes.get(self.recipes.active()).tag;
-                let step = self.outlets.conclude(Instant::now(), Err(e.into()), None, tag, stop);
+                let step = self.outlets.conclude(Instant::now(), Err(e.into()), None, tag, StageTimes::default(), stop);
                 return step.map(|v| self.after(v));
             }
         };
@@ -454,7 +470,14 @@ impl Station {
             // free-run or interval "trigger" stood for no part.
             Fresh::Exhausted if matches!(self.trigger, Trigger::Input(_)) => {
                 let tag = index.map_or(self.recipes.unchosen(), |i| &self.recipes.get(i).tag);
-                self.outlets.conclude(triggered, Err(FrameError::SourceEnded), None, tag, stop)?;
+                self.outlets.conclude(
+                    triggered,
+                    Err(FrameError::SourceEnded),
+                    None,
+                    tag,
+                    StageTimes::default(),
+                    stop,
+                )?;
                 return Ok(Step::Exhausted);
             }
             Fresh::Exhausted => return Ok(Step::Exhausted),
@@ -463,6 +486,7 @@ impl Station {
         };
         let roi = index.and_then(|i| self.recipes.get(i).roi);
         let mut drift = None;
+        let mut stages = StageTimes::default();
         // A part is judged only with its recipe; none, or a faulted one, is its ERROR.
         let recipe = chosen.map(|()| index.expect("a chosen recipe has an index"));
         let tag = index.map_or(self.recipes.unchosen(), |i| &self.recipes.get(i).tag);
@@ -476,15 +500,16 @@ impl Station {
                 Ok(cropped) => {
                     let image = if cropped { &self.crop } else { &self.frame.image };
                     let part = self.recipes.judge_part(index, image);
-                    drift = part.drift;
+                    (drift, stages) = (part.drift, part.stages);
                     (part.judged.map_err(FrameError::from), Some(image), part.tag)
                 }
             },
         };
+
         if let Some(change) = drift {
             self.outlets.note_drift(tag, change);
         }
-        let verdict = self.outlets.conclude(triggered, judged, shown, tag, stop)?;
+        let verdict = self.outlets.conclude(triggered, judged, shown, tag, stages, stop)?;
         Ok(self.after(verdict))
     }
 
@@ -668,17 +693,42 @@ fn answer(request: Request, recipes: &mut Recipes, summary: &RunSummary) -> Opti
 }
 
 /// Hands the recipe switches the plant asked for to the recipes (each applies to the parts
-/// triggered after it was asked for); the board shows the next part's recipe at once.
-fn take_plant_requests(plant: &Plant, recipes: &mut Recipes) {
+/// triggered after it was asked for; the board shows the next part's recipe at once), and puts
+/// the memories the operator put in place to work (from the next part on).
+fn take_board_requests(board: &StatusBoard, recipes: &mut Recipes) {
     let mut taken = false;
-    plant.board().take_recipe_requests(|(index, asked)| {
+    board.take_recipe_requests(|(index, asked)| {
         tracing::info!("plant: recipe {} from the next part", recipes.get(index).tag.name);
         recipes.switch_at(index, asked);
         taken = true;
     });
     if taken {
         let next = recipes.next_tag().number;
-        plant.board().update(|s| s.recipe = next);
+        board.update(|s| s.recipe = next);
+    }
+    board.take_memory_swaps(|swap| {
+        let name = recipes.get(swap.recipe).tag.name.clone();
+        let outcome = recipes.replace_memory(swap.recipe, &swap.memory, swap.threshold).map(|()| {
+            let threshold = recipes.get(swap.recipe).tag.threshold;
+            tracing::warn!(
+                "operator: recipe {name} judges against {} from the next part (threshold {threshold})",
+                swap.memory.path.display()
+            );
+            board.set_calibration(swap.recipe, calibration_of(recipes, swap.recipe));
+            format!("recipe {name}: threshold {threshold}")
+        });
+        let _ = swap.done.send(outcome);
+    });
+}
+
+/// Recipe `index`'s calibration, for the operator's score plot.
+fn calibration_of(recipes: &Recipes, index: usize) -> RecipeCalibration {
+    let recipe = recipes.get(index);
+    RecipeCalibration {
+        name: recipe.tag.name.to_string(),
+        threshold: recipe.tag.threshold,
+        good_scores: recipe.good_scores.clone(),
+        memory_sha256: recipe.tag.provenance.memory_sha256.clone(),
     }
 }
 
@@ -710,7 +760,7 @@ fn pause_for(pause: Duration, stop: &AtomicBool, link: &mut SupervisorLink) -> R
 
 /// Copies the region of interest of `frame` into `crop`; `Ok(false)` when there is no region
 /// (the whole frame is judged).
-fn crop(roi: Option<Roi>, frame: &RgbImage, crop: &mut RgbImage) -> Result<bool, FrameError> {
+pub(crate) fn crop(roi: Option<Roi>, frame: &RgbImage, crop: &mut RgbImage) -> Result<bool, FrameError> {
     let Some(roi) = roi else { return Ok(false) };
     let (w, h) = frame.dimensions();
     if roi.x.saturating_add(roi.width) > w || roi.y.saturating_add(roi.height) > h {
@@ -743,6 +793,7 @@ impl Outlets {
         judged: Result<Judged<'_>, FrameError>,
         shown: Option<&RgbImage>,
         recipe: &RecipeTag,
+        stages: StageTimes,
         stop: &AtomicBool,
     ) -> anyhow::Result<Step> {
         let mut verdict = judged.as_ref().map_or(Verdict::Error, |j| j.verdict);
@@ -806,11 +857,14 @@ impl Outlets {
             recipe: recipe.name.clone(),
             alert: self.status.alert,
         };
-        let wants_overlay = self.display.is_some() || (verdict == Verdict::Fail && self.archive.is_some());
+        let pictures = self.board.as_ref().is_some_and(|b| b.wants_pictures());
+        let wants_overlay = self.display.is_some() || pictures || (verdict == Verdict::Fail && self.archive.is_some());
+        let drawing = Instant::now();
         let overlay = shown.filter(|_| wants_overlay).map(|image| {
             let map = judged.as_ref().ok().map(|j| (j.map, j.score));
             self.overlay.render(image, map, self.status.threshold, verdict)
         });
+        let overlay_ms = if overlay.is_some() { drawing.elapsed().as_secs_f32() * 1e3 } else { f32::NAN };
         if let Some(display) = &mut self.display {
             let _ = self.screen.draw(display, overlay, &self.status);
             if let Err(e) = display.flush() {
@@ -821,7 +875,7 @@ impl Outlets {
                 }
             }
         }
-        if self.results.is_some() || self.plant.is_some() {
+        if self.results.is_some() || self.board.is_some() {
             let error = judged.as_ref().err().map(|e| e.to_string()).or(late.as_ref().map(|e| e.to_string()));
             let record = ResultRecord {
                 time: &now,
@@ -850,9 +904,9 @@ impl Outlets {
                     }
                 }
             }
-            if let Some(plant) = &self.plant {
-                let board = plant.board();
+            if let Some(board) = &self.board {
                 let json = (board.wants_results() && encoded.is_ok()).then_some(self.json.as_slice());
+                let ms = |d: Duration| if judged.is_ok() { d.as_secs_f32() * 1e3 } else { f32::NAN };
                 let last = LastResult {
                     verdict,
                     score,
@@ -861,8 +915,14 @@ impl Outlets {
                     cause: ErrorCause::of_result(judged.as_ref().err(), late.as_ref()),
                     recipe: recipe.number,
                     latency_ms: latency_ms as f32,
+                    frame: self.summary.frames,
+                    unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                    stages_ms: [ms(stages.preprocess), ms(stages.inference), ms(stages.scoring), overlay_ms],
                 };
-                board.publish(last, self.summary, json);
+                let sequence = board.publish(last, self.summary, json);
+                if let Some(overlay) = overlay {
+                    board.show_picture(sequence, &last, overlay, shown);
+                }
                 let alert = self.status.alert;
                 board.update(|s| {
                     s.self_test_fault = alert == Some(Alert::SelfTest);
@@ -887,10 +947,10 @@ impl Outlets {
         Ok(Step::Judged(verdict))
     }
 
-    /// Changes the status the plant reads (no plant: nothing).
+    /// Changes the status the plant and the operator read (neither: nothing).
     fn tell_plant(&self, change: impl FnOnce(&mut StationStatus)) {
-        if let Some(plant) = &self.plant {
-            plant.board().update(change);
+        if let Some(board) = &self.board {
+            board.update(change);
         }
     }
 

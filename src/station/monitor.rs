@@ -64,6 +64,11 @@ fn median(values: &mut [f32]) -> Option<f32> {
 }
 
 impl DriftWatch {
+    /// The same watch (window, bound) over a new calibration's scores and threshold.
+    pub fn recalibrated(&self, good_scores: &[f32], threshold: f32) -> Option<DriftWatch> {
+        DriftWatch::new(good_scores, threshold, self.window, self.bound)
+    }
+
     /// A watch against the calibration's `good_scores` and `threshold`, over the last `window`
     /// (at most [`MAX_WINDOW`]) passing parts; none when there are no scores to compare with
     /// or they are not below the threshold.

@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{
-    ConfigError, DisplayKind, GpioKind, GpioSection, ModbusSection, MqttSection, RecipeSection, RejectTiming,
-    RoiSection, SourceKind, StationConfig, TriggerMode,
+    ConfigError, DisplayKind, GpioKind, GpioSection, HttpSection, ModbusSection, MqttSection, RecipeSection,
+    RejectTiming, RoiSection, SourceKind, StationConfig, TriggerMode,
 };
 use super::lines::{Handshake, LineSettings, OutputMode};
 use super::log::Rotation;
 use super::reject::Slot;
 use super::trigger::{Edge, OnBusy};
 use super::Roi;
+use crate::hmi::HttpSettings;
 use crate::model::backend::{EngineConfig, Provider};
 use crate::plant::{ModbusSettings, MqttSettings, PlantPlan, TlsFiles};
 use crate::source::camera::CameraSettings;
@@ -94,6 +95,12 @@ pub mod limits {
     pub(crate) const MQTT_PREFIX: RangeInclusive<usize> = 0..=200;
     /// `mqtt.client_id` length.
     pub(crate) const MQTT_CLIENT_ID: RangeInclusive<usize> = 1..=64;
+    /// `http.max_connections`.
+    pub(crate) const HTTP_CONNECTIONS: RangeInclusive<usize> = 1..=64;
+    /// `http.request_timeout_ms`.
+    pub(crate) const HTTP_TIMEOUT_MS: RangeInclusive<u64> = 100..=60_000;
+    /// `http.stream_fps`.
+    pub(crate) const HTTP_FPS: RangeInclusive<u32> = 1..=30;
 }
 
 /// The station to build, every value checked.
@@ -127,6 +134,8 @@ pub struct StationPlan {
     pub drift: DriftPlan,
     /// The plant networks (Modbus TCP, MQTT).
     pub plant: PlantPlan,
+    /// The operator interface; none: no HTTP server.
+    pub http: Option<HttpSettings>,
 }
 
 /// The products and how the active one is chosen.
@@ -858,6 +867,7 @@ fn plan(config: &StationConfig, path: &Path) -> Checked<(StationPlan, ModelPlan,
             modbus: config.modbus.as_ref().map(modbus_plan).transpose()?,
             mqtt: config.mqtt.as_ref().map(mqtt_plan).transpose()?,
         },
+        http: config.http.as_ref().map(http_plan).transpose()?,
     };
     Ok((plan, model_plan, roi))
 }
@@ -942,6 +952,28 @@ fn mqtt_plan(m: &MqttSection) -> Checked<MqttSettings> {
         )?),
         keep_alive: Duration::from_secs(within("mqtt.keep_alive_s", m.keep_alive_s, limits::MQTT_KEEP_ALIVE_S)?),
         tls,
+    })
+}
+
+/// `[http]`, checked.
+fn http_plan(h: &HttpSection) -> Checked<HttpSettings> {
+    if !cfg!(feature = "hmi") {
+        return Err(("http", "this clipada was built without the `hmi` feature (operator interface)".into()));
+    }
+    if h.bind.parse::<std::net::SocketAddr>().is_err() {
+        return Err(("http.bind", format!("{:?}: give an address and port, e.g. \"127.0.0.1:8080\"", h.bind)));
+    }
+    Ok(HttpSettings {
+        bind: h.bind.clone(),
+        token_file: h.token_file.clone(),
+        max_connections: within("http.max_connections", h.max_connections, limits::HTTP_CONNECTIONS)?,
+        request_timeout: Duration::from_millis(within(
+            "http.request_timeout_ms",
+            h.request_timeout_ms,
+            limits::HTTP_TIMEOUT_MS,
+        )?),
+        stream_fps: within("http.stream_fps", h.stream_fps, limits::HTTP_FPS)?,
+        tls: h.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
     })
 }
 
@@ -1062,6 +1094,11 @@ path = "frames"
             (mqtt("port = 0\n"), "mqtt.port", "no port"),
             (mqtt("[mqtt.tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\n"), "mqtt.tls.cert", "both"),
             (format!("{MINIMAL}[trigger]\nmode = \"modbus\"\n"), "trigger.mode", "[modbus]"),
+            (format!("{MINIMAL}[http]\nbind = \"8080\"\n"), "http.bind", "address and port"),
+            (format!("{MINIMAL}[http]\nmax_connections = 0\n"), "http.max_connections", "1..=64"),
+            (format!("{MINIMAL}[http]\nrequest_timeout_ms = 60001\n"), "http.request_timeout_ms", "100..="),
+            (format!("{MINIMAL}[http]\nstream_fps = 31\n"), "http.stream_fps", "1..=30"),
+            (format!("{MINIMAL}[http.tls]\ncert = \"c.pem\"\n"), "http.tls", "key"),
         ];
         for (text, key, reason_part) in cases {
             let (got_key, reason) = invalid(&text);

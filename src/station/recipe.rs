@@ -19,7 +19,7 @@ use super::log::Provenance;
 use super::monitor::{DriftChange, DriftWatch};
 use super::reject::Slot;
 use super::Roi;
-use crate::pipeline::{Extractor, InspectError, Inspector, Judge, Judged};
+use crate::pipeline::{Extractor, InspectError, Inspector, Judge, Judged, Memory, StageTimes};
 use crate::verdict::Verdict;
 
 /// Longest recipe name.
@@ -36,6 +36,8 @@ pub struct JudgedPart<'a> {
     pub tag: &'a RecipeTag,
     /// A change of the recipe's drift warning this part made.
     pub drift: Option<DriftChange>,
+    /// How long each stage took.
+    pub stages: StageTimes,
 }
 
 /// An image a recipe must judge a known way (the self-test).
@@ -81,6 +83,8 @@ pub struct Recipe {
     pub drift: Option<DriftWatch>,
     /// Why its last self-test failed, until an operator acknowledges: its parts get ERROR.
     pub fault: Option<String>,
+    /// Its memory's leave-one-out good scores (empty without a memory).
+    pub good_scores: Vec<f32>,
 }
 
 /// Why a part has no recipe.
@@ -183,6 +187,7 @@ impl Recipes {
             references: Vec::new(),
             drift: None,
             fault: None,
+            good_scores: Vec::new(),
         };
         Recipes::new(vec![extractor], vec![recipe], 0, None)
     }
@@ -259,12 +264,28 @@ impl Recipes {
     /// Judges a part's `image` with recipe `index`, whose drift watch takes a PASS's score.
     pub fn judge_part(&mut self, index: usize, image: &RgbImage) -> JudgedPart<'_> {
         let recipe = &mut self.list[index];
-        let judged = recipe.judge.inspect(&mut self.engines[recipe.engine], image);
+        let engine = &mut self.engines[recipe.engine];
+        let judged = recipe.judge.inspect(engine, image);
+        let stages = engine.stage_times();
         let drift = match (&judged, &mut recipe.drift) {
             (Ok(j), Some(watch)) if j.verdict == Verdict::Pass => watch.observe(j.score),
             _ => None,
         };
-        JudgedPart { judged, tag: &recipe.tag, drift }
+        JudgedPart { judged, tag: &recipe.tag, drift, stages }
+    }
+
+    /// Judges recipe `index`'s parts against `memory` from now on, with `threshold` (none: the
+    /// memory's calibrated one); its records name the new memory. Unchanged when refused (a
+    /// memory made for another model, precision or scoring mode).
+    pub fn replace_memory(&mut self, index: usize, memory: &Memory, threshold: Option<f32>) -> Result<(), String> {
+        let recipe = &mut self.list[index];
+        let engine = &self.engines[recipe.engine];
+        recipe.judge.replace_memory(engine, memory, threshold).map_err(|e| e.to_string())?;
+        recipe.tag.threshold = recipe.judge.threshold().value();
+        recipe.tag.provenance = Provenance::of(engine, memory.sha256.as_deref());
+        recipe.good_scores = memory.bank.good_scores.clone();
+        recipe.drift = recipe.drift.as_ref().and_then(|w| w.recalibrated(&recipe.good_scores, recipe.tag.threshold));
+        Ok(())
     }
 
     /// Recipe `index`.

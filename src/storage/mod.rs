@@ -7,4 +7,6 @@
 
 pub mod owned;
 pub mod read;
+#[cfg(any(feature = "plant", feature = "hmi"))]
+pub(crate) mod secret;
 pub(crate) mod trust;

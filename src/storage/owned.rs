@@ -50,6 +50,12 @@ pub enum FolderKind {
     State,
     /// `clipada demo`'s output.
     Demo,
+    /// Images captured for commissioning (`clipada capture`, the operator interface), and the
+    /// memory calibrated from them before it is put in place.
+    Commissioning,
+    /// The memories the operator interface replaced, kept for undo.
+    #[cfg(feature = "hmi")]
+    MemoryVersions,
     /// TensorRT's engine cache (only ONNX Runtime makes one).
     #[cfg(feature = "ort")]
     EngineCache,
@@ -63,6 +69,9 @@ impl FolderKind {
             FolderKind::FailedParts => "failed-parts",
             FolderKind::State => "state",
             FolderKind::Demo => "demo",
+            FolderKind::Commissioning => "commissioning",
+            #[cfg(feature = "hmi")]
+            FolderKind::MemoryVersions => "memory-versions",
             #[cfg(feature = "ort")]
             FolderKind::EngineCache => "engine-cache",
         }
@@ -493,7 +502,7 @@ impl OwnedDir {
     /// Every entry directly in the folder but its marker, by its name's bytes (which need not be
     /// UTF-8), with the size of each regular file (`None`: a symlink, folder or other), in name
     /// order.
-    #[cfg(feature = "ort")]
+    #[cfg(any(feature = "ort", feature = "hmi"))]
     pub(crate) fn entries(&self) -> Result<Vec<(std::ffi::OsString, Option<u64>)>, WriteError> {
         let mut found = Vec::new();
         let mut entries = rustix::fs::Dir::read_from(&self.dir).map_err(io_error(&self.path))?;
@@ -544,7 +553,7 @@ impl OwnedDir {
 
     /// Removes every entry directly in the folder but its marker: files and symlinks (never
     /// what a link points to); a sub-folder is refused.
-    #[cfg(feature = "ort")]
+    #[cfg(any(feature = "ort", feature = "hmi"))]
     pub(crate) fn clear(&self) -> Result<(), WriteError> {
         for (name, _) in self.entries()? {
             let path = self.path.join(&name);

@@ -11,6 +11,8 @@ mod goldens;
 mod infer_cli;
 mod memory_eval;
 mod metrics;
+#[cfg(feature = "hmi")]
+mod operator_interface;
 mod ort_engine;
 mod overlay;
 #[cfg(feature = "plant")]

@@ -180,6 +180,8 @@ fn the_station_loop_allocates_nothing_per_frame_after_warm_up() {
         control: Some(ControlServer::bind(&dir.path().join("state")).unwrap()),
         self_test_every: None,
         plant: None,
+        hmi: None,
+        board: None,
     };
     let mut station = Station::new(parts, link);
     let stop = AtomicBool::new(false);
