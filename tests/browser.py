@@ -75,6 +75,7 @@ def main():
         page.click("#apply")
         seen["applied"] = wait_for_message(page, "applied", 60)
         time.sleep(1.5)
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=screenshot)
         seen["page_errors"] = errors
         browser.close()

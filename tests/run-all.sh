@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what it needs, then checks that the
 # default build needs no libclang and the shipped V4L2 bindings are a fresh bindgen run's,
-# installs the real peers the plant-network tests start (Mosquitto; pymodbus in the venv), runs
+# installs the real peers the plant-network and operator-interface tests start (Mosquitto;
+# pymodbus in the venv; Chromium with Playwright from the venv; curl), runs
 # the Python tooling's lint and the numpy reference's own tests, checks that the committed
 # fixture and goldens are what the scripts make, Rust formatting, lint (both feature sets),
 # documentation and the minimum supported Rust version, cargo's tests (both feature sets), the
@@ -25,8 +26,8 @@ step "Python tooling (models/requirements-test.txt into models/.venv)"
 [ -x models/.venv/bin/python ] || python3 -m venv models/.venv
 models/.venv/bin/python -m pip install -q --disable-pip-version-check -r models/requirements-test.txt
 
-step "real peers of the plant-network tests: Debian's Mosquitto broker and clients (openssl: their TLS)"
-apt_install mosquitto mosquitto-clients openssl
+step "real peers: Mosquitto broker and clients (plant networks), Chromium (the operator page, driven by Playwright from the venv), curl and openssl (TLS)"
+apt_install mosquitto mosquitto-clients openssl chromium curl
 
 step "Python lint and format (ruff, models/pyproject.toml)"
 models/.venv/bin/ruff check --config models/pyproject.toml models benches tests

@@ -82,6 +82,8 @@ pub(crate) struct CalibrationReport {
     pub recipe: usize,
     /// The threshold it derived.
     pub threshold: f32,
+    /// The recipe's threshold in force now, to compare.
+    pub threshold_now: f32,
     /// The good images' leave-one-out scores, in capture order (outliers left out).
     pub good_scores: Vec<f32>,
     /// The highest of them.
@@ -346,9 +348,11 @@ impl Commissioning {
         let threshold = bank.threshold.ok_or("no threshold: capture at least 2 good images")?;
         let max_good = bank.good_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         folder.write_atomic(Path::new(CANDIDATE), &memory_file::to_bytes(bank)).map_err(|e| e.to_string())?;
+        let threshold_now = self.board.calibrations().get(recipe).map_or(f32::NAN, |c| c.threshold);
         let report = CalibrationReport {
             recipe,
             threshold,
+            threshold_now,
             good_scores: bank.good_scores.clone(),
             max_good,
             margin: (threshold - max_good) / threshold,
@@ -360,7 +364,7 @@ impl Commissioning {
             patches: bank.len(),
         };
         let message = format!(
-            "calibrated from {} images: threshold {threshold:.6}, worst good part {max_good:.6} ({:.1} % below it){}",
+            "calibrated from {} images: threshold {threshold:.6} (now {threshold_now:.6}), worst good part {max_good:.6} ({:.1} % below it){}",
             bank.good_images,
             report.margin * 100.0,
             if report.outliers.is_empty() {

@@ -101,11 +101,15 @@ fn every_shipped_station_config_parses() {
         for entry in std::fs::read_dir(common::root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                let networked =
-                    std::fs::read_to_string(&path).unwrap().lines().any(|l| l == "[modbus]" || l == "[mqtt]");
+                let lines = std::fs::read_to_string(&path).unwrap();
+                let networked = lines.lines().any(|l| l == "[modbus]" || l == "[mqtt]");
+                let served = lines.lines().any(|l| l == "[http]");
                 match StationPlan::load(&path) {
                     Err(e) if networked && !cfg!(feature = "plant") => {
                         assert!(e.to_string().contains("without the `plant` feature"), "{e}")
+                    }
+                    Err(e) if served && !cfg!(feature = "hmi") => {
+                        assert!(e.to_string().contains("without the `hmi` feature"), "{e}")
                     }
                     loaded => drop(loaded.unwrap_or_else(|e| panic!("{e}"))),
                 }
@@ -118,6 +122,7 @@ fn every_shipped_station_config_parses() {
     assert_eq!(
         checked,
         [
+            "hmi.toml",
             "jetson-orin-nano.toml",
             "jetson-xavier-nx.toml",
             "line.toml",
@@ -145,14 +150,23 @@ fn plant_settings_parse(path: &std::path::Path) {
         })
         .map(|line| format!("{line}\n"))
         .collect();
-    assert!(uncommented.contains("[modbus]") && uncommented.contains("[mqtt]"), "{}", path.display());
+    assert!(
+        uncommented.contains("[modbus]") && uncommented.contains("[mqtt]") && uncommented.contains("[http]"),
+        "{}",
+        path.display()
+    );
     let copy = tempfile::tempdir().unwrap();
     let edited = copy.path().join(path.file_name().unwrap());
     std::fs::write(&edited, format!("{before}{uncommented}")).unwrap();
     let loaded = StationPlan::load(&edited);
-    if cfg!(feature = "plant") {
+    if cfg!(all(feature = "plant", feature = "hmi")) {
         let plan = loaded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(plan.plant.modbus.is_some() && plan.plant.mqtt.is_some(), "{}", path.display());
+        let http = plan.http.unwrap_or_else(|| panic!("{}: no [http]", path.display()));
+        assert_eq!(http.bind, "127.0.0.1:8080");
+    } else if cfg!(feature = "plant") {
+        let refusal = loaded.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refusal.contains("without the `hmi` feature"), "{refusal}");
     } else {
         // A build without the networks refuses them by name.
         let refusal = loaded.err().map(|e| e.to_string()).unwrap_or_default();
