@@ -1,14 +1,17 @@
-//! Plant-network benchmark: the trigger-to-verdict latency of the real station loop (default
-//! model, the demo's memory, interval triggers, recording GPIO, result log) with
+//! Plant-network and operator-interface benchmark: the trigger-to-verdict latency of the real
+//! station loop (default model, the demo's memory, interval triggers, recording GPIO, result
+//! log) with
 //!
-//! - `neither`: no plant network;
+//! - `neither`: no plant network, no HTTP server;
 //! - `broker_up`: `[mqtt]` publishing every result to a Mosquitto broker started here;
 //! - `broker_down`: `[mqtt]` pointed at a port nobody listens on (every result queued);
-//! - `modbus_100hz`: `[modbus]` with a client reading the whole input-register map every 10 ms.
+//! - `modbus_100hz`: `[modbus]` with a client reading the whole input-register map every 10 ms;
+//! - `http_no_clients`: `[http]` on (the loop draws and hands over each overlay), no client;
+//! - `http_5_streams`: `[http]` with 5 clients reading the live view (MJPEG) throughout.
 //!
 //! The conditions take turns, `ROUNDS` rounds of `PARTS` parts each, so a noisy machine drifts
 //! alike for all; each condition's p50 and p99 are over all its rounds, and its p99 is given
-//! as a ratio to `neither`'s from the same run.
+//! as a ratio to `neither`'s from the same run (and `http_5_streams`' to `http_no_clients`').
 //!
 //!     cargo bench --bench plant
 //!
@@ -38,7 +41,10 @@ const INTERVAL_MS: u64 = 100;
 /// The Modbus client's period (100 Hz).
 const POLL: Duration = Duration::from_millis(10);
 
-const CONDITIONS: [&str; 4] = ["neither", "broker_up", "broker_down", "modbus_100hz"];
+const CONDITIONS: [&str; 6] =
+    ["neither", "broker_up", "broker_down", "modbus_100hz", "http_no_clients", "http_5_streams"];
+/// Live-view clients of `http_5_streams`.
+const VIEWERS: usize = 5;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -102,14 +108,44 @@ fn poll_registers(port: u16, stop: &AtomicBool, reads: &AtomicU64) {
     }
 }
 
+/// Reads the live view on `port` until `stop`, adding the frames taken to `frames`.
+fn view_live(port: u16, stop: &AtomicBool, frames: &AtomicU64) {
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < until && !stop.load(Ordering::Relaxed) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("no HTTP server: {e}"),
+        }
+    };
+    stream.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: bench\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    const MARK: &[u8] = b"X-Result: ";
+    // The end of the last read, where a mark may have begun.
+    let mut seen = Vec::with_capacity(1 << 16);
+    let mut buffer = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(n) = stream.read(&mut buffer) {
+            seen.extend_from_slice(&buffer[..n]);
+            let marks = seen.windows(MARK.len()).filter(|w| *w == MARK).count();
+            frames.fetch_add(marks as u64, Ordering::Relaxed);
+            let keep = seen.len().min(MARK.len() - 1);
+            seen.drain(..seen.len() - keep);
+        }
+    }
+}
+
 /// One run of `PARTS` parts under `condition`: the latencies of its results, in ms.
 fn run(root: &Path, backend: &str, condition: &str, broker: &Broker) -> Vec<f64> {
     let dir = tempfile::tempdir().unwrap();
-    let modbus_port = free_port();
+    let port = free_port();
     let plant = match condition {
         "broker_up" => format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"bench\"\n", broker.port),
         "broker_down" => format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nqueue = 100000\n", free_port()),
-        "modbus_100hz" => format!("[modbus]\nbind = \"127.0.0.1:{modbus_port}\"\n"),
+        "modbus_100hz" => format!("[modbus]\nbind = \"127.0.0.1:{port}\"\n"),
+        "http_no_clients" | "http_5_streams" => format!("[http]\nbind = \"127.0.0.1:{port}\"\n"),
         _ => String::new(),
     };
     let trigger = format!("mode = \"interval\"\ninterval_ms = {INTERVAL_MS}");
@@ -123,8 +159,15 @@ fn run(root: &Path, backend: &str, condition: &str, broker: &Broker) -> Vec<f64>
     let reads = Arc::new(AtomicU64::new(0));
     let client = (condition == "modbus_100hz").then(|| {
         let (polling, reads) = (polling.clone(), reads.clone());
-        std::thread::spawn(move || poll_registers(modbus_port, &polling, &reads))
+        std::thread::spawn(move || poll_registers(port, &polling, &reads))
     });
+    let viewed = Arc::new(AtomicU64::new(0));
+    let viewers: Vec<_> = (0..if condition == "http_5_streams" { VIEWERS } else { 0 })
+        .map(|_| {
+            let (polling, viewed) = (polling.clone(), viewed.clone());
+            std::thread::spawn(move || view_live(port, &polling, &viewed))
+        })
+        .collect();
     let station = {
         let stop = stop.clone();
         std::thread::spawn(move || run_in_process(&plan, stop, &mut |_| {}))
@@ -138,6 +181,15 @@ fn run(root: &Path, backend: &str, condition: &str, broker: &Broker) -> Vec<f64>
     stop.store(true, Ordering::Relaxed);
     polling.store(true, Ordering::Relaxed);
     station.join().unwrap().unwrap();
+    let streams = viewers.len();
+    for viewer in viewers {
+        viewer.join().unwrap();
+    }
+    if streams > 0 {
+        // Each viewer got most of the parts' frames (10 a second at most, one per part here).
+        let per_viewer = viewed.load(Ordering::Relaxed) / streams as u64;
+        assert!(per_viewer >= PARTS * 8 / 10, "the viewers took only {per_viewer} frames each");
+    }
     if let Some(client) = client {
         client.join().unwrap();
         let rate = reads.load(Ordering::Relaxed) as f64 / took.as_secs_f64();
@@ -175,19 +227,23 @@ fn main() {
     }
     let mut report = serde_json::Map::new();
     let mut neither_p99 = None;
+    let mut idle_server_p99 = None;
     for (condition, mut values) in CONDITIONS.into_iter().zip(latencies) {
         values.sort_by(f64::total_cmp);
         let (p50, p99) = (percentile(&values, 0.5), percentile(&values, 0.99));
         let base = *neither_p99.get_or_insert(p99);
-        report.insert(
-            condition.into(),
-            serde_json::json!({
-                "latency_ms_p50": p50,
-                "latency_ms_p99": p99,
-                "p99_ratio_to_neither": p99 / base,
-                "parts": values.len(),
-            }),
-        );
+        let mut entry = serde_json::json!({
+            "latency_ms_p50": p50,
+            "latency_ms_p99": p99,
+            "p99_ratio_to_neither": p99 / base,
+            "parts": values.len(),
+        });
+        match condition {
+            "http_no_clients" => idle_server_p99 = Some(p99),
+            "http_5_streams" => entry["p99_ratio_to_http_no_clients"] = (p99 / idle_server_p99.unwrap()).into(),
+            _ => {}
+        }
+        report.insert(condition.into(), entry);
     }
     report.insert("backend".into(), backend.into());
     report.insert("interval_ms".into(), INTERVAL_MS.into());

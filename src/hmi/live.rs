@@ -53,7 +53,8 @@ impl Live {
             stop: AtomicBool::new(false),
         });
         let shared = live.clone();
-        let every = Duration::from_secs(1) / fps.max(1);
+        // A tenth of slack: parts that come exactly at the rate are not skipped for jitter.
+        let every = Duration::from_secs(1) / fps.max(1) * 9 / 10;
         std::thread::Builder::new().name("clipada-live".into()).spawn(move || shared.encode(&board, every))?;
         Ok(live)
     }
@@ -96,7 +97,8 @@ impl Live {
             if !board.take_picture(picture.sequence, POLL, &mut picture) {
                 continue;
             }
-            if picture.judged.width() > 0 {
+            // Only judged parts: an ERROR's picture may be the whole frame, not the region.
+            if picture.judged.width() > 0 && picture.verdict != Some(crate::verdict::Verdict::Error) {
                 if let Some(sink) = lock(&self.capture).as_ref() {
                     // A full queue: the capture is behind; this frame is not taken.
                     let _ = sink.try_send((picture.recipe, picture.judged.clone()));

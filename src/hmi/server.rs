@@ -32,7 +32,8 @@ use crate::storage::secret::{pem_certificates, pem_private_key, secret_text};
 pub(crate) const HEAD_LIMIT: usize = 16 << 10;
 /// Largest request body.
 pub(crate) const BODY_LIMIT: usize = 16 << 10;
-/// A live-view client that takes no frame for this long is disconnected.
+/// A client whose connection takes no byte of an answer for this long is disconnected (a
+/// live-view client that stopped reading, say).
 const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// Shortest token accepted.
 const TOKEN_MIN: usize = 16;
@@ -207,19 +208,90 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
 }
 
-/// Serves HTTP/1.1 on one connection.
+/// Serves HTTP/1.1 on one connection; closes it when a write has waited for the client for
+/// [`STALL_LIMIT`] (a client that stopped reading).
 async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: I, shared: Arc<Shared>) {
     let timeout = shared.request_timeout;
     let service = hyper::service::service_fn(move |request| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(secure(handle(&shared, request).await)) }
     });
+    let blocked = Arc::new(std::sync::Mutex::new(None));
+    let io = WriteWatch { io, blocked_since: blocked.clone() };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
         .max_buf_size(HEAD_LIMIT)
         .serve_connection(TokioIo::new(io), service);
-    let _ = connection.await;
+    let stalled = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let since = *crate::station::status::lock(&blocked);
+            if since.is_some_and(|at: Instant| at.elapsed() > STALL_LIMIT) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = connection => {}
+        () = stalled => {}
+    }
+}
+
+/// A connection's stream that notes since when its writes wait for the client.
+struct WriteWatch<I> {
+    io: I,
+    blocked_since: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl<I> WriteWatch<I> {
+    fn note<T>(&self, poll: &std::task::Poll<T>) {
+        let mut since = crate::station::status::lock(&self.blocked_since);
+        match poll {
+            std::task::Poll::Pending => {
+                since.get_or_insert_with(Instant::now);
+            }
+            std::task::Poll::Ready(_) => *since = None,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteWatch<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(context, buffer)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteWatch<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.io).poll_write(context, bytes);
+        self.note(&poll);
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.io).poll_flush(context);
+        self.note(&poll);
+        poll
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(context)
+    }
 }
 
 /// Adds the headers every answer carries: nothing cached, sniffed or framed; scripts and

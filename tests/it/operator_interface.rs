@@ -597,3 +597,45 @@ fn the_page_works_in_a_real_browser() {
     let image = image::open(&screenshot).unwrap();
     assert_eq!((image.width(), image.height()), (1280, 800));
 }
+
+#[test]
+fn the_shipped_hmi_config_serves_the_page_and_metrics_and_stops_on_sigterm() {
+    let config = common::root().join("board/examples/hmi.toml");
+    // The README's first command made the memory it uses.
+    let demo = Command::new(env!("CARGO_BIN_EXE_clipada")).arg("demo").output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clipada"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let station = Station { address: "127.0.0.1:8080".parse().unwrap(), stop: Arc::default(), thread: None };
+    let mut status = Value::Null;
+    wait_until("the example's first results", 120, || {
+        let answered = TcpStream::connect(station.address).is_ok() && station.get("/api/v1/status").0 == 200;
+        if answered {
+            status = station.get_json("/api/v1/status");
+        }
+        status["sequence"].as_u64() >= Some(3)
+    });
+    let (code, _, metrics) = station.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&metrics).contains("clipada_verdicts_total{recipe=\"default\",verdict=\"fail\"}"));
+    let (code, _, page) = station.get("/");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&page).contains("<title>clipada station</title>"));
+    let signalled = Instant::now();
+    // SAFETY: signalling a child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let ended = child.wait().unwrap();
+    let took = signalled.elapsed();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(ended.success(), "{ended}: {log}");
+    assert!(log.contains("operator interface on http://127.0.0.1:8080/"), "{log}");
+    // The rule is 100 ms (measured by hand in the closing note); a loaded test machine gets slack.
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    assert!(TcpStream::connect(station.address).is_err(), "still listening after it ended");
+}
