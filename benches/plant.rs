@@ -84,18 +84,24 @@ impl Drop for Broker {
     }
 }
 
-/// Reads the 26 input registers every `POLL` until `stop`; how many reads were answered.
-fn poll_registers(port: u16, stop: &AtomicBool, reads: &AtomicU64) {
+/// A connection to `port` on loopback, tried again until the station's `server` listens (a
+/// minute at most, or until `stop`).
+fn connect(port: u16, stop: &AtomicBool, server: &str) -> TcpStream {
     let until = Instant::now() + Duration::from_secs(60);
-    let mut stream = loop {
+    loop {
         match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => break stream,
+            Ok(stream) => return stream,
             Err(_) if Instant::now() < until && !stop.load(Ordering::Relaxed) => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            Err(e) => panic!("no Modbus server: {e}"),
+            Err(e) => panic!("no {server}: {e}"),
         }
-    };
+    }
+}
+
+/// Reads the 26 input registers every `POLL` until `stop`; how many reads were answered.
+fn poll_registers(port: u16, stop: &AtomicBool, reads: &AtomicU64) {
+    let mut stream = connect(port, stop, "Modbus server");
     stream.set_nodelay(true).unwrap();
     let mut response = [0u8; 9 + 52];
     let mut next = Instant::now();
@@ -110,17 +116,8 @@ fn poll_registers(port: u16, stop: &AtomicBool, reads: &AtomicU64) {
 
 /// Reads the live view on `port` until `stop`, adding the frames taken to `frames`.
 fn view_live(port: u16, stop: &AtomicBool, frames: &AtomicU64) {
-    let until = Instant::now() + Duration::from_secs(60);
-    let mut stream = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => break stream,
-            Err(_) if Instant::now() < until && !stop.load(Ordering::Relaxed) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("no HTTP server: {e}"),
-        }
-    };
-    stream.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: bench\r\n\r\n").unwrap();
+    let mut stream = connect(port, stop, "HTTP server");
+    stream.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     const MARK: &[u8] = b"X-Result: ";
     // The end of the last read, where a mark may have begun.

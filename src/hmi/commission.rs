@@ -28,8 +28,9 @@ use crate::memory::file as memory_file;
 use crate::model::ModelFile;
 use crate::pipeline::{Extractor, Memory};
 use crate::station::status::{lock, MemorySwap, StatusBoard};
-use crate::storage::owned::{replace_file, FileKind, FolderKind, OwnedDir};
+use crate::storage::owned::{replace_file, replaceable, FileKind, FolderKind, OwnedDir};
 use crate::storage::read::read_regular;
+use crate::verdict::Verdict;
 
 /// Most images one capture takes.
 pub(crate) const MAX_CAPTURE: usize = 1000;
@@ -46,6 +47,8 @@ const MAX_MEMORY_BYTES: u64 = 1 << 31;
 /// How far "this part is good" may raise a recipe's threshold without being told it may (a
 /// factor): a real defect marked good by mistake would let its kind pass from then on.
 pub(crate) const MAX_THRESHOLD_RISE: f32 = 1.5;
+/// The folder of kept memories, in the state folder.
+const VERSIONS: &str = "memory-versions";
 /// The calibrated memory waiting to be put in place, in the commissioning folder.
 const CANDIDATE: &str = "candidate.memory";
 
@@ -70,6 +73,9 @@ pub(crate) struct Job {
     pub message: String,
     /// Images captured and waiting for calibration.
     pub captured: usize,
+    /// Those of them the memory in force judged FAIL (a capture takes the parts as they come:
+    /// were they good after all?).
+    pub captured_failed: Vec<String>,
     /// The calibration waiting to be put in place.
     pub calibration: Option<CalibrationReport>,
 }
@@ -92,6 +98,9 @@ pub(crate) struct CalibrationReport {
     pub margin: f32,
     /// Images left out as outliers, with their scores.
     pub outliers: Vec<(String, f32)>,
+    /// Captured images the memory in force judged FAIL: putting the calibration in place needs
+    /// the operator to say they are good (`accept_failed_captures`).
+    pub failed_captures: Vec<String>,
     /// Patches kept.
     pub patches: usize,
 }
@@ -158,9 +167,19 @@ impl Commissioning {
                 self.start("calibrating", recipe, captured, move |this, job| this.calibrate(recipe, job))
             }
             ["commissioning", "apply"] => {
-                let waiting = lock(&self.job).calibration.as_ref().map(|c| c.recipe);
+                let (waiting, failed) = {
+                    let job = lock(&self.job);
+                    let calibration = job.calibration.as_ref();
+                    (calibration.map(|c| c.recipe), calibration.map_or(0, |c| c.failed_captures.len()))
+                };
                 if waiting != Some(recipe) {
                     return Err(conflict("no calibration of this recipe waits to be put in place: calibrate first"));
+                }
+                if failed > 0 && body.get("accept_failed_captures") != Some(&Value::Bool(true)) {
+                    return Err(conflict(format!(
+                        "{failed} of the captured images were judged FAIL by the memory in force: look at them \
+                         (state_dir/commissioning); if they are good parts, apply with accept_failed_captures: true"
+                    )));
                 }
                 self.needs_memory_file(recipe)?;
                 self.start("applying", recipe, 1, move |this, _| this.apply(recipe))
@@ -245,6 +264,13 @@ impl Commissioning {
             stop: self.stop.clone(),
         };
         let spawned = std::thread::Builder::new().name("clipada-commission".into()).spawn(move || {
+            // The loop comes first: this thread, and the engine threads it starts, at the lowest
+            // priority (a thread's own on Linux; the engine's threads inherit it).
+            // SAFETY: setpriority on this thread's own ID, no pointers.
+            unsafe {
+                let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, thread, 19);
+            }
             let outcome = work(&this, &this.job);
             let mut job = lock(&this.job);
             job.busy = false;
@@ -279,6 +305,7 @@ impl Commissioning {
         {
             let mut job = lock(job);
             job.captured = 0;
+            job.captured_failed.clear();
             job.calibration = None;
         }
         let (sink, images) = std::sync::mpsc::sync_channel(4);
@@ -297,7 +324,7 @@ impl Commissioning {
             if last.elapsed() > CAPTURE_IDLE {
                 break Err(format!("no part of this recipe was judged for {} s", CAPTURE_IDLE.as_secs()));
             }
-            let Ok((of, image)) = images.recv_timeout(Duration::from_millis(100)) else { continue };
+            let Ok((of, verdict, image)) = images.recv_timeout(Duration::from_millis(100)) else { continue };
             if of != number {
                 continue;
             }
@@ -308,6 +335,9 @@ impl Commissioning {
             taken += 1;
             let mut job = lock(job);
             (job.done, job.captured) = (taken, taken);
+            if verdict == Verdict::Fail {
+                job.captured_failed.push(format!("capture-{taken:04}.png"));
+            }
         };
         self.board.want_judged_images(false);
         self.live.capture_to(None);
@@ -349,6 +379,7 @@ impl Commissioning {
         let max_good = bank.good_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         folder.write_atomic(Path::new(CANDIDATE), &memory_file::to_bytes(bank)).map_err(|e| e.to_string())?;
         let threshold_now = self.board.calibrations().get(recipe).map_or(f32::NAN, |c| c.threshold);
+        let failed_captures = lock(job).captured_failed.clone();
         let report = CalibrationReport {
             recipe,
             threshold,
@@ -362,6 +393,7 @@ impl Commissioning {
                 .map(|(p, s)| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), *s))
                 .collect(),
             patches: bank.len(),
+            failed_captures,
         };
         let message = format!(
             "calibrated from {} images: threshold {threshold:.6} (now {threshold_now:.6}), worst good part {max_good:.6} ({:.1} % below it){}",
@@ -410,24 +442,45 @@ impl Commissioning {
         ))
     }
 
-    /// Puts the newest kept memory of `recipe` back.
+    /// Puts the newest kept memory of `recipe` that reads back in place; kept files that do
+    /// not read are named and left alone.
     fn undo(&self, recipe: usize) -> Result<String, String> {
         let versions = self.versions(&self.recipes[recipe]).ok_or("no versions folder")?;
-        let newest = versions.last().ok_or("no earlier memory is kept")?.clone();
         let folder = self.versions_folder()?;
-        let bytes = folder.read(&newest, MAX_MEMORY_BYTES as usize).map_err(|e| e.to_string())?;
-        let outcome = self.put_in_place(recipe, &bytes, false)?;
-        folder.remove(&newest).map_err(|e| e.to_string())?;
-        Ok(format!("{newest} put back: {outcome}"))
+        let mut unreadable = Vec::new();
+        for name in versions.iter().rev() {
+            let path = folder.path().join(name);
+            let bytes = match folder.read(name, MAX_MEMORY_BYTES as usize) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    unreadable.push(e.to_string());
+                    continue;
+                }
+            };
+            if let Err(e) = memory_file::from_bytes(&path, &bytes) {
+                unreadable.push(e.to_string());
+                continue;
+            }
+            let outcome = self.put_in_place(recipe, &bytes, false)?;
+            folder.remove(name).map_err(|e| e.to_string())?;
+            let skipped =
+                if unreadable.is_empty() { String::new() } else { format!(" (skipped: {})", unreadable.join("; ")) };
+            return Ok(format!("{name} put back: {outcome}{skipped}"));
+        }
+        Err(format!("no kept memory reads back: {}", unreadable.join("; ")))
     }
 
     fn versions_folder(&self) -> Result<OwnedDir, String> {
-        OwnedDir::claim(&self.state_dir.join("memory-versions"), FolderKind::MemoryVersions).map_err(|e| e.to_string())
+        OwnedDir::claim(&self.state_dir.join(VERSIONS), FolderKind::MemoryVersions).map_err(|e| e.to_string())
     }
 
-    /// The kept versions of `recipe`'s memory, oldest first; none when the folder cannot be had.
+    /// The kept versions of `recipe`'s memory, oldest first (none kept before the folder is
+    /// made); none when the folder cannot be had.
     fn versions(&self, recipe: &RecipeSetup) -> Option<Vec<String>> {
         let prefix = format!("recipe-{}-", recipe.number);
+        if std::fs::symlink_metadata(self.state_dir.join(VERSIONS)).is_err() {
+            return Some(Vec::new());
+        }
         let files = self.versions_folder().ok()?.files().ok()?;
         Some(
             files
@@ -439,24 +492,36 @@ impl Commissioning {
     }
 
     /// Writes `bytes` (a memory file) as `recipe`'s memory file, keeping the file it replaces
-    /// (when `keep`), and has the loop judge with it; on a refusal the old file is put back.
+    /// (when `keep`), and has the loop judge with it; on a refusal the old file is put back. A
+    /// change that fails leaves the memory file and the kept versions as they were.
     fn put_in_place(&self, recipe: usize, bytes: &[u8], keep: bool) -> Result<String, String> {
         let setup = &self.recipes[recipe];
         let path = setup.memory.as_ref().ok_or("no memory file")?;
         // Checked before anything is written: a file that does not read is never put in place.
         memory_file::from_bytes(path, bytes).map_err(|e| e.to_string())?;
+        // Refused now (a link, not a memory file), before a version is kept for it.
+        replaceable(path, FileKind::Memory).map_err(|e| e.to_string())?;
         let previous = read_regular(path, MAX_MEMORY_BYTES, "memory file").ok();
+        let mut kept = None;
         if let (true, Some(previous)) = (keep, &previous) {
             let folder = self.versions_folder()?;
             let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
             let name = format!("recipe-{}-{stamp:013}.memory", setup.number);
             folder.write_atomic(Path::new(&name), previous).map_err(|e| e.to_string())?;
+            kept = Some((folder, name));
+        }
+        if let Err(e) = replace_file(path, FileKind::Memory, bytes) {
+            if let Some((folder, name)) = &kept {
+                let _ = folder.remove(name);
+            }
+            return Err(e.to_string());
+        }
+        if let Some((folder, _)) = &kept {
             let versions = self.versions(setup).unwrap_or_default();
             for old in versions.iter().take(versions.len().saturating_sub(KEPT_VERSIONS)) {
                 folder.remove(old).map_err(|e| e.to_string())?;
             }
         }
-        replace_file(path, FileKind::Memory, bytes).map_err(|e| e.to_string())?;
         match self.swap(recipe, path) {
             Ok(outcome) => Ok(outcome),
             // The request waits on the board: the loop takes it at its next part.
@@ -466,17 +531,14 @@ impl Commissioning {
                 SWAP_WAIT.as_secs()
             )),
             Err(Swap::Refused(why)) => {
-                if let Some(previous) = previous {
-                    let restored = replace_file(path, FileKind::Memory, &previous);
-                    return Err(format!(
-                        "{why}; {}",
-                        match restored {
-                            Ok(()) => "the previous memory file was put back".to_string(),
-                            Err(e) => format!("the previous memory file could not be put back: {e}"),
-                        }
-                    ));
+                if let Some((folder, name)) = &kept {
+                    let _ = folder.remove(name);
                 }
-                Err(why)
+                match previous.map(|previous| replace_file(path, FileKind::Memory, &previous)) {
+                    Some(Ok(())) => Err(format!("{why}; the previous memory file was put back")),
+                    Some(Err(e)) => Err(format!("{why}; the previous memory file could not be put back: {e}")),
+                    None => Err(why),
+                }
             }
         }
     }

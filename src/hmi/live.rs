@@ -15,6 +15,7 @@ use bytes::Bytes;
 use image::RgbImage;
 
 use crate::station::status::{lock, Picture, StatusBoard};
+use crate::verdict::Verdict;
 
 /// Thumbnails (encoded overlays of recent results) kept.
 pub(crate) const THUMBNAILS: usize = 48;
@@ -32,8 +33,8 @@ pub(crate) struct LiveFrame {
     pub jpeg: Bytes,
 }
 
-/// A judged image taken for commissioning: its recipe's number and the image.
-pub(crate) type Captured = (u16, RgbImage);
+/// A judged image taken for commissioning: its recipe's number, its verdict, and the image.
+pub(crate) type Captured = (u16, Verdict, RgbImage);
 
 /// The live view's state, shared by the encoder thread and the server.
 pub(crate) struct Live {
@@ -98,10 +99,12 @@ impl Live {
                 continue;
             }
             // Only judged parts: an ERROR's picture may be the whole frame, not the region.
-            if picture.judged.width() > 0 && picture.verdict != Some(crate::verdict::Verdict::Error) {
+            if let Some(verdict @ (Verdict::Pass | Verdict::Fail)) =
+                picture.verdict.filter(|_| picture.judged.width() > 0)
+            {
                 if let Some(sink) = lock(&self.capture).as_ref() {
                     // A full queue: the capture is behind; this frame is not taken.
-                    let _ = sink.try_send((picture.recipe, picture.judged.clone()));
+                    let _ = sink.try_send((picture.recipe, verdict, picture.judged.clone()));
                 }
             }
             if last_encoded.is_some_and(|at| at.elapsed() < every) {

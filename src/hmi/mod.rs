@@ -44,6 +44,8 @@ pub struct HttpSettings {
     pub stream_fps: u32,
     /// The server's certificate chain and private key (PEM); none: plain HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Host names it answers to besides IP addresses and `localhost`.
+    pub host_names: Vec<String>,
 }
 
 /// The running operator interface; stopped when dropped (the server stops accepting and its

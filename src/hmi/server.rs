@@ -35,6 +35,9 @@ pub(crate) const BODY_LIMIT: usize = 16 << 10;
 /// A client whose connection takes no byte of an answer for this long is disconnected (a
 /// live-view client that stopped reading, say).
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// Each connection's kernel send buffer: small, so that a client that stops reading is found
+/// out within a few frames (not after megabytes) and a slow viewer is never minutes behind.
+const SEND_BUFFER: usize = 64 << 10;
 /// Shortest token accepted.
 const TOKEN_MIN: usize = 16;
 /// The boundary between the live view's frames.
@@ -56,6 +59,11 @@ pub(crate) struct Shared {
     pub commission: Commissioning,
     token: Option<Vec<u8>>,
     request_timeout: Duration,
+    /// Host names the server answers to besides IP addresses and `localhost`.
+    host_names: Vec<String>,
+    /// Live-view streams may take at most half the connections: the page and the API keep the
+    /// rest.
+    streams: Arc<tokio::sync::Semaphore>,
     pub started: Instant,
 }
 
@@ -116,6 +124,8 @@ impl Server {
             commission,
             token,
             request_timeout: settings.request_timeout,
+            host_names: settings.host_names.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            streams: Arc::new(tokio::sync::Semaphore::new((settings.max_connections / 2).max(1))),
             started: Instant::now(),
         });
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
@@ -182,6 +192,7 @@ async fn accept(
             },
         };
         let _ = stream.set_nodelay(true);
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&stream, SEND_BUFFER);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tokio::spawn(refuse_busy(stream));
             continue;
@@ -361,7 +372,11 @@ fn authorize(shared: &Shared, request: &Request<Incoming>) -> Result<(), Box<Res
             "changes are off: this station's [http] has no token_file, so its interface is read-only",
         )));
     };
-    let given = request.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    // The scheme's name is case-insensitive (RFC 7235); the token is not.
+    let given = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes()).and_then(|v| {
+        let (scheme, token) = v.split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+    });
     match given {
         Some(given) if same_token(given, expected) => Ok(()),
         _ => {
@@ -398,8 +413,37 @@ async fn body_json(shared: &Shared, request: Request<Incoming>) -> Result<serde_
     }
 }
 
+/// Whether the request's `Host` names this station: an IP address (with a port or not),
+/// `localhost`, or one of `http.host_names`. Anything else is refused, so that a page of another
+/// site whose name was made to point here (DNS rebinding) cannot read the station.
+fn known_host(shared: &Shared, request: &Request<Incoming>) -> bool {
+    let Some(host) = request.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = host_name(host);
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || shared.host_names.iter().any(|known| name.eq_ignore_ascii_case(known))
+}
+
+/// The name in a `Host` value, without its port and an IPv6 address's brackets: `[::1]:8080`,
+/// `10.0.0.5:8080`, `station:8080` (not the colons of a bare IPv6 address).
+fn host_name(host: &str) -> &str {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    };
+    name.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// Routes one request.
 async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
+    if !known_host(shared, &request) {
+        return refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown Host: ask by the station's IP address, or add its name to `http.host_names`",
+        );
+    }
     let path = request.uri().path().to_string();
     if !plain_path(&path) {
         return refusal(StatusCode::BAD_REQUEST, "a path of plain segments (no `..`, `%`, `\\` or empty segments)");
@@ -461,11 +505,15 @@ async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Bo
 }
 
 /// The live view as a multipart JPEG stream: each new frame as it is encoded; a client that
-/// takes none for [`STALL_LIMIT`] is dropped.
+/// takes none for [`STALL_LIMIT`] is dropped. At most half the connections stream.
 fn stream(shared: &Shared) -> Response<Body> {
+    let Ok(slot) = shared.streams.clone().try_acquire_owned() else {
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, "as many live views as this station serves are open");
+    };
     let mut frames = shared.live.subscribe();
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
     tokio::spawn(async move {
+        let _slot = slot;
         loop {
             let frame = frames.borrow_and_update().clone();
             if let Some(frame) = frame {
@@ -522,6 +570,15 @@ mod tests {
         assert!(!same_token(b"0123456789abcde", b"0123456789abcdef"));
         assert!(!same_token(b"0123456789abcdef0", b"0123456789abcdef"));
         assert!(!same_token(b"", b"0123456789abcdef"));
+    }
+
+    #[test]
+    fn host_names_are_split_from_their_ports() {
+        assert_eq!(host_name("10.0.0.5:8080"), "10.0.0.5");
+        assert_eq!(host_name("[::1]:8080"), "::1");
+        assert_eq!(host_name("::1"), "::1");
+        assert_eq!(host_name("station.plant.lan"), "station.plant.lan");
+        assert_eq!(host_name("localhost:80"), "localhost");
     }
 
     #[test]

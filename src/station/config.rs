@@ -89,6 +89,10 @@ pub struct HttpSection {
     /// The live view's most frames per second, 1 to 30.
     #[serde(default = "default_http_fps")]
     pub stream_fps: u32,
+    /// Host names the station answers to besides its IP addresses and `localhost` (a request
+    /// naming another host is refused: DNS rebinding).
+    #[serde(default)]
+    pub host_names: Vec<String>,
     /// HTTPS; absent: plain HTTP.
     #[serde(default)]
     pub tls: Option<HttpTlsSection>,

@@ -875,11 +875,8 @@ fn plan(config: &StationConfig, path: &Path) -> Checked<(StationPlan, ModelPlan,
 /// `[modbus]`, checked.
 fn modbus_plan(m: &ModbusSection) -> Checked<ModbusSettings> {
     network_feature("modbus")?;
-    if m.bind.parse::<std::net::SocketAddr>().is_err() {
-        return Err(("modbus.bind", format!("{:?}: give an address and port, e.g. \"127.0.0.1:502\"", m.bind)));
-    }
     Ok(ModbusSettings {
-        bind: m.bind.clone(),
+        bind: socket_address("modbus.bind", &m.bind, "127.0.0.1:502")?,
         max_clients: within("modbus.max_clients", m.max_clients, limits::MODBUS_CLIENTS)?,
         idle_timeout: Duration::from_millis(within(
             "modbus.idle_timeout_ms",
@@ -955,16 +952,26 @@ fn mqtt_plan(m: &MqttSection) -> Checked<MqttSettings> {
     })
 }
 
+/// `bind` (the value of `key`) when it is an address and port, like `example`.
+fn socket_address(key: &'static str, bind: &str, example: &str) -> Checked<String> {
+    match bind.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(bind.to_string()),
+        Err(_) => Err((key, format!("{bind:?}: give an address and port, e.g. {example:?}"))),
+    }
+}
+
 /// `[http]`, checked.
 fn http_plan(h: &HttpSection) -> Checked<HttpSettings> {
     if !cfg!(feature = "hmi") {
         return Err(("http", "this clipada was built without the `hmi` feature (operator interface)".into()));
     }
-    if h.bind.parse::<std::net::SocketAddr>().is_err() {
-        return Err(("http.bind", format!("{:?}: give an address and port, e.g. \"127.0.0.1:8080\"", h.bind)));
+    if let Some(bad) = h.host_names.iter().find(|n| {
+        n.is_empty() || n.len() > 253 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+    }) {
+        return Err(("http.host_names", format!("{bad:?}: a host name of letters, digits, `-` and `.`")));
     }
     Ok(HttpSettings {
-        bind: h.bind.clone(),
+        bind: socket_address("http.bind", &h.bind, "127.0.0.1:8080")?,
         token_file: h.token_file.clone(),
         max_connections: within("http.max_connections", h.max_connections, limits::HTTP_CONNECTIONS)?,
         request_timeout: Duration::from_millis(within(
@@ -974,6 +981,7 @@ fn http_plan(h: &HttpSection) -> Checked<HttpSettings> {
         )?),
         stream_fps: within("http.stream_fps", h.stream_fps, limits::HTTP_FPS)?,
         tls: h.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
+        host_names: h.host_names.clone(),
     })
 }
 
@@ -1098,6 +1106,7 @@ path = "frames"
             (format!("{MINIMAL}[http]\nmax_connections = 0\n"), "http.max_connections", "1..=64"),
             (format!("{MINIMAL}[http]\nrequest_timeout_ms = 60001\n"), "http.request_timeout_ms", "100..="),
             (format!("{MINIMAL}[http]\nstream_fps = 31\n"), "http.stream_fps", "1..=30"),
+            (format!("{MINIMAL}[http]\nhost_names = [\"evil/x\"]\n"), "http.host_names", "letters"),
             (format!("{MINIMAL}[http.tls]\ncert = \"c.pem\"\n"), "http.tls", "key"),
         ];
         for (text, key, reason_part) in cases {

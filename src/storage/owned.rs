@@ -535,6 +535,11 @@ impl OwnedDir {
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
             return Err(refused(&path, "not a regular file"));
         }
+        // clipada renames each file it makes into place: one more name is a link someone made,
+        // maybe to a file outside.
+        if stat.st_nlink != 1 {
+            return Err(refused(&path, "a file with other names (a hard link): clipada made no such file"));
+        }
         Ok(File::from(fd))
     }
 

@@ -92,7 +92,7 @@ impl Station {
     }
 
     fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
-        self.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
     }
 
     fn get_json(&self, path: &str) -> Value {
@@ -104,7 +104,7 @@ impl Station {
     fn post(&self, path: &str, authorization: Option<&str>, body: &str) -> (u16, Value) {
         let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
         let raw = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         let (status, _, body) = self.send(raw.as_bytes());
@@ -235,7 +235,7 @@ fn the_page_api_and_metrics_tell_what_the_result_log_says() {
     // The live view: a multipart stream whose frames follow the results.
     let mut stream = TcpStream::connect(station.address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    stream.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut seen = Vec::new();
     let mut buffer = vec![0u8; 1 << 16];
     let until = Instant::now() + Duration::from_secs(20);
@@ -272,11 +272,21 @@ fn every_change_needs_the_token_and_reads_change_nothing() {
         let (status, _, _) = station.get(path);
         assert_eq!(status, 404, "{path}");
         for method in ["PUT", "DELETE", "PATCH"] {
-            let raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {good}\r\nContent-Length: 0\r\n\r\n");
+            let raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: {good}\r\nContent-Length: 0\r\n\r\n");
             assert_eq!(station.send(raw.as_bytes()).0, 405, "{method} {path}");
         }
     }
     assert_eq!(station.get_json("/api/v1/commissioning"), before, "nothing started");
+    assert!(!dir.path().join("state/memory-versions").exists(), "a read made a folder");
+    // A request for another host (a name made to point here: DNS rebinding) is refused.
+    let (status, _, body) =
+        station.send(b"GET /api/v1/status HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 421, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = station.send(b"GET /api/v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    // The scheme's name in any case (RFC 7235), the token exactly.
+    let (status, answer) = station.post("/api/v1/memory/undo", Some(&format!("bearer {TOKEN}")), "");
+    assert_eq!(status, 409, "authorized, and nothing to undo: {answer}");
     // With the token: bad bodies get their 4xx, naming what is wrong.
     let (status, answer) = station.post("/api/v1/commissioning/capture", Some(&good), "{\"count\": 100000}");
     assert_eq!((status, answer["error"].as_str().unwrap().contains("count")), (400, true), "{answer}");
@@ -315,9 +325,13 @@ fn no_request_reaches_a_file_outside_the_stations_folders() {
     std::fs::write(&secret, "root:x:0:0:do not serve").unwrap();
     let planted = "2026-01-01T000000.000Z-99999999-frame.png";
     std::os::unix::fs::symlink(&secret, dir.path().join("failures").join(planted)).unwrap();
+    // And a hard link, under another archive name, to a file of the same file system.
+    let linked = "2026-01-01T000000.000Z-99999998-frame.png";
+    std::fs::hard_link(&secret, dir.path().join("failures").join(linked)).unwrap();
     let secret_name = secret.display().to_string();
     for path in [
         format!("/api/v1/failures/{planted}"),
+        format!("/api/v1/failures/{linked}"),
         "/api/v1/failures/../../../../etc/passwd".into(),
         "/api/v1/failures/..%2f..%2f..%2fetc%2fpasswd".into(),
         "/api/v1/failures/%2e%2e/%2e%2e/etc/passwd".into(),
@@ -336,8 +350,9 @@ fn no_request_reaches_a_file_outside_the_stations_folders() {
         assert!(!body.contains("root:") && !body.contains(TOKEN), "{path}: {body}");
     }
     // An absolute-form request line and a request line that is not HTTP.
-    assert!((400..500)
-        .contains(&station.send(b"GET http://x/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0));
+    assert!((400..500).contains(
+        &station.send(b"GET http://x/../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").0
+    ));
     let (status, _, _) = station.send(b"GARBAGE\r\n\r\n");
     assert!(status == 0 || (400..500).contains(&status), "{status}");
     // The station judged on throughout.
@@ -351,7 +366,8 @@ fn bad_clients_get_their_4xx_and_the_loop_judges_on() {
     let station =
         Station::start(&config(dir.path(), "token_file = TOKEN_FILE\nmax_connections = 4\nrequest_timeout_ms = 500\n"));
     // A head over the limit.
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(40_000));
+    let big =
+        format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(40_000));
     let (status, _, _) = station.send(big.as_bytes());
     assert!(status == 431 || status == 400 || status == 0, "{status}");
     // A body over the limit.
@@ -360,7 +376,7 @@ fn bad_clients_get_their_4xx_and_the_loop_judges_on() {
     assert_eq!(status, 413, "{answer}");
     // A head that never ends is cut off at the request timeout.
     let mut slow = TcpStream::connect(station.address).unwrap();
-    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let started = Instant::now();
     let mut rest = Vec::new();
@@ -368,24 +384,37 @@ fn bad_clients_get_their_4xx_and_the_loop_judges_on() {
     assert!(started.elapsed() < Duration::from_secs(5), "a stalled head held its connection {:?}", started.elapsed());
     // A body announced and never sent: 408 at the timeout.
     let mut slow = TcpStream::connect(station.address).unwrap();
-    let raw = format!("POST /api/v1/commissioning/capture HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{");
+    let raw = format!("POST /api/v1/commissioning/capture HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{");
     slow.write_all(raw.as_bytes()).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut answer = Vec::new();
     let _ = slow.read_to_end(&mut answer);
     assert_eq!(parse(&answer).0, 408, "{}", String::from_utf8_lossy(&answer));
-    // Connections beyond the limit are answered 503 while the others are held open.
-    let held: Vec<TcpStream> = (0..4)
+    // Live views take at most half the connections: the third of 4 is refused, the page and
+    // the API keep the rest.
+    let viewers: Vec<TcpStream> = (0..2)
         .map(|_| {
             let mut s = TcpStream::connect(station.address).unwrap();
-            s.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _, _) = station.get("/api/v1/live.mjpg");
+    assert_eq!(status, 503, "a third live view");
+    assert_eq!(station.get("/api/v1/status").0, 200);
+    // Connections beyond the limit are answered 503 while the others are held open.
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(station.address).unwrap();
+            s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
             s
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let (status, _, _) = station.get("/api/v1/status");
     assert_eq!(status, 503);
-    drop(held);
+    drop((held, viewers));
     // Once they are gone, the station answers and has judged on throughout.
     let mut sequence = 0;
     wait_until("the server to answer again", 20, || {
@@ -456,7 +485,7 @@ fn tls_serves_the_interface_with_the_configured_certificate() {
     assert!(!curl(&[]).status.success());
     let mut plain = TcpStream::connect(address).unwrap();
     plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    plain.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    plain.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut answer = Vec::new();
     let _ = plain.read_to_end(&mut answer);
     assert!(!String::from_utf8_lossy(&answer).contains("counters"));
@@ -504,7 +533,17 @@ fn commissioning_captures_calibrates_sets_the_threshold_marks_good_and_undoes() 
     assert!((report["margin"].as_f64().unwrap() - (threshold - max_good) / threshold).abs() < 1e-5);
     assert_eq!(sha256(&memory), original, "nothing is put in place before it is applied");
 
-    let (status, _) = station.post("/api/v1/commissioning/apply", Some(&token), "");
+    // Captured parts the memory in force judged FAIL must be confirmed as good first.
+    let failed = report["failed_captures"].as_array().unwrap().len();
+    let body = if failed > 0 {
+        let (status, answer) = station.post("/api/v1/commissioning/apply", Some(&token), "");
+        assert_eq!(status, 409, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains("accept_failed_captures"), "{answer}");
+        "{\"accept_failed_captures\": true}"
+    } else {
+        ""
+    };
+    let (status, _) = station.post("/api/v1/commissioning/apply", Some(&token), body);
     assert_eq!(status, 202);
     let job = station.job_done();
     assert_eq!(job["step"], "applied", "{job}");
@@ -519,6 +558,23 @@ fn commissioning_captures_calibrates_sets_the_threshold_marks_good_and_undoes() 
     assert!((last["threshold"].as_f64().unwrap() - threshold).abs() < 1e-6, "{last}");
     let versions = dir.path().join("state/memory-versions");
     assert_eq!(std::fs::read_dir(&versions).unwrap().count(), 2, "the marker and the replaced memory");
+
+    // A change that cannot be written changes nothing: not the file, not the kept versions.
+    let (status, _) = station.post("/api/v1/commissioning/calibrate", Some(&token), "");
+    assert_eq!(status, 202);
+    assert_eq!(station.job_done()["step"], "calibrated");
+    let real = dir.path().join("real.memory");
+    std::fs::rename(&memory, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &memory).unwrap();
+    let (status, _) = station.post("/api/v1/commissioning/apply", Some(&token), "{\"accept_failed_captures\": true}");
+    assert_eq!(status, 202);
+    let job = station.job_done();
+    assert_eq!(job["step"], "failed", "{job}");
+    assert!(job["message"].as_str().unwrap().contains("symlink"), "{job}");
+    assert_eq!(std::fs::read_dir(&versions).unwrap().count(), 2, "no version kept for a refused change");
+    std::fs::remove_file(&memory).unwrap();
+    std::fs::rename(&real, &memory).unwrap();
+    assert_eq!(sha256(&memory), applied);
 
     // Undo puts the original back, byte for byte, and the loop judges with it again.
     let (status, _) = station.post("/api/v1/memory/undo", Some(&token), "");
