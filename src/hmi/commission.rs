@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use serde::Serialize;
@@ -175,7 +175,12 @@ impl Commissioning {
                 if waiting != Some(recipe) {
                     return Err(conflict("no calibration of this recipe waits to be put in place: calibrate first"));
                 }
-                if failed > 0 && body.get("accept_failed_captures") != Some(&Value::Bool(true)) {
+                let accepted = match body.get("accept_failed_captures") {
+                    None => false,
+                    Some(Value::Bool(accepted)) => *accepted,
+                    Some(_) => return Err(bad("accept_failed_captures: true or false")),
+                };
+                if failed > 0 && !accepted {
                     return Err(conflict(format!(
                         "{failed} of the captured images were judged FAIL by the memory in force: look at them \
                          (state_dir/commissioning); if they are good parts, apply with accept_failed_captures: true"
@@ -405,13 +410,22 @@ impl Commissioning {
                 format!("; {} left out as outliers", report.outliers.len())
             }
         );
+        let message = match report.failed_captures.len() {
+            0 => message,
+            n => format!(
+                "{message}; WARNING: the memory in force judged {n} of the captured parts FAIL: if any is a defect, \
+                 this memory would pass it (apply needs accept_failed_captures)"
+            ),
+        };
         lock(job).calibration = Some(report);
         Ok(message)
     }
 
     /// Puts the candidate memory in place for `recipe`.
     fn apply(&self, recipe: usize) -> Result<String, String> {
-        let bytes = self.folder()?.read(CANDIDATE, MAX_MEMORY_BYTES as usize).map_err(|e| e.to_string())?;
+        let folder = self.folder()?;
+        let bytes = folder.read(CANDIDATE, MAX_MEMORY_BYTES as usize).map_err(|e| e.to_string())?;
+        memory_file::from_bytes(&folder.path().join(CANDIDATE), &bytes).map_err(|e| e.to_string())?;
         let outcome = self.put_in_place(recipe, &bytes, true)?;
         lock(&self.job).calibration = None;
         Ok(outcome)
@@ -448,7 +462,7 @@ impl Commissioning {
         let versions = self.versions(&self.recipes[recipe]).ok_or("no versions folder")?;
         let folder = self.versions_folder()?;
         let mut unreadable = Vec::new();
-        for name in versions.iter().rev() {
+        for (_, name) in versions.iter().rev() {
             let path = folder.path().join(name);
             let bytes = match folder.read(name, MAX_MEMORY_BYTES as usize) {
                 Ok(bytes) => bytes,
@@ -474,21 +488,23 @@ impl Commissioning {
         OwnedDir::claim(&self.state_dir.join(VERSIONS), FolderKind::MemoryVersions).map_err(|e| e.to_string())
     }
 
-    /// The kept versions of `recipe`'s memory, oldest first (none kept before the folder is
-    /// made); none when the folder cannot be had.
-    fn versions(&self, recipe: &RecipeSetup) -> Option<Vec<String>> {
+    /// The kept versions of `recipe`'s memory with their numbers, oldest first (none kept
+    /// before the folder is made); none when the folder cannot be had.
+    fn versions(&self, recipe: &RecipeSetup) -> Option<Vec<(u64, String)>> {
         let prefix = format!("recipe-{}-", recipe.number);
         if std::fs::symlink_metadata(self.state_dir.join(VERSIONS)).is_err() {
             return Some(Vec::new());
         }
         let files = self.versions_folder().ok()?.files().ok()?;
-        Some(
-            files
-                .into_iter()
-                .map(|(name, _)| name)
-                .filter(|n| n.starts_with(&prefix) && n.ends_with(".memory"))
-                .collect(),
-        )
+        let mut versions: Vec<(u64, String)> = files
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let number = name.strip_prefix(&prefix)?.strip_suffix(".memory")?.parse().ok()?;
+                Some((number, name))
+            })
+            .collect();
+        versions.sort();
+        Some(versions)
     }
 
     /// Writes `bytes` (a memory file) as `recipe`'s memory file, keeping the file it replaces
@@ -505,8 +521,9 @@ impl Commissioning {
         let mut kept = None;
         if let (true, Some(previous)) = (keep, &previous) {
             let folder = self.versions_folder()?;
-            let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-            let name = format!("recipe-{}-{stamp:013}.memory", setup.number);
+            // Numbered in the order kept, not by the clock (which may step back).
+            let next = self.versions(setup).unwrap_or_default().last().map_or(1, |(number, _)| number + 1);
+            let name = format!("recipe-{}-{next:010}.memory", setup.number);
             folder.write_atomic(Path::new(&name), previous).map_err(|e| e.to_string())?;
             kept = Some((folder, name));
         }
@@ -516,9 +533,16 @@ impl Commissioning {
             }
             return Err(e.to_string());
         }
+        // The captures' verdicts came from the memory just replaced: they must be taken again.
+        {
+            let mut job = lock(&self.job);
+            job.captured = 0;
+            job.captured_failed.clear();
+            job.calibration = None;
+        }
         if let Some((folder, _)) = &kept {
             let versions = self.versions(setup).unwrap_or_default();
-            for old in versions.iter().take(versions.len().saturating_sub(KEPT_VERSIONS)) {
+            for (_, old) in versions.iter().take(versions.len().saturating_sub(KEPT_VERSIONS)) {
                 folder.remove(old).map_err(|e| e.to_string())?;
             }
         }

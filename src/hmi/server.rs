@@ -413,17 +413,22 @@ async fn body_json(shared: &Shared, request: Request<Incoming>) -> Result<serde_
     }
 }
 
-/// Whether the request's `Host` names this station: an IP address (with a port or not),
+/// Whether the request's one `Host` (and an absolute URI's authority) names this station: an
+/// IP address (with a port or not),
 /// `localhost`, or one of `http.host_names`. Anything else is refused, so that a page of another
 /// site whose name was made to point here (DNS rebinding) cannot read the station.
 fn known_host(shared: &Shared, request: &Request<Incoming>) -> bool {
-    let Some(host) = request.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()) else {
+    let mut hosts = request.headers().get_all(hyper::header::HOST).iter();
+    let (Some(host), None) = (hosts.next().and_then(|h| h.to_str().ok()), hosts.next()) else {
         return false;
     };
-    let name = host_name(host);
-    name.parse::<std::net::IpAddr>().is_ok()
-        || name.eq_ignore_ascii_case("localhost")
-        || shared.host_names.iter().any(|known| name.eq_ignore_ascii_case(known))
+    let known = |name: &str| {
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || shared.host_names.iter().any(|known| name.eq_ignore_ascii_case(known))
+    };
+    // An absolute-form request names its host in the URI too: both must be this station.
+    known(host_name(host)) && request.uri().authority().is_none_or(|a| known(host_name(a.as_str())))
 }
 
 /// The name in a `Host` value, without its port and an IPv6 address's brackets: `[::1]:8080`,

@@ -1107,7 +1107,7 @@ path = "frames"
             (format!("{MINIMAL}[http]\nrequest_timeout_ms = 60001\n"), "http.request_timeout_ms", "100..="),
             (format!("{MINIMAL}[http]\nstream_fps = 31\n"), "http.stream_fps", "1..=30"),
             (format!("{MINIMAL}[http]\nhost_names = [\"evil/x\"]\n"), "http.host_names", "letters"),
-            (format!("{MINIMAL}[http.tls]\ncert = \"c.pem\"\n"), "http.tls", "key"),
+            (format!("{MINIMAL}[http.tls]\ncert = \"c.pem\"\n"), "http.tls.key", "missing"),
         ];
         for (text, key, reason_part) in cases {
             let (got_key, reason) = invalid(&text);

@@ -284,6 +284,13 @@ fn every_change_needs_the_token_and_reads_change_nothing() {
     assert_eq!(status, 421, "{}", String::from_utf8_lossy(&body));
     let (status, _, _) = station.send(b"GET /api/v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200);
+    for raw in [
+        &b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"[..],
+        b"GET http://evil.example/api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let (status, _, _) = station.send(raw);
+        assert!(status == 421 || status == 400, "{status}: {}", String::from_utf8_lossy(raw));
+    }
     // The scheme's name in any case (RFC 7235), the token exactly.
     let (status, answer) = station.post("/api/v1/memory/undo", Some(&format!("bearer {TOKEN}")), "");
     assert_eq!(status, 409, "authorized, and nothing to undo: {answer}");
@@ -559,7 +566,13 @@ fn commissioning_captures_calibrates_sets_the_threshold_marks_good_and_undoes() 
     let versions = dir.path().join("state/memory-versions");
     assert_eq!(std::fs::read_dir(&versions).unwrap().count(), 2, "the marker and the replaced memory");
 
+    // Putting a memory in place invalidates the captures (the memory in force judged them).
+    let (status, _) = station.post("/api/v1/commissioning/calibrate", Some(&token), "");
+    assert_eq!(status, 409, "captures judged by the replaced memory");
     // A change that cannot be written changes nothing: not the file, not the kept versions.
+    let (status, _) = station.post("/api/v1/commissioning/capture", Some(&token), "{\"count\": 3}");
+    assert_eq!(status, 202);
+    assert_eq!(station.job_done()["step"], "captured");
     let (status, _) = station.post("/api/v1/commissioning/calibrate", Some(&token), "");
     assert_eq!(status, 202);
     assert_eq!(station.job_done()["step"], "calibrated");
