@@ -180,7 +180,7 @@ pub(crate) fn failures(shared: &Shared) -> Value {
     let statistics = shared.board.statistics();
     let score_of =
         |frame: u64| statistics.recent.oldest_ordered().find(|(_, r)| r.frame == frame).and_then(|(_, r)| r.score);
-    let mut parts: Vec<Value> = files
+    let parts: Vec<Value> = files
         .iter()
         .rev()
         .filter_map(|(name, _)| name.strip_suffix(OVERLAY_SUFFIX).filter(|stem| archive_stem(stem)))
@@ -199,7 +199,6 @@ pub(crate) fn failures(shared: &Shared) -> Value {
             })
         })
         .collect();
-    parts.truncate(MAX_FAILURES);
     json!({ "archive": true, "parts": parts })
 }
 

@@ -91,6 +91,17 @@ impl Station {
         parse(&answer)
     }
 
+    /// `count` connections, each sending a GET of `path` and kept open unread.
+    fn hold(&self, count: usize, path: &str) -> Vec<TcpStream> {
+        (0..count)
+            .map(|_| {
+                let mut stream = TcpStream::connect(self.address).unwrap();
+                stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
+                stream
+            })
+            .collect()
+    }
+
     fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
     }
@@ -399,25 +410,13 @@ fn bad_clients_get_their_4xx_and_the_loop_judges_on() {
     assert_eq!(parse(&answer).0, 408, "{}", String::from_utf8_lossy(&answer));
     // Live views take at most half the connections: the third of 4 is refused, the page and
     // the API keep the rest.
-    let viewers: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = TcpStream::connect(station.address).unwrap();
-            s.write_all(b"GET /api/v1/live.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-            s
-        })
-        .collect();
+    let viewers = station.hold(2, "/api/v1/live.mjpg");
     std::thread::sleep(Duration::from_millis(300));
     let (status, _, _) = station.get("/api/v1/live.mjpg");
     assert_eq!(status, 503, "a third live view");
     assert_eq!(station.get("/api/v1/status").0, 200);
     // Connections beyond the limit are answered 503 while the others are held open.
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = TcpStream::connect(station.address).unwrap();
-            s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-            s
-        })
-        .collect();
+    let held = station.hold(2, "/api/v1/status");
     std::thread::sleep(Duration::from_millis(200));
     let (status, _, _) = station.get("/api/v1/status");
     assert_eq!(status, 503);
